@@ -1,6 +1,91 @@
 //! `cargo xtask`: builds, VM boots of a real ublk kernel, end-to-end checks and benchmarks.
+//!
+//! One module per verb; `vm/` holds what the VM verbs share (host packages, kernel, initramfs,
+//! QEMU), `cmd` runs external commands and echoes them.
 
-fn main() {
-    eprintln!("usage: cargo xtask <verb>");
-    std::process::exit(2);
+mod bench;
+mod cargo;
+mod cmd;
+mod error;
+mod json;
+mod vm;
+mod vm_e2e;
+mod vm_run;
+mod vm_selftest;
+mod vm_shell;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Project automation for the ublk workspace",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+enum Verb {
+    VmE2e(vm_e2e::Args),
+    VmRun(vm_run::Args),
+    VmShell(vm_shell::Args),
+    VmSelftest(vm_selftest::Args),
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.verb {
+        Verb::VmE2e(args) => vm_e2e::run(&args),
+        Verb::VmRun(args) => vm_run::run(&args),
+        Verb::VmShell(args) => vm_shell::run(&args),
+        Verb::VmSelftest(args) => vm_selftest::run(&args),
+        Verb::Bench(args) => bench::run(&args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("[xtask] error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: xtask lives one level below it.
+fn project_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
+
+/// Clamps a process or guest exit status into the 0..=255 range an [`ExitCode`] carries.
+fn exit_code(status: i32) -> u8 {
+    u8::try_from(status).unwrap_or(1).max(u8::from(status != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exit_code_keeps_failures_non_zero() {
+        assert_eq!(exit_code(0), 0);
+        assert_eq!(exit_code(7), 7);
+        assert_eq!(exit_code(256), 1);
+        assert_eq!(exit_code(-1), 1);
+    }
 }

@@ -1,0 +1,220 @@
+//! Reading the guest's serial console: the markers the guest prints and what they say.
+//!
+//! Every marker carries the run's nonce, so output from a test cannot be mistaken for one.
+//! Markers are matched anywhere in a line: a kernel message may land on the same line.
+
+use std::fmt::Display;
+
+/// Printed by `/init` as its first line: the time to reach it is the boot time.
+pub const INIT_MARKER: &str = "=== XTASK-INIT ===";
+
+/// The last line `/init` prints before powering off: the guest's exit status.
+pub fn end_marker(nonce: &str, status: impl Display) -> String {
+    format!("=== XTASK-END run={nonce} status={status} ===")
+}
+
+/// Printed before one test binary or scenario runs.
+pub fn begin_marker(nonce: &str, kind: &str, name: &str) -> String {
+    format!("=== XTASK-BEGIN run={nonce} {kind} {name} ===")
+}
+
+/// Printed after one test binary or scenario ran, with its exit status.
+pub fn done_marker(nonce: &str, kind: &str, name: &str, status: impl Display) -> String {
+    format!("=== XTASK-DONE run={nonce} {kind} {name} status={status} ===")
+}
+
+/// A run nonce: unique enough per boot, from the clock and our pid.
+pub fn new_nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+}
+
+fn lines(console: &str) -> impl Iterator<Item = &str> {
+    console.lines().map(|l| l.trim_end_matches('\r'))
+}
+
+/// The status in the guest's end marker for this run, if the guest got that far.
+pub fn guest_status(console: &str, nonce: &str) -> Option<i32> {
+    let prefix = format!("=== XTASK-END run={nonce} status=");
+    lines(console)
+        .filter_map(|l| status_after(l, &prefix))
+        .last()
+}
+
+/// `...{prefix}N ===...` -> N.
+fn status_after(line: &str, prefix: &str) -> Option<i32> {
+    let rest = &line[line.find(prefix)? + prefix.len()..];
+    rest.split_once(" ===")?.0.parse().ok()
+}
+
+/// One test binary or scenario, as the console reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub kind: String,
+    pub name: String,
+    /// Its exit status; `None` if the guest never printed its done marker (crash, timeout).
+    pub status: Option<i32>,
+    /// Totals of libtest's `test result:` lines, if it printed any.
+    pub tests: Option<(u64, u64)>,
+}
+
+impl Item {
+    pub fn passed(&self) -> bool {
+        self.status == Some(0) && self.tests.is_none_or(|(_, failed)| failed == 0)
+    }
+}
+
+/// Every item the console shows a begin marker for, in order.
+pub fn items(console: &str, nonce: &str) -> Vec<Item> {
+    let begin = format!("=== XTASK-BEGIN run={nonce} ");
+    let done = format!("=== XTASK-DONE run={nonce} ");
+    let mut items: Vec<Item> = Vec::new();
+    for line in lines(console) {
+        if let Some(at) = line.find(&begin) {
+            let rest = line[at + begin.len()..].trim_end_matches(" ===");
+            let (kind, name) = rest.split_once(' ').unwrap_or((rest, ""));
+            items.push(Item {
+                kind: kind.into(),
+                name: name.into(),
+                status: None,
+                tests: None,
+            });
+        } else if line.contains(&done) {
+            if let Some(item) = items.last_mut() {
+                let prefix = format!("{done}{} {} status=", item.kind, item.name);
+                item.status = status_after(line, &prefix);
+            }
+        } else if let Some(at) = line.find("test result: ") {
+            if let (Some(item), Some((p, f))) = (items.last_mut(), libtest_counts(&line[at..])) {
+                let (p0, f0) = item.tests.unwrap_or((0, 0));
+                item.tests = Some((p0 + p, f0 + f));
+            }
+        }
+    }
+    items
+}
+
+/// `test result: FAILED. 1 passed; 2 failed; 0 ignored; ...` -> (1, 2).
+fn libtest_counts(line: &str) -> Option<(u64, u64)> {
+    let mut passed = None;
+    let mut failed = None;
+    for part in line.split(['.', ';']) {
+        let mut words = part.split_whitespace();
+        let (Some(n), Some(what)) = (words.next(), words.next()) else {
+            continue;
+        };
+        match what {
+            "passed" => passed = n.parse().ok(),
+            "failed" => failed = n.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((passed?, failed?))
+}
+
+/// The last `n` lines of the console, for error reports.
+pub fn tail(console: &str, n: usize) -> String {
+    let all: Vec<&str> = lines(console).collect();
+    all[all.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_marker_with_status_1_is_read_as_failure() {
+        let console = format!(
+            "boot...\r\n{}\r\n[ 3.1] reboot: Power down\r\n",
+            end_marker("n1", 1)
+        );
+        assert_eq!(guest_status(&console, "n1"), Some(1));
+    }
+
+    #[test]
+    fn missing_or_foreign_end_marker_gives_no_status() {
+        assert_eq!(guest_status("boot...\nKernel panic\n", "n1"), None);
+        // A marker from another run (or printed by a test) does not count.
+        assert_eq!(guest_status(&end_marker("other", 0), "n1"), None);
+        assert_eq!(
+            guest_status("=== XTASK-END run=n1 status=zero ===", "n1"),
+            None
+        );
+    }
+
+    #[test]
+    fn end_marker_is_found_after_a_kernel_message_on_the_same_line() {
+        let console = format!("[    2.1] random: crng init done{}\n", end_marker("n1", 0));
+        assert_eq!(guest_status(&console, "n1"), Some(0));
+    }
+
+    #[test]
+    fn items_collect_status_and_libtest_counts() {
+        let console = [
+            begin_marker("n", "test", "ublk_ctrl (lib)"),
+            "running 2 tests".into(),
+            "test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 3 filtered out; finished in 0.01s".into(),
+            done_marker("n", "test", "ublk_ctrl (lib)", 101),
+            begin_marker("n", "scenario", "00-smoke.sh"),
+            done_marker("n", "scenario", "00-smoke.sh", 0),
+            begin_marker("n", "scenario", "10-crash.sh"),
+            "Kernel panic".into(),
+        ]
+        .join("\r\n");
+        let got = items(&console, "n");
+        assert_eq!(
+            got,
+            [
+                Item {
+                    kind: "test".into(),
+                    name: "ublk_ctrl (lib)".into(),
+                    status: Some(101),
+                    tests: Some((1, 1))
+                },
+                Item {
+                    kind: "scenario".into(),
+                    name: "00-smoke.sh".into(),
+                    status: Some(0),
+                    tests: None
+                },
+                Item {
+                    kind: "scenario".into(),
+                    name: "10-crash.sh".into(),
+                    status: None,
+                    tests: None
+                },
+            ]
+        );
+        assert!(!got[0].passed());
+        assert!(got[1].passed());
+        assert!(!got[2].passed());
+    }
+
+    #[test]
+    fn a_zero_exit_with_failed_tests_still_fails() {
+        let item = Item {
+            kind: "test".into(),
+            name: "x".into(),
+            status: Some(0),
+            tests: Some((3, 1)),
+        };
+        assert!(!item.passed());
+    }
+
+    #[test]
+    fn libtest_counts_reads_ok_lines() {
+        assert_eq!(
+            libtest_counts("test result: ok. 4 passed; 0 failed; 0 ignored; 0 measured"),
+            Some((4, 0))
+        );
+        assert_eq!(libtest_counts("test result: weird"), None);
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail("a\r\nb\r\nc\r\n", 2), "b\nc");
+    }
+}
