@@ -22,8 +22,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
+    version,
     about = "Project automation for the ublk workspace",
-    version
+    after_help = "VM verbs keep their kernel cache, initramfs and console logs in target/vm/."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -223,6 +223,9 @@ fn summarize(plan: &[Planned], items: &[Item], guest: &std::result::Result<i32, 
             "{verdict} {} {}: {detail}",
             planned.kind, planned.name
         ));
+        for name in item.map(|i| i.failures.as_slice()).unwrap_or_default() {
+            report.lines.push(format!("       failed: {name}"));
+        }
     }
     if let Err(why) = guest {
         report.failed += 1;
@@ -280,6 +283,7 @@ mod tests {
                 name: "a (lib)".into(),
                 status: Some(0),
                 tests: Some((3, 0)),
+                failures: vec![],
             },
             // Aborted before libtest's summary: one failure.
             Item {
@@ -287,18 +291,21 @@ mod tests {
                 name: "b (lib)".into(),
                 status: Some(134),
                 tests: None,
+                failures: vec![],
             },
             Item {
                 kind: "scenario".into(),
                 name: "00-smoke.sh".into(),
                 status: Some(0),
                 tests: None,
+                failures: vec![],
             },
             Item {
                 kind: "scenario".into(),
                 name: "fail.sh".into(),
                 status: Some(1),
                 tests: None,
+                failures: vec![],
             },
         ];
         let report = summarize(&plan, &items, &Ok(1));
@@ -322,6 +329,7 @@ mod tests {
             name: "a (lib)".into(),
             status: None,
             tests: Some((1, 1)),
+            failures: vec!["x::y".into()],
         }];
         let report = summarize(&plan, &items, &Err("timed out after 5s".into()));
         assert_eq!((report.passed, report.failed), (1, 3));
@@ -329,6 +337,7 @@ mod tests {
             report.lines,
             [
                 "FAIL test a (lib): 1 passed, 1 failed; did not finish",
+                "       failed: x::y",
                 "FAIL scenario s.sh: never started",
                 "FAIL guest: timed out after 5s",
             ]

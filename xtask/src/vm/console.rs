@@ -59,6 +59,8 @@ pub struct Item {
     pub status: Option<i32>,
     /// Totals of libtest's `test result:` lines, if it printed any.
     pub tests: Option<(u64, u64)>,
+    /// Tests libtest reported as `test NAME ... FAILED`.
+    pub failures: Vec<String>,
 }
 
 impl Item {
@@ -81,7 +83,12 @@ pub fn items(console: &str, nonce: &str) -> Vec<Item> {
                 name: name.into(),
                 status: None,
                 tests: None,
+                failures: vec![],
             });
+        } else if let Some(name) = failed_test(line) {
+            if let Some(item) = items.last_mut() {
+                item.failures.push(name.to_owned());
+            }
         } else if line.contains(&done) {
             if let Some(item) = items.last_mut() {
                 let prefix = format!("{done}{} {} status=", item.kind, item.name);
@@ -95,6 +102,11 @@ pub fn items(console: &str, nonce: &str) -> Vec<Item> {
         }
     }
     items
+}
+
+/// `test some::name ... FAILED` -> `some::name`.
+fn failed_test(line: &str) -> Option<&str> {
+    line.strip_prefix("test ")?.strip_suffix(" ... FAILED")
 }
 
 /// `test result: FAILED. 1 passed; 2 failed; 0 ignored; ...` -> (1, 2).
@@ -156,6 +168,8 @@ mod tests {
         let console = [
             begin_marker("n", "test", "ublk_ctrl (lib)"),
             "running 2 tests".into(),
+            "test ctrl::open ... FAILED".into(),
+            "test ctrl::features ... ok".into(),
             "test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 3 filtered out; finished in 0.01s".into(),
             done_marker("n", "test", "ublk_ctrl (lib)", 101),
             begin_marker("n", "scenario", "00-smoke.sh"),
@@ -172,19 +186,22 @@ mod tests {
                     kind: "test".into(),
                     name: "ublk_ctrl (lib)".into(),
                     status: Some(101),
-                    tests: Some((1, 1))
+                    tests: Some((1, 1)),
+                    failures: vec!["ctrl::open".into()],
                 },
                 Item {
                     kind: "scenario".into(),
                     name: "00-smoke.sh".into(),
                     status: Some(0),
-                    tests: None
+                    tests: None,
+                    failures: vec![],
                 },
                 Item {
                     kind: "scenario".into(),
                     name: "10-crash.sh".into(),
                     status: None,
-                    tests: None
+                    tests: None,
+                    failures: vec![],
                 },
             ]
         );
@@ -200,6 +217,7 @@ mod tests {
             name: "x".into(),
             status: Some(0),
             tests: Some((3, 1)),
+            failures: vec![],
         };
         assert!(!item.passed());
     }
