@@ -1,5 +1,90 @@
-//! The per-queue I/O engine of a ublk server.
+//! Serve a Linux ublk block device from Rust: the per-queue I/O engine, the target API, and the
+//! device lifecycle.
 //!
-//! This crate will hold the queue thread that owns `/dev/ublkcN`'s I/O commands for one hardware queue:
-//! it fetches requests (FETCH_REQ), hands each to a target, and commits the result with
-//! COMMIT_AND_FETCH_REQ, one `io_uring_enter` per batch of work. The target interface is its public API.
+//! - [`DeviceBuilder`] describes a device and [`add`](DeviceBuilder::add)s it (ADD_DEV +
+//!   SET_PARAMS), checking its settings first.
+//! - [`Device::serve`] starts one thread per hardware queue, each with its own io_uring, waits until
+//!   every queue has fetched its tags, and sends START_DEV: `/dev/ublkbN` appears.
+//! - A backend implements [`Target`] (asynchronous, pushing SQEs on the queue's ring through
+//!   [`TargetRing`]) or the simpler [`SimpleTarget`] (one synchronous method per operation, served
+//!   through [`Simple`]).
+//! - [`Serving`] is the live device: [`wait`](Serving::wait) until it is stopped,
+//!   [`stop`](Serving::stop) it, or hand a [`StopHandle`] to another thread. Dropping it stops and
+//!   deletes the device.
+//!
+//! # Example: a RAM disk
+//!
+//! ```no_run
+//! use std::io;
+//! use std::sync::{PoisonError, RwLock};
+//!
+//! use ublk_queue::{DeviceBuilder, IoFlags, Simple, SimpleTarget};
+//!
+//! /// The whole disk in one vector; fine for an example (see ublk-targets for a scalable one).
+//! struct RamDisk(RwLock<Vec<u8>>);
+//!
+//! impl RamDisk {
+//!     fn range(&self, offset: u64, len: usize) -> io::Result<std::ops::Range<usize>> {
+//!         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+//!         let size = self.0.read().unwrap_or_else(PoisonError::into_inner).len();
+//!         match start.checked_add(len) {
+//!             Some(end) if end <= size => Ok(start..end),
+//!             _ => Err(io::ErrorKind::InvalidInput.into()),
+//!         }
+//!     }
+//! }
+//!
+//! impl SimpleTarget for RamDisk {
+//!     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+//!         let range = self.range(offset, buf.len())?;
+//!         buf.copy_from_slice(&self.0.read().unwrap_or_else(PoisonError::into_inner)[range]);
+//!         Ok(())
+//!     }
+//!
+//!     fn write(&self, offset: u64, buf: &[u8], _flags: IoFlags) -> io::Result<()> {
+//!         let range = self.range(offset, buf.len())?;
+//!         self.0.write().unwrap_or_else(PoisonError::into_inner)[range].copy_from_slice(buf);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), ublk_queue::Error> {
+//!     let size = 64 << 20;
+//!     let device = DeviceBuilder::new().queues(2).depth(64).size(size).add()?;
+//!     let disk = RamDisk(RwLock::new(vec![0; size as usize]));
+//!     let serving = device.serve(Simple::new(disk))?;
+//!     for warning in serving.warnings() {
+//!         eprintln!("warning: {warning}");
+//!     }
+//!     println!("serving {}; `ublk del {}` stops it", serving.block_path(), serving.id());
+//!     serving.wait() // until the device is stopped; then it is deleted
+//! }
+//! ```
+//!
+//! # Threads and the kernel's rules
+//!
+//! Every command of a queue comes from that queue's thread (the driver binds a queue to the task
+//! that fetched its tags), and START_DEV is sent from the caller's thread only after every queue
+//! has fetched, because adding the disk reads the partition table through the queues. A queue
+//! makes one `io_uring_enter` per batch of work; [`Serving::stats`] counts them.
+
+mod char_dev;
+mod desc;
+mod device;
+mod error;
+mod io_buf;
+mod queue;
+mod queue_set;
+mod simple;
+mod stats;
+mod target;
+mod target_ring;
+mod user_data;
+
+pub use device::{Affinity, Device, DeviceBuilder, DiscardParams, Serving, StopHandle};
+pub use error::{Error, Result, Warning};
+pub use simple::{Simple, SimpleQueue, SimpleTarget};
+pub use stats::QueueStats;
+pub use target::{Handled, IoInfo, QueueInfo, QueueTarget, Request, Target, TargetCqe, errno_of};
+pub use target_ring::TargetRing;
+pub use ublk_uapi::{IoFlags, IoOp};

@@ -1,0 +1,291 @@
+//! The crate's one error type, and the warnings a server may want to log.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use rustix::io::Errno;
+use ublk_ring::types::SetupFlags;
+use ublk_uapi::Features;
+
+/// What went wrong creating, serving or stopping a ublk device.
+///
+/// Errors from the kernel carry the errno; each message says what to check or do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The device size is zero or not a multiple of the block size.
+    #[error(
+        "invalid device size {size} bytes: it must be a non-zero multiple of the block size ({block_size} bytes)"
+    )]
+    InvalidSize {
+        /// The size asked for.
+        size: u64,
+        /// The logical block size it must be a multiple of.
+        block_size: u32,
+    },
+
+    /// The block size is not a power of two between 512 and 4096.
+    #[error("invalid block size {0}: ublk accepts a power of two from 512 to 4096 (the page size)")]
+    InvalidBlockSize(u32),
+
+    /// The queue depth is 0 or above the kernel's limit.
+    #[error("invalid queue depth {0}: it must be 1..=4096 (UBLK_MAX_QUEUE_DEPTH)")]
+    InvalidDepth(u16),
+
+    /// The number of queues is 0 or above the kernel's limit.
+    #[error("invalid number of queues {0}: it must be 1..=4096 (UBLK_MAX_NR_QUEUES)")]
+    InvalidQueues(u16),
+
+    /// The largest I/O is smaller than a page or not a multiple of the block size.
+    #[error(
+        "invalid max I/O size {bytes} bytes: it must be at least one page (4096) and a multiple of \
+         the block size ({block_size})"
+    )]
+    InvalidMaxIoBytes {
+        /// The size asked for.
+        bytes: u32,
+        /// The logical block size.
+        block_size: u32,
+    },
+
+    /// Discard parameters the kernel would refuse.
+    #[error("invalid discard parameters: {0}")]
+    InvalidDiscard(&'static str),
+
+    /// Features the engine cannot serve (it passes buffer addresses with every command, so no
+    /// USER_COPY, NEED_GET_DATA, zero copy, AUTO_BUF_REG, PER_IO_DAEMON or zoned devices).
+    #[error("features not supported by this engine: {0}")]
+    UnsupportedFeatures(Features),
+
+    /// A control command failed.
+    #[error(transparent)]
+    Ctrl(#[from] ublk_ctrl::Error),
+
+    /// A queue's io_uring failed.
+    #[error("io_uring: {0}")]
+    Ring(#[from] ublk_ring::Error),
+
+    /// `/dev/ublkcN` could not be opened.
+    #[error("cannot open {path}: {source}{hint}", hint = char_dev_hint(*source))]
+    OpenCharDev {
+        /// The path.
+        path: String,
+        /// The errno from `open`.
+        #[source]
+        source: Errno,
+    },
+
+    /// Mapping a queue's descriptor array or I/O buffers failed.
+    #[error("queue {q}: cannot map {what}: {source}")]
+    Mmap {
+        /// The queue.
+        q: u16,
+        /// `"the I/O descriptors"` or `"the I/O buffers"`.
+        what: &'static str,
+        /// The error from `mmap`.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A system call that sets up a queue failed (the eventfd that wakes queues, ...).
+    #[error("{what} failed: {source}")]
+    Setup {
+        /// What was being done.
+        what: &'static str,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
+
+    /// The target's [`open_queue`](crate::Target::open_queue) failed.
+    #[error("queue {q}: the target could not open the queue: {source}")]
+    OpenQueue {
+        /// The queue.
+        q: u16,
+        /// What the target returned.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A queue thread could not be started.
+    #[error("queue {q}: cannot spawn its thread: {source}")]
+    Spawn {
+        /// The queue.
+        q: u16,
+        /// The error from `std::thread::Builder::spawn`.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The kernel rejected an I/O command (FETCH_REQ or COMMIT_AND_FETCH_REQ).
+    #[error("queue {q} tag {tag}: the kernel rejected the I/O command: {source}{hint}", hint = io_cmd_hint(*source))]
+    IoCommand {
+        /// The queue.
+        q: u16,
+        /// The tag.
+        tag: u16,
+        /// The errno in the CQE.
+        #[source]
+        source: Errno,
+    },
+
+    /// An I/O command completed with a result this server never asked for.
+    #[error(
+        "queue {q} tag {tag}: unexpected I/O command result {res} (UBLK_IO_RES_NEED_GET_DATA without the feature?)"
+    )]
+    UnexpectedResult {
+        /// The queue.
+        q: u16,
+        /// The tag.
+        tag: u16,
+        /// The result.
+        res: i32,
+    },
+
+    /// A target SQE completed for a tag the target does not own: a bookkeeping bug.
+    #[error("queue {q}: a target completion arrived for tag {tag}, which the target does not own")]
+    StrayCompletion {
+        /// The queue.
+        q: u16,
+        /// The tag in the completion's user_data.
+        tag: u16,
+    },
+
+    /// A target pushed an SQE for a tag it does not own.
+    #[error(
+        "tag {tag} is not being served by this target: push only for the request being handled or completed"
+    )]
+    NotOwned {
+        /// The tag.
+        tag: u16,
+    },
+
+    /// Not every queue fetched its tags in time, so START_DEV was not sent.
+    #[error(
+        "only {ready} of {queues} queues were ready (every tag fetched) after {after:?}: \
+         a target's open_queue may be blocking"
+    )]
+    FetchTimeout {
+        /// Queues that were ready.
+        ready: usize,
+        /// Queues in all.
+        queues: usize,
+        /// The deadline that passed.
+        after: Duration,
+    },
+
+    /// A queue thread stopped before it was ready, without an error of its own (it was woken to exit).
+    #[error("queue {q} exited before it was ready")]
+    QueueExited {
+        /// The queue.
+        q: u16,
+    },
+
+    /// A queue thread panicked (in the target's code, most likely).
+    #[error("queue {q} panicked")]
+    QueuePanicked {
+        /// The queue.
+        q: u16,
+    },
+
+    /// A queue failed; `source` says how.
+    #[error("queue {q}: {source}")]
+    Queue {
+        /// The queue.
+        q: u16,
+        /// What went wrong in it.
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn char_dev_hint(errno: Errno) -> &'static str {
+    match errno {
+        Errno::BUSY => " (another server has it open: the char device opens exclusively)",
+        Errno::NOENT => " (the device node did not appear: is devtmpfs mounted on /dev?)",
+        Errno::ACCESS | Errno::PERM => " (run as root)",
+        _ => "",
+    }
+}
+
+fn io_cmd_hint(errno: Errno) -> &'static str {
+    match errno {
+        Errno::INVAL => {
+            " (a command from another thread than the queue's, or a bad buffer address)"
+        }
+        Errno::BUSY => " (the tag already has a command pending, or the queue is already set up)",
+        _ => "",
+    }
+}
+
+/// Something a queue could not set up as asked but serves without; worth a log line.
+///
+/// Collected by [`Device::serve`](crate::Device::serve) and returned by
+/// [`Serving::warnings`](crate::Serving::warnings); the library never prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Warning {
+    /// PR_SET_IO_FLUSHER was refused (it needs CAP_SYS_RESOURCE): under memory pressure the queue
+    /// thread may be throttled by the write-back it is serving.
+    IoFlusher {
+        /// The queue.
+        q: u16,
+        /// The errno from `prctl`.
+        errno: Errno,
+    },
+    /// GET_QUEUE_AFFINITY failed, so the queue thread is not pinned.
+    AffinityUnknown {
+        /// The queue.
+        q: u16,
+        /// The control error, as text.
+        reason: String,
+    },
+    /// `sched_setaffinity` to the kernel's CPU set for the queue failed, so the thread is not pinned.
+    AffinityRefused {
+        /// The queue.
+        q: u16,
+        /// The errno.
+        errno: Errno,
+    },
+    /// The kernel refused optional io_uring setup flags; the queue runs without them.
+    RingFlagsRefused {
+        /// The queue.
+        q: u16,
+        /// The flags that were dropped.
+        flags: SetupFlags,
+    },
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::IoFlusher { q, errno } => write!(
+                f,
+                "queue {q}: PR_SET_IO_FLUSHER refused ({errno}); the queue may be throttled under memory \
+                 pressure (grant CAP_SYS_RESOURCE)"
+            ),
+            Warning::AffinityUnknown { q, reason } => {
+                write!(
+                    f,
+                    "queue {q}: GET_QUEUE_AFFINITY failed ({reason}); the thread is not pinned"
+                )
+            }
+            Warning::AffinityRefused { q, errno } => {
+                write!(
+                    f,
+                    "queue {q}: sched_setaffinity failed ({errno}); the thread is not pinned"
+                )
+            }
+            Warning::RingFlagsRefused { q, flags } => {
+                write!(
+                    f,
+                    "queue {q}: the kernel refused io_uring flags {flags:?}; running without them"
+                )
+            }
+        }
+    }
+}

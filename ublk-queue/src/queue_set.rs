@@ -1,0 +1,187 @@
+//! A device's server side: its open `/dev/ublkcN` and one thread per queue.
+//!
+//! Built in steps so that both a fresh start (then START_DEV) and, later, user recovery (then
+//! END_USER_RECOVERY) can use it: [`QueueSet::open`] opens the char device, [`QueueSet::spawn`]
+//! starts a queue thread, [`QueueSet::wait_ready`] waits until every queue has fetched all its
+//! tags, [`QueueSet::join`] waits for the queues to end and closes the char device.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rustix::event::EventfdFlags;
+use rustix::thread::CpuSet;
+use ublk_uapi::{DevInfo, Params};
+
+use crate::char_dev;
+use crate::error::{Error, Result, Warning};
+use crate::queue::{QueueSetup, run_queue};
+use crate::stats::QueueStats;
+use crate::target::Target;
+
+/// What queue threads tell the device.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Queue `q` has fetched every tag: it is the queue's daemon now.
+    Ready { warnings: Vec<Warning> },
+    /// Queue `q`'s thread is done.
+    Exited { q: u16, result: Result<()> },
+}
+
+/// The open char device and the queue threads serving it.
+#[derive(Debug)]
+pub(crate) struct QueueSet {
+    dev_info: DevInfo,
+    params: Params,
+    char_dev: Option<Arc<OwnedFd>>,
+    /// Written to make every queue leave at once, without waiting for its tags to be aborted.
+    wake: Arc<OwnedFd>,
+    threads: Vec<JoinHandle<()>>,
+    exited: Vec<bool>,
+    events_tx: Sender<Event>,
+    events: Receiver<Event>,
+    stats: Arc<[QueueStats]>,
+    first_error: Option<Error>,
+}
+
+impl QueueSet {
+    /// Opens the device's char device (waiting for its node until `deadline`) and the wake eventfd.
+    pub(crate) fn open(dev_info: DevInfo, params: Params, deadline: Instant) -> Result<Self> {
+        let char_dev = char_dev::open(dev_info.dev_id, deadline)?;
+        let wake = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+            .map_err(|source| Error::Setup {
+                what: "eventfd",
+                source,
+            })?;
+        let (events_tx, events) = crossbeam_channel::unbounded();
+        let stats = (0..dev_info.nr_hw_queues)
+            .map(|_| QueueStats::default())
+            .collect();
+        Ok(QueueSet {
+            dev_info,
+            params,
+            char_dev: Some(Arc::new(char_dev)),
+            wake: Arc::new(wake),
+            threads: Vec::new(),
+            exited: Vec::new(),
+            events_tx,
+            events,
+            stats,
+            first_error: None,
+        })
+    }
+
+    /// Starts the thread of the next queue, pinned to `cpus` if given.
+    pub(crate) fn spawn<T: Target>(&mut self, target: &Arc<T>, cpus: Option<CpuSet>) -> Result<()> {
+        let q = self.threads.len() as u16;
+        let Some(char_dev) = &self.char_dev else {
+            return Err(Error::QueueExited { q });
+        };
+        let setup = QueueSetup {
+            q_id: q,
+            dev_info: self.dev_info,
+            params: self.params,
+            char_dev: Arc::clone(char_dev),
+            wake: Arc::clone(&self.wake),
+            cpus,
+            stats: Arc::clone(&self.stats),
+        };
+        let target = Arc::clone(target);
+        let events = self.events_tx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("ublk-q{}-{q}", self.dev_info.dev_id))
+            .spawn(move || run_queue(setup, target, events))
+            .map_err(|source| Error::Spawn { q, source })?;
+        self.threads.push(handle);
+        self.exited.push(false);
+        Ok(())
+    }
+
+    /// Waits until every spawned queue has fetched all its tags; returns their warnings.
+    ///
+    /// # Errors
+    ///
+    /// The error of a queue that failed first, or [`Error::FetchTimeout`].
+    pub(crate) fn wait_ready(&mut self, timeout: Duration) -> Result<Vec<Warning>> {
+        let deadline = Instant::now() + timeout;
+        let mut ready = 0;
+        let mut warnings = Vec::new();
+        while ready < self.threads.len() {
+            match self.events.recv_deadline(deadline) {
+                Ok(Event::Ready { warnings: w, .. }) => {
+                    ready += 1;
+                    warnings.extend(w);
+                }
+                Ok(Event::Exited { q, result }) => {
+                    self.exited[usize::from(q)] = true;
+                    return Err(match result {
+                        Err(e) => Error::Queue {
+                            q,
+                            source: Box::new(e),
+                        },
+                        Ok(()) => Error::QueueExited { q },
+                    });
+                }
+                // We hold a sender ourselves, so the channel never disconnects: only the deadline.
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    return Err(Error::FetchTimeout {
+                        ready,
+                        queues: self.threads.len(),
+                        after: timeout,
+                    });
+                }
+            }
+        }
+        Ok(warnings)
+    }
+
+    /// Makes every queue leave at once, whatever its tags are doing.
+    ///
+    /// For teardown when the device is not (or no longer) able to abort the tags itself: a queue
+    /// leaving with commands pending has the kernel cancel them when its ring closes.
+    pub(crate) fn wake(&self) {
+        // The eventfd is non-blocking; the only failure, EAGAIN, means the counter is already
+        // huge, which wakes the queues just the same.
+        let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
+    }
+
+    /// Waits for every queue thread to end, then closes the char device.
+    ///
+    /// # Errors
+    ///
+    /// The first queue error, in the order the queues reported them (reported once).
+    pub(crate) fn join(&mut self) -> Result<()> {
+        while self.exited.iter().any(|exited| !exited) {
+            match self.events.recv() {
+                Ok(Event::Exited { q, result }) => {
+                    self.exited[usize::from(q)] = true;
+                    if let Err(e) = result {
+                        self.first_error.get_or_insert(Error::Queue {
+                            q,
+                            source: Box::new(e),
+                        });
+                    }
+                }
+                Ok(Event::Ready { .. }) => {}
+                // Unreachable while we hold a sender; nothing more to hear if it happens.
+                Err(_) => break,
+            }
+        }
+        for thread in self.threads.drain(..) {
+            // A panic was already reported through the queue's exit event.
+            let _ = thread.join();
+        }
+        self.char_dev = None;
+        match self.first_error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Each queue's counters.
+    pub(crate) fn stats(&self) -> &[QueueStats] {
+        &self.stats
+    }
+}

@@ -1,0 +1,34 @@
+//! Per-queue counters a benchmark can read while the device serves.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one queue, updated by its thread and readable from any thread.
+///
+/// `enters / requests` is the number of `io_uring_enter` calls per I/O: the engine submits
+/// commits and target SQEs in batches, so under load it falls well below 1.
+#[derive(Debug, Default)]
+// Each queue's counters on their own cache lines: queue threads write them on every batch.
+#[repr(align(128))]
+pub struct QueueStats {
+    enters: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl QueueStats {
+    /// `io_uring_enter` calls the queue made (waits and submissions).
+    pub fn enters(&self) -> u64 {
+        self.enters.load(Ordering::Relaxed)
+    }
+
+    /// Requests the queue completed (committed to the kernel).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    // The queue thread is the only writer, so it keeps plain counts and publishes them with a
+    // store: no locked read-modify-write on the I/O path.
+    pub(crate) fn publish(&self, enters: u64, requests: u64) {
+        self.enters.store(enters, Ordering::Relaxed);
+        self.requests.store(requests, Ordering::Relaxed);
+    }
+}

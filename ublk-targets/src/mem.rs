@@ -1,0 +1,348 @@
+//! The mem target: a RAM disk, allocated as it is written.
+
+use std::io;
+use std::ops::Range;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use ublk_queue::{IoFlags, SimpleTarget};
+
+/// Bytes per chunk: the unit of allocation and of locking.
+pub const CHUNK_BYTES: usize = 64 << 10;
+
+/// One chunk: `None` until first written, and again once discarded; reads as zeroes then.
+type Chunk = RwLock<Option<Box<[u8]>>>;
+
+/// A RAM disk of a fixed size, shared by every queue.
+///
+/// Storage is split into 64 KiB chunks, each behind its own lock and allocated on its first
+/// write, so an unwritten region reads as zeroes and a large disk costs memory only for what was
+/// written. A request spanning several chunks locks them in ascending order (so concurrent
+/// requests cannot deadlock) and holds them together (so it is applied as a whole). DISCARD and
+/// WRITE_ZEROES free the chunks they cover entirely and zero the parts of the others; FLUSH has
+/// nothing to do.
+///
+/// ```
+/// use ublk_queue::{IoFlags, SimpleTarget};
+/// use ublk_targets::Mem;
+///
+/// let disk = Mem::new(1 << 20);
+/// disk.write(4096, b"hello", IoFlags::empty()).unwrap();
+/// let mut buf = [0u8; 5];
+/// disk.read(4096, &mut buf).unwrap();
+/// assert_eq!(&buf, b"hello");
+/// assert_eq!(disk.allocated_chunks(), 1);
+/// ```
+#[derive(Debug)]
+pub struct Mem {
+    size: u64,
+    chunks: Box<[Chunk]>,
+}
+
+/// The part of one request that falls into one chunk.
+struct Span {
+    /// Which chunk.
+    chunk: usize,
+    /// The bytes of the chunk.
+    in_chunk: Range<usize>,
+    /// The matching bytes of the request's buffer.
+    in_buf: Range<usize>,
+}
+
+impl Mem {
+    /// A RAM disk of `size` bytes, reading as zeroes. Nothing is allocated but the chunk table.
+    ///
+    /// # Panics
+    ///
+    /// If the chunk table does not fit the address space (`size` beyond what a RAM disk can be).
+    pub fn new(size: u64) -> Self {
+        let count = usize::try_from(size.div_ceil(CHUNK_BYTES as u64))
+            .expect("the disk size fits the address space");
+        Mem {
+            size,
+            chunks: (0..count).map(|_| RwLock::new(None)).collect(),
+        }
+    }
+
+    /// The size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Chunks currently holding memory: the disk's footprint is this times [`CHUNK_BYTES`].
+    pub fn allocated_chunks(&self) -> usize {
+        self.chunks.iter().filter(|c| read(c).is_some()).count()
+    }
+
+    /// Splits `len` bytes at `offset` into per-chunk spans, after checking they are on the disk.
+    fn spans(&self, offset: u64, len: u64) -> io::Result<impl Iterator<Item = Span>> {
+        let end = offset
+            .checked_add(len)
+            .filter(|&end| end <= self.size)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{len} bytes at {offset} reach past the end of the {}-byte disk",
+                        self.size
+                    ),
+                )
+            })?;
+        // In range, so both fit a usize: the chunk table (which covers `size`) does.
+        let (start, end) = (offset as usize, end as usize);
+        let chunk = CHUNK_BYTES;
+        Ok((start / chunk..end.div_ceil(chunk)).map(move |i| {
+            let base = i * chunk;
+            let (from, to) = (start.max(base), end.min(base + chunk));
+            Span {
+                chunk: i,
+                in_chunk: from - base..to - base,
+                in_buf: from - start..to - start,
+            }
+        }))
+    }
+
+    /// Write-locks the chunks `spans` touch, in ascending order, and hands each with its span to `f`.
+    fn with_written(
+        &self,
+        offset: u64,
+        len: u64,
+        mut f: impl FnMut(&mut Option<Box<[u8]>>, Span),
+    ) -> io::Result<()> {
+        let spans: Vec<Span> = self.spans(offset, len)?.collect();
+        // Spans come in ascending chunk order: taking every lock before touching any data makes
+        // the request whole to concurrent readers, and the order rules out deadlocks.
+        let mut guards: Vec<RwLockWriteGuard<'_, _>> =
+            spans.iter().map(|s| write(&self.chunks[s.chunk])).collect();
+        for (guard, span) in guards.iter_mut().zip(spans) {
+            f(guard, span);
+        }
+        Ok(())
+    }
+}
+
+fn read(chunk: &Chunk) -> RwLockReadGuard<'_, Option<Box<[u8]>>> {
+    // A panic while a lock was held left plain bytes behind, nothing half-updated to guard.
+    chunk.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(chunk: &Chunk) -> RwLockWriteGuard<'_, Option<Box<[u8]>>> {
+    chunk.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Zeroes `range` of a chunk, freeing the chunk when that is all of it.
+fn zero(slot: &mut Option<Box<[u8]>>, range: Range<usize>) {
+    if range.len() == CHUNK_BYTES {
+        *slot = None;
+    } else if let Some(data) = slot {
+        data[range].fill(0);
+    }
+}
+
+impl SimpleTarget for Mem {
+    fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let spans: Vec<Span> = self.spans(offset, buf.len() as u64)?.collect();
+        let guards: Vec<_> = spans.iter().map(|s| read(&self.chunks[s.chunk])).collect();
+        for (guard, span) in guards.iter().zip(spans) {
+            let dst = &mut buf[span.in_buf];
+            match &**guard {
+                Some(data) => dst.copy_from_slice(&data[span.in_chunk]),
+                None => dst.fill(0),
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, buf: &[u8], _: IoFlags) -> io::Result<()> {
+        self.with_written(offset, buf.len() as u64, |slot, span| {
+            let data = slot.get_or_insert_with(|| vec![0; CHUNK_BYTES].into_boxed_slice());
+            data[span.in_chunk].copy_from_slice(&buf[span.in_buf]);
+        })
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.with_written(offset, len, |slot, span| zero(slot, span.in_chunk))
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, _: IoFlags) -> io::Result<()> {
+        self.with_written(offset, len, |slot, span| zero(slot, span.in_chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ublk_queue::errno_of;
+
+    use super::*;
+
+    const C: u64 = CHUNK_BYTES as u64;
+
+    fn pattern(seed: u8, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| seed.wrapping_add((i % 251) as u8))
+            .collect()
+    }
+
+    fn read_vec(disk: &Mem, offset: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0xee; len];
+        disk.read(offset, &mut buf).expect("in range");
+        buf
+    }
+
+    #[test]
+    fn unwritten_space_reads_as_zeroes_and_costs_nothing() {
+        let disk = Mem::new(1 << 30);
+        assert_eq!(disk.size(), 1 << 30);
+        assert!(
+            read_vec(&disk, (1 << 30) - 4096, 4096)
+                .iter()
+                .all(|&b| b == 0)
+        );
+        assert_eq!(disk.allocated_chunks(), 0);
+    }
+
+    #[test]
+    fn writes_read_back() {
+        let disk = Mem::new(4 * C);
+        let data = pattern(1, 4096);
+        disk.write(C + 512, &data, IoFlags::empty()).unwrap();
+        assert_eq!(read_vec(&disk, C + 512, 4096), data);
+        // Around the write, still zeroes.
+        assert!(read_vec(&disk, C, 512).iter().all(|&b| b == 0));
+        assert_eq!(disk.allocated_chunks(), 1);
+    }
+
+    #[test]
+    fn io_across_chunks_lands_in_each() {
+        let disk = Mem::new(4 * C);
+        // From the middle of chunk 0 through chunk 1 into chunk 2.
+        let data = pattern(7, 2 * CHUNK_BYTES);
+        disk.write(C / 2, &data, IoFlags::empty()).unwrap();
+        assert_eq!(disk.allocated_chunks(), 3);
+        assert_eq!(read_vec(&disk, C / 2, data.len()), data);
+        // A read that straddles the boundary differently sees the same bytes.
+        assert_eq!(
+            read_vec(&disk, C - 100, 200),
+            data[C as usize / 2 - 100..C as usize / 2 + 100]
+        );
+        // The last chunk of the disk, to its last byte.
+        let tail = pattern(9, 8192);
+        disk.write(4 * C - 8192, &tail, IoFlags::FUA).unwrap();
+        assert_eq!(read_vec(&disk, 4 * C - 8192, 8192), tail);
+    }
+
+    #[test]
+    fn discard_frees_whole_chunks_and_zeroes_partial_ones() {
+        let disk = Mem::new(4 * C);
+        let data = pattern(3, 4 * CHUNK_BYTES);
+        disk.write(0, &data, IoFlags::empty()).unwrap();
+        assert_eq!(disk.allocated_chunks(), 4);
+        // The second half of chunk 0, all of chunk 1, the first 4 KiB of chunk 2.
+        disk.discard(C / 2, C / 2 + C + 4096).unwrap();
+        assert_eq!(disk.allocated_chunks(), 3, "chunk 1 was freed");
+        let after = read_vec(&disk, 0, 4 * CHUNK_BYTES);
+        let zeroed = C as usize / 2..2 * C as usize + 4096;
+        assert!(after[zeroed.clone()].iter().all(|&b| b == 0));
+        assert_eq!(after[..zeroed.start], data[..zeroed.start]);
+        assert_eq!(after[zeroed.end..], data[zeroed.end..]);
+    }
+
+    #[test]
+    fn write_zeroes_behaves_like_discard() {
+        let disk = Mem::new(2 * C);
+        disk.write(0, &pattern(5, 2 * CHUNK_BYTES), IoFlags::empty())
+            .unwrap();
+        disk.write_zeroes(0, C, IoFlags::NOUNMAP).unwrap();
+        disk.write_zeroes(C + 10, 20, IoFlags::empty()).unwrap();
+        assert_eq!(disk.allocated_chunks(), 1);
+        assert!(read_vec(&disk, 0, CHUNK_BYTES).iter().all(|&b| b == 0));
+        let second = read_vec(&disk, C, 64);
+        assert!(second[10..30].iter().all(|&b| b == 0));
+        assert_eq!(
+            second[..10],
+            pattern(5, 2 * CHUNK_BYTES)[CHUNK_BYTES..CHUNK_BYTES + 10]
+        );
+        // Zeroing space that was never written allocates nothing.
+        let fresh = Mem::new(2 * C);
+        fresh.write_zeroes(100, 1000, IoFlags::empty()).unwrap();
+        assert_eq!(fresh.allocated_chunks(), 0);
+    }
+
+    #[test]
+    fn out_of_range_requests_fail_without_touching_data() {
+        let disk = Mem::new(C);
+        let mut buf = [0u8; 512];
+        for offset in [C, C - 256, u64::MAX - 100] {
+            let err = disk.read(offset, &mut buf).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            // No OS error: the engine completes the request with EIO.
+            assert_eq!(errno_of(&err), rustix::io::Errno::IO.raw_os_error());
+            assert!(disk.write(offset, &buf, IoFlags::empty()).is_err());
+            assert!(disk.discard(offset, 512).is_err());
+        }
+        assert_eq!(disk.allocated_chunks(), 0);
+        // Exactly up to the end is fine.
+        disk.write(C - 512, &buf, IoFlags::empty()).unwrap();
+    }
+
+    #[test]
+    fn concurrent_writers_on_disjoint_ranges_are_exact() {
+        let disk = Arc::new(Mem::new(17 * C));
+        // Eight threads, each owning a 2-chunk stripe shifted by half a chunk, so every write
+        // spans a chunk boundary shared with a neighbour.
+        let stripe = 2 * C;
+        let threads: Vec<_> = (0..8u8)
+            .map(|t| {
+                let disk = Arc::clone(&disk);
+                std::thread::spawn(move || {
+                    let base = u64::from(t) * stripe + C / 2;
+                    for round in 0..50u8 {
+                        let data = pattern(t.wrapping_mul(31).wrapping_add(round), 12288);
+                        let offset = base + (u64::from(round) * 4096) % (stripe - 12288);
+                        disk.write(offset, &data, IoFlags::empty()).unwrap();
+                        let mut back = vec![0; data.len()];
+                        disk.read(offset, &mut back).unwrap();
+                        assert_eq!(back, data, "thread {t} round {round}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("no panic");
+        }
+    }
+
+    #[test]
+    fn concurrent_overlapping_writers_leave_one_whole_write() {
+        let disk = Arc::new(Mem::new(4 * C));
+        // Every thread writes its own byte over the same range spanning three chunks; since a
+        // request holds all its chunk locks at once, the result is one thread's bytes throughout.
+        let range = (C / 2, 2 * CHUNK_BYTES);
+        let threads: Vec<_> = (1..=6u8)
+            .map(|t| {
+                let disk = Arc::clone(&disk);
+                std::thread::spawn(move || {
+                    for _ in 0..30 {
+                        disk.write(range.0, &vec![t; range.1], IoFlags::empty())
+                            .unwrap();
+                        disk.discard(range.0 + C, 4096).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("no panic");
+        }
+        let last = read_vec(&disk, range.0, range.1);
+        let winner = last[0];
+        assert!((1..=6).contains(&winner));
+        let discarded = CHUNK_BYTES..CHUNK_BYTES + 4096;
+        for (i, &b) in last.iter().enumerate() {
+            assert!(
+                b == winner || (b == 0 && discarded.contains(&i)),
+                "byte {i} is {b}, expected {winner}"
+            );
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Helpers for the tests that drive real ublk devices (they run in the VM: `cargo xtask vm-e2e`).
+
+#![allow(dead_code)] // Each test file uses its own subset.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::ops::{Deref, DerefMut};
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+
+/// A zeroed buffer aligned for O_DIRECT (4096 covers every logical block size).
+pub struct AlignedBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn new(len: usize) -> Self {
+        assert!(len > 0);
+        let layout = Layout::from_size_align(len, 4096).expect("a valid layout");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        assert!(!ptr.is_null(), "out of memory");
+        AlignedBuf { ptr, len }
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::from_size_align(self.len, 4096).expect("a valid layout")
+    }
+}
+
+impl Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr` is a live, initialised (zeroed) allocation of `len` bytes owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this very layout.
+        unsafe { dealloc(self.ptr, self.layout()) }
+    }
+}
+
+/// Opens a block device with O_DIRECT, waiting (bounded) for devtmpfs to create the node.
+pub fn open_direct(path: &str) -> OwnedFd {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match rustix::fs::open(
+            path,
+            OFlags::RDWR | OFlags::DIRECT | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => return fd,
+            // No udev here to wait on: poll the path briefly.
+            Err(Errno::NOENT) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("open {path}: {e}"),
+        }
+    }
+}
+
+/// A byte pattern that differs per offset and per seed, so misplaced data is caught.
+pub fn pattern(seed: u64, offset: u64, buf: &mut [u8]) {
+    for (i, chunk) in buf.chunks_mut(8).enumerate() {
+        let pos = offset + 8 * i as u64;
+        let word = (pos ^ seed.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed;
+        chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+/// Writes all of `buf` at `offset`.
+pub fn write_all(fd: &OwnedFd, buf: &[u8], offset: u64) {
+    let n = rustix::io::pwrite(fd, buf, offset)
+        .unwrap_or_else(|e| panic!("pwrite {} at {offset}: {e}", buf.len()));
+    assert_eq!(n, buf.len(), "short write at {offset}");
+}
+
+/// Reads all of `buf` from `offset`.
+pub fn read_exact(fd: &OwnedFd, buf: &mut [u8], offset: u64) {
+    let len = buf.len();
+    let n = rustix::io::pread(fd, buf, offset)
+        .unwrap_or_else(|e| panic!("pread {len} at {offset}: {e}"));
+    assert_eq!(n, len, "short read at {offset}");
+}
+
+/// Asserts two byte slices are equal, naming the first differing offset instead of dumping both.
+pub fn assert_same(got: &[u8], want: &[u8], base: u64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!(
+            "{what}: first difference at byte {} (got {:#04x}, want {:#04x})",
+            base + i as u64,
+            got[i],
+            want[i]
+        );
+    }
+}
+
+/// Entries in /proc/self/fd.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc is mounted")
+        .count()
+}
+
+/// Threads of this process, io_uring's own workers excepted.
+///
+/// A control command that blocks (START_DEV, DEL_DEV) runs in an io-wq worker (`iou-wrk-*`) that the
+/// kernel adds to the calling thread's process and retires after seconds of idleness, on its own
+/// schedule; those are the kernel's, not threads this library starts or must join.
+pub fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc is mounted")
+        .filter_map(Result::ok)
+        .filter(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            !comm.starts_with("iou-")
+        })
+        .count()
+}
+
+/// Queue threads (`ublk-q*`) alive in this process.
+pub fn queue_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc is mounted")
+        .filter_map(Result::ok)
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .unwrap_or_default()
+                .starts_with("ublk-q")
+        })
+        .count()
+}
+
+/// Polls `f` until it returns `want` or 5 s pass; returns the last value.
+///
+/// For counts the kernel settles a moment after the event we can wait on: a joined thread can
+/// linger in /proc/self/task until the kernel has reaped it, and there is no event for that.
+pub fn settles_to(want: usize, f: impl Fn() -> usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = f();
+        if now == want || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
