@@ -177,7 +177,7 @@ pub fn boot_guest(
     let status = match console::guest_status(&console.text, nonce) {
         Some(status) => Ok(status),
         None if console.timed_out => Err(format!(
-            "timed out after {}s",
+            "timed out after {}s with no end marker",
             opts.timeout.unwrap_or_default().as_secs()
         )),
         None => Err(format!(
@@ -202,7 +202,7 @@ pub fn boot_guest(
                     console::tail(&console.stderr, 20)
                 );
             }
-            cmd::progress(started, format!("guest FAILED: {why}, no end marker"));
+            cmd::progress(started, format!("guest FAILED: {why}"));
         }
     }
     Ok(Outcome {
