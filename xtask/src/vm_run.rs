@@ -7,7 +7,7 @@ use crate::vm::{self, GuestOpts, VmArgs, console};
 /// Boot the ublk guest, run one command in it, exit with the command's status.
 ///
 /// The guest is the one vm-e2e uses: busybox, fio, e2fsprogs, util-linux tools, the modules
-/// ublk_drv/null_blk/loop loaded, configfs mounted, target/<profile>/ublk in /xtask/bin (if
+/// ublk_drv/null_blk/loop loaded, configfs mounted, target/PROFILE/ublk in /xtask/bin (if
 /// built) and the scenario scripts in /xtask/scenarios. The command runs as root in /tmp.
 #[derive(Debug, clap::Args)]
 pub struct Args {
