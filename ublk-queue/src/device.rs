@@ -208,7 +208,7 @@ impl DeviceBuilder {
         if !bs.is_power_of_two() || !(512..=4096).contains(&bs) {
             return Err(Error::InvalidBlockSize(bs));
         }
-        if self.size == 0 || self.size % u64::from(bs) != 0 {
+        if self.size == 0 || !self.size.is_multiple_of(u64::from(bs)) {
             return Err(Error::InvalidSize {
                 size: self.size,
                 block_size: bs,
@@ -216,7 +216,7 @@ impl DeviceBuilder {
         }
         let page = rustix::param::page_size();
         let io = self.max_io_bytes;
-        if (io as usize) < page || io as usize % page != 0 || io > MAX_IO_BYTES_LIMIT {
+        if (io as usize) < page || !(io as usize).is_multiple_of(page) || io > MAX_IO_BYTES_LIMIT {
             return Err(Error::InvalidMaxIoBytes {
                 bytes: io,
                 block_size: bs,
@@ -577,7 +577,8 @@ impl Serving {
     }
 
     /// Blocks until every queue has ended (the device was stopped: [`StopHandle::stop`],
-    /// `ublk stop`/`ublk del`, or a queue failed), then closes `/dev/ublkcN` and deletes the device.
+    /// `ublk stop`/`ublk del`, or a queue failed), then closes `/dev/ublkcN` and deletes the device
+    /// (DEL_DEV waits for `/dev/ublkbN`'s openers to close it, as in [`Serving::stop`]).
     ///
     /// # Errors
     ///
@@ -590,6 +591,9 @@ impl Serving {
     }
 
     /// STOP_DEV, waits for the queues to end, closes `/dev/ublkcN`, DEL_DEV.
+    ///
+    /// DEL_DEV waits until every opener of `/dev/ublkbN` has closed it (the disk holds the device),
+    /// up to the control timeout: close your own descriptors of the block device first.
     ///
     /// # Errors
     ///

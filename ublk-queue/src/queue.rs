@@ -408,10 +408,10 @@ pub(crate) fn run_queue<T: Target>(setup: QueueSetup, target: Arc<T>, events: Se
 fn serve_queue<T: Target>(setup: &QueueSetup, target: &T, events: &Sender<Event>) -> Result<()> {
     let q = setup.q_id;
     let mut warnings = Vec::new();
-    if let Some(cpus) = &setup.cpus {
-        if let Err(errno) = rustix::thread::sched_setaffinity(None, cpus) {
-            warnings.push(Warning::AffinityRefused { q, errno });
-        }
+    if let Some(cpus) = &setup.cpus
+        && let Err(errno) = rustix::thread::sched_setaffinity(None, cpus)
+    {
+        warnings.push(Warning::AffinityRefused { q, errno });
     }
     // Queue threads sit in the write-back path of their own device: PR_SET_IO_FLUSHER keeps memory
     // reclaim from recursing into it (needs CAP_SYS_RESOURCE; serving goes on without it).

@@ -72,7 +72,11 @@ fn whole_device_round_trip(queues: u16) {
         requests >= 2 * SIZE / chunk as u64,
         "{requests} requests counted"
     );
-    assert!(stats.iter().map(|s| s.enters()).sum::<u64>() > 0);
+    let enters: u64 = stats.iter().map(|s| s.enters()).sum();
+    assert!(enters > 0);
+    common::report(&format!(
+        "mem, {queues} queue(s): {requests} requests, {enters} io_uring_enter calls"
+    ));
     dev.stop().expect("stop");
 }
 
@@ -129,6 +133,8 @@ fn mem_scattered_small_writes_match_a_reference() {
             &format!("round {round}, order {order:?}"),
         );
     }
+    // DEL_DEV waits until every opener of /dev/ublkbN has closed it.
+    drop(fd);
     dev.stop().expect("stop");
 }
 
@@ -151,6 +157,8 @@ fn mem_io_past_the_end_fails_cleanly() {
     // The device still serves.
     write_all(&fd, &buf, SIZE - 4096);
     read_exact(&fd, &mut buf, SIZE - 4096);
+    // DEL_DEV waits until every opener of /dev/ublkbN has closed it.
+    drop(fd);
     dev.stop().expect("stop");
 }
 
@@ -196,6 +204,8 @@ fn fsync_reaches_the_target_as_flush() {
         target.flushes.load(Ordering::Relaxed) >= 1,
         "the volatile cache got no FLUSH"
     );
+    // DEL_DEV waits until every opener of /dev/ublkbN has closed it.
+    drop(fd);
     dev.stop().expect("stop");
 }
 

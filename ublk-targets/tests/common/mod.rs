@@ -159,3 +159,10 @@ pub fn settles_to(want: usize, f: impl Fn() -> usize) -> usize {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Prints a measurement even from a passing test: libtest captures `println!`, not raw writes to
+/// stderr, and the VM harness shows the guest's console.
+pub fn report(line: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().write_all(format!("[measure] {line}\n").as_bytes());
+}
