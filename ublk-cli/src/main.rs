@@ -1,13 +1,46 @@
 //! `ublk`: create, list and delete ublk block devices served by this workspace's targets.
 
+mod add;
+mod cli;
+mod del;
+mod error;
+mod features;
+mod list;
+mod record;
+mod signals;
+mod size;
+
+use std::io::Write;
+use std::process::ExitCode;
+
 use clap::Parser;
 
-/// Create, list and delete Linux ublk block devices.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {}
+use crate::cli::{Cli, Command};
 
-fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let _cli = Cli::parse();
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|out, record| {
+            writeln!(
+                out,
+                "ublk[{}]: {}: {}",
+                std::process::id(),
+                record.level(),
+                record.args()
+            )
+        })
+        .init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Add { target } => add::run(target),
+        Command::List { json } => list::run(json),
+        Command::Del { id, all } => del::run(id, all),
+        Command::Features => features::run(),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ublk: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

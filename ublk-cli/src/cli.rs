@@ -1,0 +1,152 @@
+//! The command line, as clap reads it. Every flag's help here is what `--help` prints.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::size::parse_size;
+
+/// Create, list and delete Linux ublk block devices served by this process's targets.
+///
+/// Needs root (CAP_SYS_ADMIN) and the ublk_drv module (`modprobe ublk_drv`). Set RUST_LOG=debug for
+/// more detail.
+#[derive(Debug, Parser)]
+#[command(name = "ublk", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a device and serve it: prints its id and /dev/ublkbN once it is live.
+    ///
+    /// By default the server keeps running in the background (its messages go to
+    /// /run/ublk/server.log) and this command returns; with --foreground it serves in the
+    /// foreground until SIGINT/SIGTERM or `ublk del`, which stop and delete the device.
+    Add {
+        #[command(subcommand)]
+        target: TargetArgs,
+    },
+    /// List ublk devices: id, state, size, queues, depth, server pid, target and features.
+    List {
+        /// Print JSON (an array of objects) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop and delete devices; their servers exit.
+    Del {
+        /// The device id to delete (as `ublk list` shows it).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<u32>,
+        /// Delete every ublk device.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show what this kernel's ublk_drv supports, by feature name.
+    Features,
+}
+
+/// The target to serve, with its own options.
+#[derive(Debug, Subcommand)]
+pub enum TargetArgs {
+    /// Completes every request at once without moving data, like the kernel's null_blk.
+    Null {
+        /// Device size (bytes, or with a K/M/G/T suffix).
+        #[arg(long, default_value = "250G", value_parser = parse_size)]
+        size: u64,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// A RAM disk: memory is allocated as it is written and freed on discard.
+    Mem {
+        /// Device size (bytes, or with a K/M/G/T suffix), a multiple of the block size.
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+impl TargetArgs {
+    /// The target's name, as records and `ublk list` show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TargetArgs::Null { .. } => "null",
+            TargetArgs::Mem { .. } => "mem",
+        }
+    }
+
+    /// The options every target shares.
+    pub fn common(&self) -> &CommonArgs {
+        match self {
+            TargetArgs::Null { common, .. } | TargetArgs::Mem { common, .. } => common,
+        }
+    }
+}
+
+/// Options every target takes.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Hardware queues, each served by its own thread (the kernel caps this at the CPU count).
+    #[arg(long, default_value_t = 1)]
+    pub queues: u16,
+    /// Requests each queue may have in flight: 1 to 4096.
+    #[arg(long, default_value_t = 128)]
+    pub depth: u16,
+    /// Ask for this device id (/dev/ublkb<ID>) instead of the lowest free one.
+    #[arg(long)]
+    pub id: Option<u32>,
+    /// Logical block size in bytes: 512, 1024, 2048 or 4096.
+    #[arg(long, default_value_t = 512)]
+    pub block_size: u32,
+    /// Serve in the foreground (for systemd): SIGINT/SIGTERM stop and delete the device and exit 0.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Internal: the background server reports readiness on this file descriptor.
+    #[arg(long, hide = true)]
+    pub ready_fd: Option<i32>,
+    /// Internal: where the background server's record directory is (tests use a scratch one).
+    #[arg(long, hide = true, default_value = crate::record::RECORD_DIR)]
+    pub record_dir: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn add_mem_parses_sizes_and_defaults() {
+        let cli =
+            Cli::try_parse_from(["ublk", "add", "mem", "--size", "1G", "--queues", "2"]).unwrap();
+        let Command::Add {
+            target: TargetArgs::Mem { size, common },
+        } = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!(size, 1 << 30);
+        assert_eq!(
+            (common.queues, common.depth, common.block_size),
+            (2, 128, 512)
+        );
+        assert!(!common.foreground);
+    }
+
+    #[test]
+    fn mem_needs_a_size_and_del_needs_an_id() {
+        assert!(Cli::try_parse_from(["ublk", "add", "mem"]).is_err());
+        assert!(Cli::try_parse_from(["ublk", "del"]).is_err());
+        assert!(Cli::try_parse_from(["ublk", "del", "3", "--all"]).is_err());
+        assert!(Cli::try_parse_from(["ublk", "del", "--all"]).is_ok());
+        let err = Cli::try_parse_from(["ublk", "add", "mem", "--size", "1X"]).unwrap_err();
+        assert!(err.to_string().contains("unknown size suffix"), "{err}");
+    }
+}

@@ -1,0 +1,199 @@
+//! `ublk list`: every ublk device, as the kernel describes it, with the target its record names.
+
+use std::path::Path;
+
+use ublk_ctrl::{Control, Error as CtrlError};
+use ublk_uapi::{DevInfo, DevState};
+
+use crate::error::CliError;
+use crate::record::{RECORD_DIR, Record};
+use crate::size::format_size;
+
+/// One row of the listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub id: u32,
+    pub state: &'static str,
+    pub size: u64,
+    pub queues: u16,
+    pub depth: u16,
+    pub pid: i32,
+    pub target: String,
+    pub features: Vec<&'static str>,
+}
+
+/// Prints the devices as a table, or as JSON.
+pub fn run(json: bool) -> Result<(), CliError> {
+    let ids = ublk_ctrl::dev_ids().map_err(|e| CliError::io("listing ublk devices", e))?;
+    let record_dir = Path::new(RECORD_DIR);
+    // Records of devices that are gone are stale: drop them rather than show them.
+    if let Err(e) = Record::remove_stale_in(record_dir, &ids) {
+        log::debug!("cleaning stale records: {e}");
+    }
+    let mut rows = Vec::new();
+    if !ids.is_empty() {
+        let mut ctrl = Control::open()?;
+        for id in ids {
+            let info = match ctrl.dev_info(id) {
+                Ok(info) => info,
+                // Deleted between the directory scan and now.
+                Err(CtrlError::NoSuchDevice { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let size = ctrl
+                .params(id)
+                .map(|p| p.basic.dev_sectors << 9)
+                .unwrap_or(0);
+            let target = Record::load_in(record_dir, id)
+                .ok()
+                .flatten()
+                .map_or_else(|| "-".to_owned(), |r| r.target);
+            rows.push(row(&info, size, target));
+        }
+    }
+    if json {
+        println!("{}", to_json(&rows));
+    } else {
+        print!("{}", to_table(&rows));
+    }
+    Ok(())
+}
+
+fn row(info: &DevInfo, size: u64, target: String) -> Row {
+    Row {
+        id: info.dev_id,
+        state: state_name(info.state),
+        size,
+        queues: info.nr_hw_queues,
+        depth: info.queue_depth,
+        pid: info.ublksrv_pid,
+        target,
+        features: info.features().iter_names().map(|(name, _)| name).collect(),
+    }
+}
+
+/// The kernel's name for a device state.
+pub fn state_name(state: u16) -> &'static str {
+    match DevState::try_from(state) {
+        Ok(DevState::Dead) => "DEAD",
+        Ok(DevState::Live) => "LIVE",
+        Ok(DevState::Quiesced) => "QUIESCED",
+        Ok(DevState::FailIo) => "FAIL_IO",
+        Ok(_) | Err(_) => "UNKNOWN",
+    }
+}
+
+fn to_table(rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:<4} {:<9} {:>6} {:>6} {:>5} {:>8} {:<7} {}\n",
+        "ID", "STATE", "SIZE", "QUEUES", "DEPTH", "PID", "TARGET", "FEATURES"
+    );
+    for r in rows {
+        let pid = if r.pid > 0 {
+            r.pid.to_string()
+        } else {
+            "-".to_owned()
+        };
+        out.push_str(&format!(
+            "{:<4} {:<9} {:>6} {:>6} {:>5} {:>8} {:<7} {}\n",
+            r.id,
+            r.state,
+            format_size(r.size),
+            r.queues,
+            r.depth,
+            pid,
+            r.target,
+            r.features.join(",")
+        ));
+    }
+    out
+}
+
+fn to_json(rows: &[Row]) -> String {
+    let objects: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let features: Vec<String> = r.features.iter().map(|f| json_string(f)).collect();
+            format!(
+                "{{\"id\":{},\"state\":{},\"size\":{},\"queues\":{},\"depth\":{},\"pid\":{},\"target\":{},\"block_device\":{},\"features\":[{}]}}",
+                r.id,
+                json_string(r.state),
+                r.size,
+                r.queues,
+                r.depth,
+                if r.pid > 0 { r.pid.to_string() } else { "null".to_owned() },
+                json_string(&r.target),
+                json_string(&ublk_ctrl::block_dev_path(r.id)),
+                features.join(",")
+            )
+        })
+        .collect();
+    format!("[{}]", objects.join(","))
+}
+
+/// A JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Row {
+        Row {
+            id: 3,
+            state: "LIVE",
+            size: 1 << 30,
+            queues: 2,
+            depth: 128,
+            pid: 77,
+            target: "mem".into(),
+            features: vec!["URING_CMD_COMP_IN_TASK", "CMD_IOCTL_ENCODE"],
+        }
+    }
+
+    #[test]
+    fn table_has_a_header_and_one_line_per_device() {
+        let table = to_table(&[sample()]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("ID   STATE"));
+        assert!(lines[1].contains("LIVE") && lines[1].contains("1G") && lines[1].contains("mem"));
+        assert!(lines[1].contains("URING_CMD_COMP_IN_TASK,CMD_IOCTL_ENCODE"));
+    }
+
+    #[test]
+    fn json_is_exact() {
+        let mut r = sample();
+        r.pid = -1;
+        r.target = "a\"b".into();
+        assert_eq!(
+            to_json(&[r]),
+            "[{\"id\":3,\"state\":\"LIVE\",\"size\":1073741824,\"queues\":2,\"depth\":128,\"pid\":null,\
+             \"target\":\"a\\\"b\",\"block_device\":\"/dev/ublkb3\",\"features\":[\"URING_CMD_COMP_IN_TASK\",\
+             \"CMD_IOCTL_ENCODE\"]}]"
+        );
+        assert_eq!(to_json(&[]), "[]");
+    }
+
+    #[test]
+    fn states_use_the_kernel_names() {
+        assert_eq!(state_name(0), "DEAD");
+        assert_eq!(state_name(1), "LIVE");
+        assert_eq!(state_name(2), "QUIESCED");
+        assert_eq!(state_name(3), "FAIL_IO");
+        assert_eq!(state_name(9), "UNKNOWN");
+    }
+}
