@@ -94,7 +94,7 @@ pub struct CommonArgs {
     /// Requests each queue may have in flight: 1 to 4096.
     #[arg(long, default_value_t = 128)]
     pub depth: u16,
-    /// Ask for this device id (/dev/ublkb<ID>) instead of the lowest free one.
+    /// Ask for this device id (`/dev/ublkb<ID>`) instead of the lowest free one.
     #[arg(long)]
     pub id: Option<u32>,
     /// Logical block size in bytes: 512, 1024, 2048 or 4096.

@@ -5,6 +5,7 @@
 
 mod bench;
 mod cargo;
+mod ci;
 mod cmd;
 mod error;
 mod json;
@@ -39,6 +40,7 @@ enum Verb {
     VmShell(vm_shell::Args),
     VmSelftest(vm_selftest::Args),
     Bench(bench::Args),
+    Ci(ci::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Verb::VmShell(args) => vm_shell::run(&args),
         Verb::VmSelftest(args) => vm_selftest::run(&args),
         Verb::Bench(args) => bench::run(&args),
+        Verb::Ci(args) => ci::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -94,11 +94,11 @@ pub fn items(console: &str, nonce: &str) -> Vec<Item> {
                 let prefix = format!("{done}{} {} status=", item.kind, item.name);
                 item.status = status_after(line, &prefix);
             }
-        } else if let Some(at) = line.find("test result: ") {
-            if let (Some(item), Some((p, f))) = (items.last_mut(), libtest_counts(&line[at..])) {
-                let (p0, f0) = item.tests.unwrap_or((0, 0));
-                item.tests = Some((p0 + p, f0 + f));
-            }
+        } else if let Some(at) = line.find("test result: ")
+            && let (Some(item), Some((p, f))) = (items.last_mut(), libtest_counts(&line[at..]))
+        {
+            let (p0, f0) = item.tests.unwrap_or((0, 0));
+            item.tests = Some((p0 + p, f0 + f));
         }
     }
     items

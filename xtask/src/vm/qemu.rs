@@ -171,14 +171,14 @@ pub fn boot(
             on_init(started.elapsed());
         }
         seen_up_to = text.len();
-        if let Some(stop) = stop {
-            if stop(
+        if let Some(stop) = stop
+            && stop(
                 &String::from_utf8_lossy(&text),
                 &String::from_utf8_lossy(&err_text),
-            ) {
-                stopped = true;
-                break;
-            }
+            )
+        {
+            stopped = true;
+            break;
         }
     }
     if timed_out || stopped {
