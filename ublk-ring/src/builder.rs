@@ -45,7 +45,11 @@ impl Builder {
     /// A plain ring with `entries` SQ slots (rounded up to a power of two by the kernel) and,
     /// unless [`cq_entries`](Self::cq_entries) says otherwise, twice as many CQ slots.
     pub const fn new(entries: u32) -> Self {
-        Self { entries, cq_entries: 0, flags: SetupFlags::empty() }
+        Self {
+            entries,
+            cq_entries: 0,
+            flags: SetupFlags::empty(),
+        }
     }
 
     /// CQ size (`IORING_SETUP_CQSIZE`); must be at least the SQ size.
@@ -151,13 +155,14 @@ impl Builder {
         let requested = self.flags;
         let mut flags = normalize(requested);
         let mut refused = requested.difference(flags);
-        let try_setup = |setup: &mut dyn FnMut(u32, &mut io_uring_params) -> Result<OwnedFd, Errno>,
-                         flags: SetupFlags| {
-            let mut params = io_uring_params::default();
-            params.flags = IoringSetupFlags::from_bits_retain(flags.bits());
-            params.cq_entries = self.cq_entries;
-            setup(self.entries, &mut params).map(|fd| (fd, params))
-        };
+        let try_setup =
+            |setup: &mut dyn FnMut(u32, &mut io_uring_params) -> Result<OwnedFd, Errno>,
+             flags: SetupFlags| {
+                let mut params = io_uring_params::default();
+                params.flags = IoringSetupFlags::from_bits_retain(flags.bits());
+                params.cq_entries = self.cq_entries;
+                setup(self.entries, &mut params).map(|fd| (fd, params))
+            };
         loop {
             match try_setup(&mut setup, flags) {
                 Ok((fd, params)) => return Ring::from_setup(fd, &params, flags, refused),
@@ -169,17 +174,26 @@ impl Builder {
                     refused |= flags.difference(next);
                     flags = next;
                 }
-                Err(source) => return Err(Error::Setup { flags: requested, source }),
+                Err(source) => {
+                    return Err(Error::Setup {
+                        flags: requested,
+                        source,
+                    });
+                }
             }
         }
         // EINVAL with every optional flag gone: blame a required flag if the kernel accepts
         // the setup without it, otherwise report the setup as it was asked for.
         for required in REQUIRED {
-            if flags.contains(required) && try_setup(&mut setup, flags.difference(required)).is_ok() {
+            if flags.contains(required) && try_setup(&mut setup, flags.difference(required)).is_ok()
+            {
                 return Err(Error::RequiredFlagRefused { flag: required });
             }
         }
-        Err(Error::Setup { flags: requested, source: Errno::INVAL })
+        Err(Error::Setup {
+            flags: requested,
+            source: Errno::INVAL,
+        })
     }
 }
 
@@ -215,7 +229,11 @@ mod tests {
 
     fn nop_round_trip(ring: &mut Ring) {
         // SAFETY: a NOP references no memory.
-        unsafe { ring.submission().push(&Nop::new().build().user_data(5)).expect("slot") };
+        unsafe {
+            ring.submission()
+                .push(&Nop::new().build().user_data(5))
+                .expect("slot")
+        };
         ring.submit_and_wait(1).expect("submit");
         let cqe = ring.completion().next().expect("cqe");
         assert_eq!((cqe.user_data(), cqe.result()), (5, 0));
@@ -223,10 +241,22 @@ mod tests {
 
     #[test]
     fn accepted_flags_are_reported() {
-        let ring = Builder::new(8).coop_taskrun().submit_all().no_sqarray().build().expect("setup");
+        let ring = Builder::new(8)
+            .coop_taskrun()
+            .submit_all()
+            .no_sqarray()
+            .build()
+            .expect("setup");
         // Host kernels this crate is tested on (6.6+) know all of these.
-        assert!(ring.refused_flags().is_empty(), "{:?}", ring.refused_flags());
-        assert!(ring.setup_flags().contains(SetupFlags::COOP_TASKRUN | SetupFlags::NO_SQARRAY));
+        assert!(
+            ring.refused_flags().is_empty(),
+            "{:?}",
+            ring.refused_flags()
+        );
+        assert!(
+            ring.setup_flags()
+                .contains(SetupFlags::COOP_TASKRUN | SetupFlags::NO_SQARRAY)
+        );
     }
 
     #[test]
@@ -262,7 +292,10 @@ mod tests {
             .coop_taskrun()
             .build_with(kernel_without(SetupFlags::SQE128))
             .expect_err("SQE128 is required");
-        assert!(matches!(err, Error::RequiredFlagRefused { flag } if flag == SetupFlags::SQE128), "{err}");
+        assert!(
+            matches!(err, Error::RequiredFlagRefused { flag } if flag == SetupFlags::SQE128),
+            "{err}"
+        );
     }
 
     #[test]
@@ -275,13 +308,31 @@ mod tests {
                 Err(Errno::NOMEM)
             })
             .expect_err("ENOMEM");
-        assert!(matches!(err, Error::Setup { source: Errno::NOMEM, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::Setup {
+                    source: Errno::NOMEM,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert_eq!(calls, 1);
     }
 
     #[test]
     fn bad_entry_count_reports_setup_error() {
         let err = Builder::new(0).build().expect_err("zero entries");
-        assert!(matches!(err, Error::Setup { source: Errno::INVAL, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::Setup {
+                    source: Errno::INVAL,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

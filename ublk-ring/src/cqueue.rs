@@ -154,7 +154,10 @@ impl Cq {
         let overflow = ring.at::<AtomicU32>(off.overflow, 1)?;
         let mask = ring.at::<u32>(off.ring_mask, 1)?;
         let per_cqe = if cqe32 { 2 } else { 1 };
-        let cqes = ring.at::<RawCqe>(off.cqes, entries.checked_mul(per_cqe).ok_or(Errno::OVERFLOW)?)?;
+        let cqes = ring.at::<RawCqe>(
+            off.cqes,
+            entries.checked_mul(per_cqe).ok_or(Errno::OVERFLOW)?,
+        )?;
         // SAFETY: `mask` was bounds- and alignment-checked by `Mmap::at`; the kernel wrote it
         // before io_uring_setup returned and never changes it.
         let mask = unsafe { mask.read() };
@@ -163,7 +166,16 @@ impl Cq {
         }
         // SAFETY: `head` points into the live mapping (checked by `Mmap::at`).
         let local_head = unsafe { (*head).load(Ordering::Relaxed) };
-        Ok(Self { head, tail, overflow, cqes: cqes.cast::<u8>(), mask, entries, cqe32, local_head })
+        Ok(Self {
+            head,
+            tail,
+            overflow,
+            cqes: cqes.cast::<u8>(),
+            mask,
+            entries,
+            cqe32,
+            local_head,
+        })
     }
 
     /// Acquire load of the kernel's CQ tail (rule at the top of this file).
@@ -208,7 +220,12 @@ impl Cq {
         } else {
             [0; 2]
         };
-        Cqe { user_data: raw.user_data, res: raw.res, flags: raw.flags, big }
+        Cqe {
+            user_data: raw.user_data,
+            res: raw.res,
+            flags: raw.flags,
+            big,
+        }
     }
 }
 
@@ -230,7 +247,11 @@ impl<'a> CompletionQueue<'a> {
     pub(crate) fn new(cq: &'a mut Cq) -> Self {
         let tail = cq.load_tail();
         let published = cq.local_head;
-        Self { cq, tail, published }
+        Self {
+            cq,
+            tail,
+            published,
+        }
     }
 
     /// CQEs ready to be read.

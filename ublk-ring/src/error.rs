@@ -30,14 +30,18 @@ pub enum Error {
     },
 
     /// A flag the caller cannot do without (SQE128, CQE32) is unknown to this kernel.
-    #[error("the kernel refused required setup flag {flag:?}: it needs a newer kernel (SQE128/CQE32 arrived in Linux 5.19)")]
+    #[error(
+        "the kernel refused required setup flag {flag:?}: it needs a newer kernel (SQE128/CQE32 arrived in Linux 5.19)"
+    )]
     RequiredFlagRefused {
         /// The refused flag.
         flag: SetupFlags,
     },
 
     /// Mapping the rings or the SQE array into memory failed.
-    #[error("mmap of the io_uring rings failed: {0} (ENOMEM: check RLIMIT_MEMLOCK and free memory)")]
+    #[error(
+        "mmap of the io_uring rings failed: {0} (ENOMEM: check RLIMIT_MEMLOCK and free memory)"
+    )]
     Mmap(#[source] Errno),
 
     /// `io_uring_enter` failed for a reason that retrying will not fix.
@@ -77,7 +81,9 @@ pub enum Error {
     TimedOut,
 
     /// The kernel lacks `IORING_FEAT_EXT_ARG` (Linux 5.11), so an enter cannot carry a timeout.
-    #[error("this kernel cannot wait with a timeout (no IORING_FEAT_EXT_ARG, Linux 5.11): push a Timeout entry instead")]
+    #[error(
+        "this kernel cannot wait with a timeout (no IORING_FEAT_EXT_ARG, Linux 5.11): push a Timeout entry instead"
+    )]
     ExtArgUnsupported,
 }
 

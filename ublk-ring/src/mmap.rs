@@ -41,13 +41,20 @@ impl Mmap {
     /// at setup so the hot path can trust the pointers.
     pub(crate) fn at<T>(&self, offset: u32, count: u32) -> Result<*mut T, Errno> {
         let offset = offset as usize;
-        let bytes = size_of::<T>().checked_mul(count as usize).ok_or(Errno::OVERFLOW)?;
+        let bytes = size_of::<T>()
+            .checked_mul(count as usize)
+            .ok_or(Errno::OVERFLOW)?;
         let end = offset.checked_add(bytes).ok_or(Errno::OVERFLOW)?;
-        if end > self.len || offset % align_of::<T>() != 0 {
+        if end > self.len || offset & (align_of::<T>() - 1) != 0 {
             return Err(Errno::INVAL);
         }
         // `wrapping_add` keeps this safe; the bounds check above makes it in range.
-        Ok(self.ptr.as_ptr().cast::<u8>().wrapping_add(offset).cast::<T>())
+        Ok(self
+            .ptr
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(offset)
+            .cast::<T>())
     }
 }
 

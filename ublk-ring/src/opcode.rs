@@ -248,7 +248,10 @@ impl Fsync {
     /// Sync `fd`.
     #[inline]
     pub fn new(fd: impl Into<Target>) -> Self {
-        Self { target: fd.into(), flags: FsyncFlags::empty() }
+        Self {
+            target: fd.into(),
+            flags: FsyncFlags::empty(),
+        }
     }
 
     /// `IORING_FSYNC_*` flags.
@@ -281,7 +284,12 @@ impl Fallocate {
     /// Allocate `len` bytes of `fd` from offset 0 (mode 0).
     #[inline]
     pub fn new(fd: impl Into<Target>, len: u64) -> Self {
-        Self { target: fd.into(), len, offset: 0, mode: 0 }
+        Self {
+            target: fd.into(),
+            len,
+            offset: 0,
+            mode: 0,
+        }
     }
 
     /// Start offset.
@@ -307,7 +315,7 @@ impl Fallocate {
         let mut e = entry(IORING_OP_FALLOCATE, self.target);
         e.off = self.offset;
         e.addr = self.len;
-        e.len = self.mode.cast_unsigned();
+        e.len = self.mode as u32; // The kernel reads the same 32 bits as an int.
         e
     }
 }
@@ -340,7 +348,13 @@ impl UringCmd16 {
     /// Command `cmd_op` to the driver behind `fd`, with a zero payload.
     #[inline]
     pub fn new(fd: impl Into<Target>, cmd_op: u32) -> Self {
-        Self { target: fd.into(), cmd_op, cmd: [0; 16], flags: UringCmdFlags::empty(), buf_index: 0 }
+        Self {
+            target: fd.into(),
+            cmd_op,
+            cmd: [0; 16],
+            flags: UringCmdFlags::empty(),
+            buf_index: 0,
+        }
     }
 
     /// The 16-byte payload (`sqe->cmd`).
@@ -396,7 +410,13 @@ impl UringCmd80 {
     /// Command `cmd_op` to the driver behind `fd`, with a zero payload.
     #[inline]
     pub fn new(fd: impl Into<Target>, cmd_op: u32) -> Self {
-        Self { target: fd.into(), cmd_op, cmd: [0; 80], flags: UringCmdFlags::empty(), buf_index: 0 }
+        Self {
+            target: fd.into(),
+            cmd_op,
+            cmd: [0; 80],
+            flags: UringCmdFlags::empty(),
+            buf_index: 0,
+        }
     }
 
     /// The 80-byte payload (`sqe->cmd`, running into the second half of the SQE).
@@ -449,7 +469,10 @@ impl AsyncCancel {
     /// Cancel the request submitted with `user_data`.
     #[inline]
     pub const fn new(user_data: u64) -> Self {
-        Self { user_data, flags: AsyncCancelFlags::empty() }
+        Self {
+            user_data,
+            flags: AsyncCancelFlags::empty(),
+        }
     }
 
     /// `IORING_ASYNC_CANCEL_*` flags.
@@ -484,7 +507,11 @@ impl Timeout {
     /// timespec at submit time.
     #[inline]
     pub const fn new(ts: *const Timespec) -> Self {
-        Self { ts, count: 0, flags: TimeoutFlags::empty() }
+        Self {
+            ts,
+            count: 0,
+            flags: TimeoutFlags::empty(),
+        }
     }
 
     /// Also complete once this many other completions have arrived (0: only the timer).
@@ -528,7 +555,11 @@ impl PollAdd {
     /// Wait for the `POLLIN`/`POLLOUT`/... bits of `mask` on `fd`.
     #[inline]
     pub fn new(fd: impl Into<Target>, mask: u32) -> Self {
-        Self { target: fd.into(), mask, flags: PollAddFlags::empty() }
+        Self {
+            target: fd.into(),
+            mask,
+            flags: PollAddFlags::empty(),
+        }
     }
 
     /// `IORING_POLL_ADD_*` flags (multishot, level-triggered).
@@ -544,7 +575,11 @@ impl PollAdd {
     pub fn build(self) -> Entry {
         let mut e = entry(IORING_OP_POLL_ADD, self.target);
         // `poll32_events` is stored word-swapped on big-endian (see io_uring.h).
-        e.op_flags = if cfg!(target_endian = "big") { self.mask.rotate_left(16) } else { self.mask };
+        e.op_flags = if cfg!(target_endian = "big") {
+            self.mask.rotate_left(16)
+        } else {
+            self.mask
+        };
         e.len = self.flags.bits();
         e
     }
@@ -563,7 +598,12 @@ impl Send {
     /// Send `len` bytes at `ptr` on socket `fd`.
     #[inline]
     pub fn new(fd: impl Into<Target>, ptr: *const u8, len: u32) -> Self {
-        Self { target: fd.into(), ptr, len, flags: SendFlags::empty() }
+        Self {
+            target: fd.into(),
+            ptr,
+            len,
+            flags: SendFlags::empty(),
+        }
     }
 
     /// `MSG_*` flags.
@@ -598,7 +638,12 @@ impl Recv {
     /// Receive up to `len` bytes into `ptr` from socket `fd`.
     #[inline]
     pub fn new(fd: impl Into<Target>, ptr: *mut u8, len: u32) -> Self {
-        Self { target: fd.into(), ptr, len, flags: RecvFlags::empty() }
+        Self {
+            target: fd.into(),
+            ptr,
+            len,
+            flags: RecvFlags::empty(),
+        }
     }
 
     /// `MSG_*` flags.
@@ -635,14 +680,22 @@ mod tests {
 
     #[test]
     fn field_placement_matches_prep_functions() {
-        let b = Fallocate::new(crate::types::Fd(5), 4096).offset(512).mode(1).build().to_bytes();
+        let b = Fallocate::new(crate::types::Fd(5), 4096)
+            .offset(512)
+            .mode(1)
+            .build()
+            .to_bytes();
         assert_eq!(b[0], IORING_OP_FALLOCATE);
         assert_eq!(b[8..16], 512u64.to_ne_bytes(), "offset in off");
         assert_eq!(b[16..24], 4096u64.to_ne_bytes(), "length in addr");
         assert_eq!(b[24..28], 1u32.to_ne_bytes(), "mode in len");
 
         let ts = Timespec::new(1, 0);
-        let b = Timeout::new(&ts).count(3).flags(TimeoutFlags::ABS).build().to_bytes();
+        let b = Timeout::new(&ts)
+            .count(3)
+            .flags(TimeoutFlags::ABS)
+            .build()
+            .to_bytes();
         assert_eq!(b[0], IORING_OP_TIMEOUT);
         assert_eq!(b[4..8], (-1i32).to_ne_bytes());
         assert_eq!(b[8..16], 3u64.to_ne_bytes(), "count in off");
@@ -652,13 +705,23 @@ mod tests {
 
         let b = AsyncCancel::new(0xfeed).build().to_bytes();
         assert_eq!(b[0], IORING_OP_ASYNC_CANCEL);
-        assert_eq!(b[16..24], 0xfeedu64.to_ne_bytes(), "target user_data in addr");
+        assert_eq!(
+            b[16..24],
+            0xfeedu64.to_ne_bytes(),
+            "target user_data in addr"
+        );
 
-        let b = ReadFixed::new(crate::types::Fd(1), 0x1000 as *mut u8, 512, 7).offset(9).build().to_bytes();
+        let b = ReadFixed::new(crate::types::Fd(1), 0x1000 as *mut u8, 512, 7)
+            .offset(9)
+            .build()
+            .to_bytes();
         assert_eq!(b[40..42], 7u16.to_ne_bytes(), "buf_index");
         assert_eq!(b[8..16], 9u64.to_ne_bytes());
 
-        let b = Fsync::new(crate::types::Fd(1)).flags(FsyncFlags::DATASYNC).build().to_bytes();
+        let b = Fsync::new(crate::types::Fd(1))
+            .flags(FsyncFlags::DATASYNC)
+            .build()
+            .to_bytes();
         assert_eq!(b[28..32], 1u32.to_ne_bytes());
     }
 }

@@ -34,7 +34,10 @@ unsafe fn register(
 }
 
 fn count(len: usize, what: &'static str) -> Result<u32> {
-    u32::try_from(len).map_err(|_| Error::Register { what, source: Errno::INVAL })
+    u32::try_from(len).map_err(|_| Error::Register {
+        what,
+        source: Errno::INVAL,
+    })
 }
 
 impl Ring {
@@ -52,7 +55,15 @@ impl Ring {
         // `BorrowedFd` is `repr(transparent)` over the `int` the kernel reads.
         let arg = fds.as_ptr().cast::<c_void>();
         // SAFETY: `arg` points to `nr` descriptors, read during the call only.
-        unsafe { register(self.fd.as_fd(), IoringRegisterOp::RegisterFiles, arg, nr, WHAT) }?;
+        unsafe {
+            register(
+                self.fd.as_fd(),
+                IoringRegisterOp::RegisterFiles,
+                arg,
+                nr,
+                WHAT,
+            )
+        }?;
         Ok(())
     }
 
@@ -64,7 +75,15 @@ impl Ring {
     pub fn unregister_files(&mut self) -> Result<()> {
         const WHAT: &str = "IORING_UNREGISTER_FILES";
         // SAFETY: this op takes no argument.
-        unsafe { register(self.fd.as_fd(), IoringRegisterOp::UnregisterFiles, std::ptr::null(), 0, WHAT) }?;
+        unsafe {
+            register(
+                self.fd.as_fd(),
+                IoringRegisterOp::UnregisterFiles,
+                std::ptr::null(),
+                0,
+                WHAT,
+            )
+        }?;
         Ok(())
     }
 
@@ -86,7 +105,15 @@ impl Ring {
         let nr = count(bufs.len(), WHAT)?;
         // SAFETY: `bufs` is `nr` iovecs (same layout as `struct iovec`); the memory they name
         // is the caller's to keep alive (this function's contract).
-        unsafe { register(self.fd.as_fd(), IoringRegisterOp::RegisterBuffers, bufs.as_ptr().cast(), nr, WHAT) }?;
+        unsafe {
+            register(
+                self.fd.as_fd(),
+                IoringRegisterOp::RegisterBuffers,
+                bufs.as_ptr().cast(),
+                nr,
+                WHAT,
+            )
+        }?;
         Ok(())
     }
 
@@ -98,7 +125,15 @@ impl Ring {
     pub fn unregister_buffers(&mut self) -> Result<()> {
         const WHAT: &str = "IORING_UNREGISTER_BUFFERS";
         // SAFETY: this op takes no argument.
-        unsafe { register(self.fd.as_fd(), IoringRegisterOp::UnregisterBuffers, std::ptr::null(), 0, WHAT) }?;
+        unsafe {
+            register(
+                self.fd.as_fd(),
+                IoringRegisterOp::UnregisterBuffers,
+                std::ptr::null(),
+                0,
+                WHAT,
+            )
+        }?;
         Ok(())
     }
 
@@ -121,18 +156,37 @@ impl Ring {
         // Offset -1: let the kernel pick a free slot and write its index back.
         update.offset = u32::MAX;
         update.data = io_uring_ptr::new(std::ptr::without_provenance_mut(
-            usize::try_from(self.fd.as_raw_fd()).map_err(|_| Error::Register { what: WHAT, source: Errno::BADF })?,
+            usize::try_from(self.fd.as_raw_fd()).map_err(|_| Error::Register {
+                what: WHAT,
+                source: Errno::BADF,
+            })?,
         ));
-        let arg = std::ptr::from_mut(&mut update).cast::<c_void>().cast_const();
+        let arg = std::ptr::from_mut(&mut update)
+            .cast::<c_void>()
+            .cast_const();
         // SAFETY: one `io_uring_rsrc_update`, which the kernel reads and writes back during
         // the call (rustix documents that this op's `arg` must be mutable memory).
-        match unsafe { register(self.fd.as_fd(), IoringRegisterOp::RegisterRingFds, arg, 1, WHAT) } {
+        match unsafe {
+            register(
+                self.fd.as_fd(),
+                IoringRegisterOp::RegisterRingFds,
+                arg,
+                1,
+                WHAT,
+            )
+        } {
             Ok(_) => {
-                self.registered = Some(RegisteredRing { index: update.offset, owner: thread_tag() });
+                self.registered = Some(RegisteredRing {
+                    index: update.offset,
+                    owner: thread_tag(),
+                });
                 Ok(true)
             }
             // Unknown register opcodes are EINVAL.
-            Err(Error::Register { source: Errno::INVAL, .. }) => Ok(false),
+            Err(Error::Register {
+                source: Errno::INVAL,
+                ..
+            }) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -150,13 +204,26 @@ impl Ring {
             return Ok(());
         };
         if registered.owner != thread_tag() {
-            return Err(Error::Register { what: WHAT, source: Errno::INVAL });
+            return Err(Error::Register {
+                what: WHAT,
+                source: Errno::INVAL,
+            });
         }
         let mut update = io_uring_rsrc_update::default();
         update.offset = registered.index;
-        let arg = std::ptr::from_mut(&mut update).cast::<c_void>().cast_const();
+        let arg = std::ptr::from_mut(&mut update)
+            .cast::<c_void>()
+            .cast_const();
         // SAFETY: one `io_uring_rsrc_update` naming our slot, read during the call.
-        unsafe { register(self.fd.as_fd(), IoringRegisterOp::UnregisterRingFds, arg, 1, WHAT) }?;
+        unsafe {
+            register(
+                self.fd.as_fd(),
+                IoringRegisterOp::UnregisterRingFds,
+                arg,
+                1,
+                WHAT,
+            )
+        }?;
         self.registered = None;
         Ok(())
     }

@@ -109,14 +109,22 @@ impl Ring {
         };
         let (ring_map, cq_map) = if features.contains(Features::SINGLE_MMAP) {
             // One region holds both rings (Linux 5.4+).
-            (Mmap::new(fd.as_fd(), IORING_OFF_SQ_RING, sq_len.max(cq_len)).map_err(Error::Mmap)?, None)
+            (
+                Mmap::new(fd.as_fd(), IORING_OFF_SQ_RING, sq_len.max(cq_len))
+                    .map_err(Error::Mmap)?,
+                None,
+            )
         } else {
             let sq_map = Mmap::new(fd.as_fd(), IORING_OFF_SQ_RING, sq_len).map_err(Error::Mmap)?;
             let cq_map = Mmap::new(fd.as_fd(), IORING_OFF_CQ_RING, cq_len).map_err(Error::Mmap)?;
             (sq_map, Some(cq_map))
         };
-        let sqe_map = Mmap::new(fd.as_fd(), IORING_OFF_SQES, p.sq_entries as usize * sqe_size)
-            .map_err(Error::Mmap)?;
+        let sqe_map = Mmap::new(
+            fd.as_fd(),
+            IORING_OFF_SQES,
+            p.sq_entries as usize * sqe_size,
+        )
+        .map_err(Error::Mmap)?;
         let sq = Sq::new(&ring_map, &sqe_map, p, sqe128, has_array).map_err(Error::Mmap)?;
         let cq = Cq::new(cq_map.as_ref().unwrap_or(&ring_map), p, cqe32).map_err(Error::Mmap)?;
         Ok(Ring {
@@ -150,7 +158,10 @@ impl Ring {
     /// Both queues at once, for loops that reap a completion and push its follow-up entry.
     #[inline]
     pub fn queues(&mut self) -> (SubmissionQueue<'_>, CompletionQueue<'_>) {
-        (SubmissionQueue::new(&mut self.sq), CompletionQueue::new(&mut self.cq))
+        (
+            SubmissionQueue::new(&mut self.sq),
+            CompletionQueue::new(&mut self.cq),
+        )
     }
 
     /// The setup flags the kernel accepted.

@@ -346,7 +346,12 @@ impl Sq {
             }
         }
         // SAFETY: `head` and `tail` point into the live mapping (checked by `Mmap::at`).
-        let (head_now, tail_now) = unsafe { ((*head).load(Ordering::Acquire), (*tail).load(Ordering::Relaxed)) };
+        let (head_now, tail_now) = unsafe {
+            (
+                (*head).load(Ordering::Acquire),
+                (*tail).load(Ordering::Relaxed),
+            )
+        };
         Ok(Self {
             head,
             tail,
@@ -437,7 +442,9 @@ impl Sq {
     #[cfg(test)]
     pub(crate) fn slot_bytes(&self, index: u32) -> Vec<u8> {
         let size = if self.sqe128 { 128 } else { 64 };
-        let start = self.sqes.wrapping_add(((index & self.mask) as usize) * size);
+        let start = self
+            .sqes
+            .wrapping_add(((index & self.mask) as usize) * size);
         // SAFETY: the slot lies inside the SQE mapping; the test pushed it and did not submit,
         // so the kernel does not touch it.
         unsafe { std::slice::from_raw_parts(start, size) }.to_vec()
@@ -570,5 +577,155 @@ impl Drop for SubmissionQueue<'_> {
     #[inline]
     fn drop(&mut self) {
         self.sq.publish_tail();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Ring;
+    use crate::opcode::{Nop, UringCmd16, UringCmd80};
+    use crate::types::{Fd, Fixed};
+
+    #[test]
+    fn uring_cmd80_slot_bytes_match_the_kernel_layout() {
+        let mut ring = Ring::builder(4).sqe128().build().expect("SQE128 ring");
+        let mut payload = [0u8; 80];
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b = 0x80 | i as u8;
+        }
+        let e = UringCmd80::new(Fd(7), 0xdead_beef)
+            .cmd(payload)
+            .build()
+            .user_data(0x1122_3344_5566_7788)
+            .flags(SqeFlags::IO_LINK);
+        // SAFETY: never submitted; the test only reads the slot back.
+        unsafe { ring.submission().push128(&e).expect("slot") };
+        let raw = ring.sq.slot_bytes(0);
+        assert_eq!(raw.len(), 128);
+        assert_eq!(raw[0], 46, "opcode IORING_OP_URING_CMD at byte 0");
+        assert_eq!(raw[1], SqeFlags::IO_LINK.bits(), "flags at byte 1");
+        assert_eq!(raw[2..4], [0, 0], "ioprio");
+        assert_eq!(raw[4..8], 7i32.to_ne_bytes(), "fd at byte 4");
+        assert_eq!(raw[8..12], 0xdead_beefu32.to_ne_bytes(), "cmd_op at byte 8");
+        assert_eq!(raw[12..16], [0; 4], "__pad1 at byte 12 must be zero");
+        assert_eq!(raw[16..32], [0; 16], "addr, len, uring_cmd_flags");
+        assert_eq!(
+            raw[32..40],
+            0x1122_3344_5566_7788u64.to_ne_bytes(),
+            "user_data at byte 32"
+        );
+        assert_eq!(raw[40..48], [0; 8], "buf_index, personality, file_index");
+        assert_eq!(raw[48..128], payload, "payload at bytes 48..128");
+        assert_eq!(raw, e.to_bytes(), "to_bytes shows what the kernel reads");
+    }
+
+    #[test]
+    fn uring_cmd16_layout_and_fixed_file() {
+        let e = UringCmd16::new(Fixed(2), 0x0102_0304)
+            .cmd([0xaa; 16])
+            .build();
+        let b = e.to_bytes();
+        assert_eq!(b[0], 46);
+        assert_eq!(b[1], SqeFlags::FIXED_FILE.bits());
+        assert_eq!(b[4..8], 2i32.to_ne_bytes());
+        assert_eq!(b[8..12], 0x0102_0304u32.to_ne_bytes());
+        assert_eq!(b[12..16], [0; 4]);
+        assert_eq!(b[48..64], [0xaa; 16]);
+    }
+
+    #[test]
+    fn entry64_on_sqe128_ring_zero_fills_the_second_half() {
+        let mut ring = Ring::builder(4).sqe128().build().expect("SQE128 ring");
+        // Aimed at fd -1: the kernel fails it with EBADF, and only its bytes matter here.
+        let dirty = UringCmd80::new(Fd(-1), 1).cmd([0xff; 80]).build();
+        let nop = Nop::new().build().user_data(9);
+        {
+            let mut sq = ring.submission();
+            // SAFETY: the command payload is inline; the entry references no memory.
+            unsafe {
+                for _ in 0..4 {
+                    sq.push128(&dirty).expect("slot");
+                }
+            }
+        }
+        ring.submit_and_wait(4).expect("submit");
+        let results: Vec<i32> = ring.completion().map(|c| c.result()).collect();
+        assert_eq!(results, [-Errno::BADF.raw_os_error(); 4]);
+        // The ring wrapped: slot 0 held 0xff bytes; a 64-byte entry must clear its tail.
+        // SAFETY: a NOP references no memory.
+        unsafe { ring.submission().push(&nop).expect("slot") };
+        let raw = ring.sq.slot_bytes(4);
+        assert_eq!(raw[..64], nop.to_bytes());
+        assert_eq!(raw[64..], [0; 64]);
+        ring.submit_and_wait(1).expect("submit");
+        let cqe = ring.completion().next().expect("cqe");
+        assert_eq!((cqe.user_data(), cqe.result()), (9, 0));
+    }
+
+    #[test]
+    fn entry128_on_sqe64_ring_is_refused() {
+        let mut ring = Ring::new(4).expect("ring");
+        let e = UringCmd80::new(Fd(1), 1).build();
+        // SAFETY: refused before anything is written.
+        let err = unsafe { ring.submission().push128(&e) }.expect_err("64-byte ring");
+        assert_eq!(err, PushError::NeedsSqe128);
+        assert_eq!(ring.submission().len(), 0);
+    }
+
+    #[test]
+    fn full_sq_is_reported_and_recovers() {
+        let mut ring = Ring::new(8).expect("ring");
+        let nop = Nop::new().build();
+        {
+            let mut sq = ring.submission();
+            assert_eq!(sq.capacity(), 8);
+            for i in 0..8 {
+                // SAFETY: a NOP references no memory.
+                unsafe { sq.push(&nop.user_data(i)).expect("free slot") };
+            }
+            assert!(sq.is_full());
+            // SAFETY: as above.
+            assert_eq!(unsafe { sq.push(&nop) }, Err(SqFull));
+            // SAFETY: as above.
+            assert_eq!(unsafe { sq.push_multiple(&[nop]) }, Err(SqFull));
+            assert_eq!(sq.len(), 8, "the refused entry was not written");
+        }
+        assert_eq!(ring.submit_and_wait(8).expect("submit"), 8);
+        let got: Vec<u64> = ring.completion().map(|c| c.user_data()).collect();
+        assert_eq!(got, (0..8).collect::<Vec<_>>());
+        // Slots are free again once the kernel consumed them.
+        // SAFETY: a NOP references no memory.
+        unsafe {
+            ring.submission()
+                .push_multiple(&[nop; 8])
+                .expect("free again")
+        };
+        assert_eq!(ring.submit_and_wait(8).expect("submit"), 8);
+        assert_eq!(ring.completion().count(), 8);
+    }
+
+    #[test]
+    fn no_sqarray_ring_indexes_sqes_by_tail() {
+        let mut ring = Ring::builder(4).no_sqarray().build().expect("ring");
+        assert!(
+            ring.setup_flags()
+                .contains(crate::types::SetupFlags::NO_SQARRAY)
+        );
+        // Several laps around the ring: the kernel must pick slot `head & mask` each time.
+        for lap in 0..5u64 {
+            let mut sq = ring.submission();
+            for i in 0..4 {
+                // SAFETY: a NOP references no memory.
+                unsafe {
+                    sq.push(&Nop::new().build().user_data(lap * 4 + i))
+                        .expect("slot")
+                };
+            }
+            drop(sq);
+            ring.submit_and_wait(4).expect("submit");
+            let got: Vec<u64> = ring.completion().map(|c| c.user_data()).collect();
+            assert_eq!(got, (lap * 4..lap * 4 + 4).collect::<Vec<_>>());
+        }
     }
 }

@@ -98,7 +98,13 @@ impl Ring {
         &mut self,
         want: u32,
         deadline: Option<Option<Instant>>,
-        mut enter: impl FnMut(BorrowedFd<'_>, u32, u32, IoringEnterFlags, Option<&Timespec>) -> Result<u32, Errno>,
+        mut enter: impl FnMut(
+            BorrowedFd<'_>,
+            u32,
+            u32,
+            IoringEnterFlags,
+            Option<&Timespec>,
+        ) -> Result<u32, Errno>,
     ) -> Result<usize> {
         let want = want.min(self.cq.entries());
         let (fd, ring_flags) = enter_target(self.fd.as_fd(), self.registered);
@@ -118,9 +124,17 @@ impl Ring {
             let result = match deadline {
                 None => enter(fd, to_submit, want, flags, None),
                 Some(deadline) => {
-                    let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+                    let left = deadline.map_or(Duration::MAX, |d| {
+                        d.saturating_duration_since(Instant::now())
+                    });
                     let ts = Timespec::from(left);
-                    enter(fd, to_submit, want, flags | IoringEnterFlags::EXT_ARG, Some(&ts))
+                    enter(
+                        fd,
+                        to_submit,
+                        want,
+                        flags | IoringEnterFlags::EXT_ARG,
+                        Some(&ts),
+                    )
                 }
             };
             match result {
@@ -163,22 +177,30 @@ impl Ring {
     /// Deadline policy: completions that did arrive are not an error.
     #[cold]
     fn timed_out(&self, submitted: usize) -> Result<usize> {
-        if self.cq.ready() > 0 { Ok(submitted) } else { Err(Error::TimedOut) }
+        if self.cq.ready() > 0 {
+            Ok(submitted)
+        } else {
+            Err(Error::TimedOut)
+        }
     }
 }
 
 /// The fd to enter with: the registered index (with `IORING_ENTER_REGISTERED_RING`) on the
 /// thread that registered it, the real fd anywhere else.
 #[inline]
-fn enter_target(fd: BorrowedFd<'_>, registered: Option<RegisteredRing>) -> (BorrowedFd<'_>, IoringEnterFlags) {
+fn enter_target(
+    fd: BorrowedFd<'_>,
+    registered: Option<RegisteredRing>,
+) -> (BorrowedFd<'_>, IoringEnterFlags) {
     match registered {
         Some(r) if r.owner == thread_tag() => {
             // rustix takes the enter fd as a `BorrowedFd`, but with REGISTERED_RING the kernel
             // reads that argument as an index into the calling thread's ring table, not as a
             // descriptor. This is the one place the crate builds such a value.
-            // SAFETY: the index is small and not -1; nothing but this io_uring_enter call sees
-            // it, and the kernel interprets it as a table index, never as an open file.
-            let index = unsafe { BorrowedFd::borrow_raw(r.index.cast_signed()) };
+            // SAFETY: the kernel hands out indices below IO_RINGFD_REG_MAX (16), so the value is
+            // never -1; nothing but this io_uring_enter call sees it, and the kernel interprets
+            // it as a table index, never as an open file.
+            let index = unsafe { BorrowedFd::borrow_raw(r.index as i32) };
             (index, IoringEnterFlags::REGISTERED_RING)
         }
         _ => (fd, IoringEnterFlags::empty()),
@@ -207,13 +229,17 @@ fn sys_enter(
             };
             // SAFETY: EXT_ARG is set (by `submit_with`) and `arg` and the timespec it points
             // to outlive the call; the kernel only reads them. SQE memory: as above.
-            unsafe { rustix::io_uring::io_uring_enter_arg(fd, to_submit, min_complete, flags, Some(&arg)) }
+            unsafe {
+                rustix::io_uring::io_uring_enter_arg(fd, to_submit, min_complete, flags, Some(&arg))
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+
     use super::*;
     use crate::opcode::Nop;
 
@@ -221,7 +247,10 @@ mod tests {
         let mut sq = ring.submission();
         for i in 0..n {
             // SAFETY: a NOP references no memory.
-            unsafe { sq.push(&Nop::new().build().user_data(first + i)).expect("slot") };
+            unsafe {
+                sq.push(&Nop::new().build().user_data(first + i))
+                    .expect("slot")
+            };
         }
     }
 
@@ -278,7 +307,9 @@ mod tests {
         push_nops(&mut ring, 3, 10);
         for errno in [Errno::BUSY, Errno::AGAIN] {
             // The kernel pushes back; two CQEs wait to be reaped, so `want` counts as met.
-            let n = ring.submit_with(3, None, |_, _, _, _, _| Err(errno)).expect("Ok: reap first");
+            let n = ring
+                .submit_with(3, None, |_, _, _, _, _| Err(errno))
+                .expect("Ok: reap first");
             assert_eq!(n, 0);
             assert_eq!(ring.submission().len(), 3, "nothing dropped");
         }
@@ -291,7 +322,9 @@ mod tests {
     fn busy_with_nothing_to_reap_is_an_error() {
         let mut ring = Ring::new(8).expect("ring");
         push_nops(&mut ring, 1, 0);
-        let err = ring.submit_with(1, None, |_, _, _, _, _| Err(Errno::BUSY)).expect_err("busy");
+        let err = ring
+            .submit_with(1, None, |_, _, _, _, _| Err(Errno::BUSY))
+            .expect_err("busy");
         assert!(matches!(err, Error::Busy(Errno::BUSY)), "{err}");
         assert_eq!(ring.submit_and_wait(1).expect("later it goes through"), 1);
     }
@@ -321,9 +354,47 @@ mod tests {
     }
 
     #[test]
+    fn registered_ring_enters_by_index_on_the_owning_thread_only() {
+        let mut ring = Ring::new(8).expect("ring");
+        if !ring.register_ring_fd().expect("register") {
+            return; // Kernel before 5.18: nothing to check.
+        }
+        let index = ring.registered.expect("registered").index;
+        push_nops(&mut ring, 1, 0);
+        let mut seen = None;
+        ring.submit_with(1, None, |fd, to_submit, want, flags, ts| {
+            seen = Some((
+                fd.as_raw_fd(),
+                flags.contains(IoringEnterFlags::REGISTERED_RING),
+            ));
+            sys_enter(fd, to_submit, want, flags, ts)
+        })
+        .expect("submit");
+        assert_eq!(seen, Some((index as i32, true)));
+        let real_fd = ring.fd.as_raw_fd();
+        std::thread::spawn(move || {
+            push_nops(&mut ring, 1, 1);
+            let mut seen = None;
+            ring.submit_with(1, None, |fd, to_submit, want, flags, ts| {
+                seen = Some((
+                    fd.as_raw_fd(),
+                    flags.contains(IoringEnterFlags::REGISTERED_RING),
+                ));
+                sys_enter(fd, to_submit, want, flags, ts)
+            })
+            .expect("submit");
+            assert_eq!(seen, Some((real_fd, false)));
+        })
+        .join()
+        .expect("thread");
+    }
+
+    #[test]
     fn submit_with_nothing_to_do_makes_no_syscall() {
         let mut ring = Ring::new(8).expect("ring");
-        let n = ring.submit_with(0, None, |_, _, _, _, _| panic!("no enter expected")).expect("noop");
+        let n = ring
+            .submit_with(0, None, |_, _, _, _, _| panic!("no enter expected"))
+            .expect("noop");
         assert_eq!(n, 0);
     }
 }

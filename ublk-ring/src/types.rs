@@ -69,13 +69,19 @@ impl IoVec {
     /// An iovec over a buffer the kernel will only read (writev, send).
     #[inline]
     pub const fn from_slice(buf: &[u8]) -> Self {
-        Self { base: buf.as_ptr().cast_mut(), len: buf.len() }
+        Self {
+            base: buf.as_ptr().cast_mut(),
+            len: buf.len(),
+        }
     }
 
     /// An iovec over a buffer the kernel may write (readv, registered buffers).
     #[inline]
     pub const fn from_mut_slice(buf: &mut [u8]) -> Self {
-        Self { base: buf.as_mut_ptr(), len: buf.len() }
+        Self {
+            base: buf.as_mut_ptr(),
+            len: buf.len(),
+        }
     }
 
     /// Start of the buffer.
@@ -113,7 +119,10 @@ impl Timespec {
     /// A timespec of `sec` seconds and `nsec` nanoseconds.
     #[inline]
     pub const fn new(sec: i64, nsec: i64) -> Self {
-        Self { tv_sec: sec, tv_nsec: nsec }
+        Self {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        }
     }
 }
 
