@@ -6,6 +6,7 @@
 //! once the entry is pushed, which is why [`SubmissionQueue::push`](crate::squeue::SubmissionQueue::push)
 //! is `unsafe`.
 
+use rustix::io::ReadWriteFlags;
 use rustix::net::{RecvFlags, SendFlags};
 
 use crate::squeue::{Entry, Entry128, SqeFlags};
@@ -96,6 +97,7 @@ macro_rules! rw_builder {
             ptr: $ptr,
             len: u32,
             offset: u64,
+            rw_flags: ReadWriteFlags,
         }
 
         impl $name {
@@ -103,7 +105,13 @@ macro_rules! rw_builder {
             /// otherwise.
             #[inline]
             pub fn new(fd: impl Into<Target>, ptr: $ptr, len: u32) -> Self {
-                Self { target: fd.into(), ptr, len, offset: 0 }
+                Self {
+                    target: fd.into(),
+                    ptr,
+                    len,
+                    offset: 0,
+                    rw_flags: ReadWriteFlags::empty(),
+                }
             }
 
             /// File offset; `u64::MAX` means the current file position.
@@ -114,6 +122,15 @@ macro_rules! rw_builder {
                 self
             }
 
+            /// `RWF_*` flags, as `preadv2(2)`/`pwritev2(2)` take them (`sqe->rw_flags`):
+            /// [`ReadWriteFlags::DSYNC`] makes a write durable before it completes.
+            #[inline]
+            #[must_use]
+            pub const fn rw_flags(mut self, flags: ReadWriteFlags) -> Self {
+                self.rw_flags = flags;
+                self
+            }
+
             /// The entry.
             #[inline]
             pub fn build(self) -> Entry {
@@ -121,6 +138,7 @@ macro_rules! rw_builder {
                 e.addr = addr(self.ptr);
                 e.len = self.len;
                 e.off = self.offset;
+                e.op_flags = self.rw_flags.bits();
                 e
             }
         }
@@ -145,6 +163,7 @@ macro_rules! rwv_builder {
             iovecs: *const IoVec,
             count: u32,
             offset: u64,
+            rw_flags: ReadWriteFlags,
         }
 
         impl $name {
@@ -153,7 +172,13 @@ macro_rules! rwv_builder {
             /// valid until completion too.
             #[inline]
             pub fn new(fd: impl Into<Target>, iovecs: *const IoVec, count: u32) -> Self {
-                Self { target: fd.into(), iovecs, count, offset: 0 }
+                Self {
+                    target: fd.into(),
+                    iovecs,
+                    count,
+                    offset: 0,
+                    rw_flags: ReadWriteFlags::empty(),
+                }
             }
 
             /// File offset; `u64::MAX` means the current file position.
@@ -164,6 +189,15 @@ macro_rules! rwv_builder {
                 self
             }
 
+            /// `RWF_*` flags, as `preadv2(2)`/`pwritev2(2)` take them (`sqe->rw_flags`):
+            /// [`ReadWriteFlags::DSYNC`] makes a write durable before it completes.
+            #[inline]
+            #[must_use]
+            pub const fn rw_flags(mut self, flags: ReadWriteFlags) -> Self {
+                self.rw_flags = flags;
+                self
+            }
+
             /// The entry.
             #[inline]
             pub fn build(self) -> Entry {
@@ -171,6 +205,7 @@ macro_rules! rwv_builder {
                 e.addr = addr(self.iovecs);
                 e.len = self.count;
                 e.off = self.offset;
+                e.op_flags = self.rw_flags.bits();
                 e
             }
         }
@@ -196,6 +231,7 @@ macro_rules! rw_fixed_builder {
             len: u32,
             buf_index: u16,
             offset: u64,
+            rw_flags: ReadWriteFlags,
         }
 
         impl $name {
@@ -203,7 +239,14 @@ macro_rules! rw_fixed_builder {
             /// ([`Ring::register_buffers`](crate::Ring::register_buffers)).
             #[inline]
             pub fn new(fd: impl Into<Target>, ptr: $ptr, len: u32, buf_index: u16) -> Self {
-                Self { target: fd.into(), ptr, len, buf_index, offset: 0 }
+                Self {
+                    target: fd.into(),
+                    ptr,
+                    len,
+                    buf_index,
+                    offset: 0,
+                    rw_flags: ReadWriteFlags::empty(),
+                }
             }
 
             /// File offset; `u64::MAX` means the current file position.
@@ -211,6 +254,15 @@ macro_rules! rw_fixed_builder {
             #[must_use]
             pub const fn offset(mut self, offset: u64) -> Self {
                 self.offset = offset;
+                self
+            }
+
+            /// `RWF_*` flags, as `preadv2(2)`/`pwritev2(2)` take them (`sqe->rw_flags`):
+            /// [`ReadWriteFlags::DSYNC`] makes a write durable before it completes.
+            #[inline]
+            #[must_use]
+            pub const fn rw_flags(mut self, flags: ReadWriteFlags) -> Self {
+                self.rw_flags = flags;
                 self
             }
 
@@ -222,6 +274,7 @@ macro_rules! rw_fixed_builder {
                 e.len = self.len;
                 e.off = self.offset;
                 e.buf_index = self.buf_index;
+                e.op_flags = self.rw_flags.bits();
                 e
             }
         }
@@ -717,6 +770,20 @@ mod tests {
             .to_bytes();
         assert_eq!(b[40..42], 7u16.to_ne_bytes(), "buf_index");
         assert_eq!(b[8..16], 9u64.to_ne_bytes());
+
+        let b = Write::new(crate::types::Fd(1), std::ptr::null(), 512)
+            .rw_flags(ReadWriteFlags::DSYNC)
+            .build()
+            .to_bytes();
+        assert_eq!(
+            b[28..32],
+            ReadWriteFlags::DSYNC.bits().to_ne_bytes(),
+            "rw_flags"
+        );
+        let b = Read::new(crate::types::Fd(1), std::ptr::null_mut(), 512)
+            .build()
+            .to_bytes();
+        assert_eq!(b[28..32], [0; 4], "no rw_flags unless asked");
 
         let b = Fsync::new(crate::types::Fd(1))
             .flags(FsyncFlags::DATASYNC)
