@@ -201,32 +201,6 @@ impl Cq {
     pub(crate) fn entries(&self) -> u32 {
         self.entries
     }
-
-    /// Copies out the CQE at our head. The caller has seen `local_head != tail` through
-    /// an acquire load of the tail.
-    #[inline]
-    fn read_head(&self) -> Cqe {
-        let index = (self.local_head & self.mask) as usize;
-        let shift = if self.cqe32 { 5 } else { 4 };
-        let slot = self.cqes.wrapping_add(index << shift);
-        // SAFETY: `index < entries` and the CQE array spans `entries << shift` bytes of the
-        // live mapping (checked at setup); the slot lies below the tail we loaded with acquire,
-        // so the kernel finished writing it, and it will not reuse it before we publish a head
-        // past it.
-        let raw = unsafe { slot.cast::<RawCqe>().read() };
-        let big = if self.cqe32 {
-            // SAFETY: as above; a 32-byte slot's second half follows directly.
-            unsafe { slot.add(16).cast::<[u64; 2]>().read() }
-        } else {
-            [0; 2]
-        };
-        Cqe {
-            user_data: raw.user_data,
-            res: raw.res,
-            flags: raw.flags,
-            big,
-        }
-    }
 }
 
 /// The completion queue of a [`Ring`](crate::Ring), borrowed to reap completions.
@@ -236,28 +210,33 @@ impl Cq {
 #[derive(Debug)]
 pub struct CompletionQueue<'a> {
     cq: &'a mut Cq,
+    // Working copies of the ring state, kept in registers while iterating. `head` is written
+    // back to `cq` on sync and drop.
+    head: u32,
     /// Tail as last loaded.
     tail: u32,
-    /// Head as last published.
-    published: u32,
+    mask: u32,
+    cqes: *const u8,
+    cqe32: bool,
 }
 
 impl<'a> CompletionQueue<'a> {
     #[inline]
     pub(crate) fn new(cq: &'a mut Cq) -> Self {
-        let tail = cq.load_tail();
-        let published = cq.local_head;
         Self {
+            head: cq.local_head,
+            tail: cq.load_tail(),
+            mask: cq.mask,
+            cqes: cq.cqes,
+            cqe32: cq.cqe32,
             cq,
-            tail,
-            published,
         }
     }
 
     /// CQEs ready to be read.
     #[inline]
     pub fn len(&self) -> usize {
-        self.tail.wrapping_sub(self.cq.local_head) as usize
+        self.tail.wrapping_sub(self.head) as usize
     }
 
     /// Whether no CQE is ready (as of the last tail load).
@@ -297,9 +276,35 @@ impl<'a> CompletionQueue<'a> {
 
     #[inline]
     fn publish(&mut self) {
-        if self.published != self.cq.local_head {
+        if self.cq.local_head != self.head {
+            self.cq.local_head = self.head;
             self.cq.publish_head();
-            self.published = self.cq.local_head;
+        }
+    }
+
+    /// Copies out the CQE at our head. The caller has seen `head != tail` through an acquire
+    /// load of the tail.
+    #[inline]
+    fn read_head(&self) -> Cqe {
+        let index = (self.head & self.mask) as usize;
+        let shift = if self.cqe32 { 5 } else { 4 };
+        let slot = self.cqes.wrapping_add(index << shift);
+        // SAFETY: `index < entries` and the CQE array spans `entries << shift` bytes of the
+        // live mapping (checked at setup); the slot lies below the tail we loaded with acquire,
+        // so the kernel finished writing it, and it will not reuse it before we publish a head
+        // past it.
+        let raw = unsafe { slot.cast::<RawCqe>().read() };
+        let big = if self.cqe32 {
+            // SAFETY: as above; a 32-byte slot's second half follows directly.
+            unsafe { slot.add(16).cast::<[u64; 2]>().read() }
+        } else {
+            [0; 2]
+        };
+        Cqe {
+            user_data: raw.user_data,
+            res: raw.res,
+            flags: raw.flags,
+            big,
         }
     }
 }
@@ -309,15 +314,15 @@ impl Iterator for CompletionQueue<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<Cqe> {
-        if self.cq.local_head == self.tail {
+        if self.head == self.tail {
             // Look once more: completions may have arrived since the last tail load.
             self.tail = self.cq.load_tail();
-            if self.cq.local_head == self.tail {
+            if self.head == self.tail {
                 return None;
             }
         }
-        let cqe = self.cq.read_head();
-        self.cq.local_head = self.cq.local_head.wrapping_add(1);
+        let cqe = self.read_head();
+        self.head = self.head.wrapping_add(1);
         Some(cqe)
     }
 

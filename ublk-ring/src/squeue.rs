@@ -394,50 +394,6 @@ impl Sq {
         unsafe { (*self.flags).load(Ordering::Relaxed) }
     }
 
-    /// Free slots, refreshing the cached head only when the cached view says "none".
-    #[inline]
-    fn free_slots(&mut self) -> u32 {
-        let free = self.entries - self.local_tail.wrapping_sub(self.cached_head);
-        if free != 0 {
-            return free;
-        }
-        self.cached_head = self.load_head();
-        self.entries - self.local_tail.wrapping_sub(self.cached_head)
-    }
-
-    /// Pointer to the slot our tail names.
-    #[inline]
-    fn tail_slot(&self) -> *mut u8 {
-        let index = (self.local_tail & self.mask) as usize;
-        let shift = if self.sqe128 { 7 } else { 6 };
-        // `index < entries` and the SQE mapping spans `entries << shift` bytes.
-        self.sqes.wrapping_add(index << shift)
-    }
-
-    #[inline]
-    fn write_entry(&mut self, e: &Entry) {
-        let slot = self.tail_slot();
-        // SAFETY: `slot` is an in-bounds, 64-byte-aligned SQE slot of the live mapping (the
-        // SQE array is page-aligned and slots are 64 or 128 bytes). The slot is free: the
-        // caller checked `free_slots`, whose head load is the acquire that orders the kernel's
-        // reads of this slot before our write.
-        unsafe { slot.cast::<Entry>().write(*e) };
-        if self.sqe128 {
-            // SAFETY: as above; on a 128-byte ring the slot's second half follows directly.
-            unsafe { slot.add(64).cast::<[u8; 64]>().write([0; 64]) };
-        }
-        self.local_tail = self.local_tail.wrapping_add(1);
-    }
-
-    #[inline]
-    fn write_entry128(&mut self, e: &Entry128) {
-        let slot = self.tail_slot();
-        // SAFETY: `sqe128` is set (checked by the caller), so `slot` is an in-bounds,
-        // aligned 128-byte slot of the live mapping, free as argued in `write_entry`.
-        unsafe { slot.cast::<Entry128>().write(*e) };
-        self.local_tail = self.local_tail.wrapping_add(1);
-    }
-
     /// The raw bytes of SQE slot `index` (tests check what the kernel would read).
     #[cfg(test)]
     pub(crate) fn slot_bytes(&self, index: u32) -> Vec<u8> {
@@ -458,12 +414,70 @@ impl Sq {
 #[derive(Debug)]
 pub struct SubmissionQueue<'a> {
     sq: &'a mut Sq,
+    // Working copies of the ring state, so the push loop keeps them in registers instead of
+    // reloading them after every slot write (which the compiler must assume may alias them).
+    // Written back to `sq` on sync and drop.
+    tail: u32,
+    head: u32,
+    mask: u32,
+    entries: u32,
+    sqes: *mut u8,
+    sqe128: bool,
 }
 
 impl<'a> SubmissionQueue<'a> {
     #[inline]
     pub(crate) fn new(sq: &'a mut Sq) -> Self {
-        Self { sq }
+        Self {
+            tail: sq.local_tail,
+            head: sq.cached_head,
+            mask: sq.mask,
+            entries: sq.entries,
+            sqes: sq.sqes,
+            sqe128: sq.sqe128,
+            sq,
+        }
+    }
+
+    /// Free slots as of our cached head.
+    #[inline]
+    fn cached_free(&self) -> u32 {
+        self.entries - self.tail.wrapping_sub(self.head)
+    }
+
+    /// Whether `n` slots are free, reloading the head only when the cached view says no.
+    #[inline]
+    fn has_room(&mut self, n: usize) -> bool {
+        if self.cached_free() as usize >= n {
+            return true;
+        }
+        self.head = self.sq.load_head();
+        self.cached_free() as usize >= n
+    }
+
+    /// Pointer to the slot our tail names.
+    #[inline]
+    fn tail_slot(&self) -> *mut u8 {
+        let index = (self.tail & self.mask) as usize;
+        let shift = if self.sqe128 { 7 } else { 6 };
+        // `index < entries` and the SQE mapping spans `entries << shift` bytes.
+        self.sqes.wrapping_add(index << shift)
+    }
+
+    /// Writes `e` at the tail. The caller checked `has_room`.
+    #[inline]
+    fn write_entry(&mut self, e: &Entry) {
+        let slot = self.tail_slot();
+        // SAFETY: `slot` is an in-bounds, 64-byte-aligned SQE slot of the live mapping (the
+        // SQE array is page-aligned and slots are 64 or 128 bytes). The slot is free: the
+        // caller checked `has_room`, whose head load is the acquire that orders the kernel's
+        // reads of this slot before our write.
+        unsafe { slot.cast::<Entry>().write(*e) };
+        if self.sqe128 {
+            // SAFETY: as above; on a 128-byte ring the slot's second half follows directly.
+            unsafe { slot.add(64).cast::<[u8; 64]>().write([0; 64]) };
+        }
+        self.tail = self.tail.wrapping_add(1);
     }
 
     /// Queues a 64-byte entry. On a 128-byte ring its second half is zero-filled.
@@ -479,10 +493,10 @@ impl<'a> SubmissionQueue<'a> {
     /// completion is reaped, or until the ring is dropped.
     #[inline]
     pub unsafe fn push(&mut self, e: &Entry) -> Result<(), SqFull> {
-        if self.sq.free_slots() == 0 {
+        if !self.has_room(1) {
             return Err(SqFull);
         }
-        self.sq.write_entry(e);
+        self.write_entry(e);
         Ok(())
     }
 
@@ -497,15 +511,11 @@ impl<'a> SubmissionQueue<'a> {
     /// As for [`push`](Self::push), for every entry.
     #[inline]
     pub unsafe fn push_multiple(&mut self, entries: &[Entry]) -> Result<(), SqFull> {
-        if (self.sq.free_slots() as usize) < entries.len() {
-            // The cached head may be stale by more than one slot: look again.
-            self.sq.cached_head = self.sq.load_head();
-            if (self.sq.free_slots() as usize) < entries.len() {
-                return Err(SqFull);
-            }
+        if !self.has_room(entries.len()) {
+            return Err(SqFull);
         }
         for e in entries {
-            self.sq.write_entry(e);
+            self.write_entry(e);
         }
         Ok(())
     }
@@ -522,20 +532,25 @@ impl<'a> SubmissionQueue<'a> {
     /// As for [`push`](Self::push).
     #[inline]
     pub unsafe fn push128(&mut self, e: &Entry128) -> Result<(), PushError> {
-        if !self.sq.sqe128 {
+        if !self.sqe128 {
             return Err(PushError::NeedsSqe128);
         }
-        if self.sq.free_slots() == 0 {
+        if !self.has_room(1) {
             return Err(PushError::Full);
         }
-        self.sq.write_entry128(e);
+        let slot = self.tail_slot();
+        // SAFETY: `sqe128` is set, so `slot` is an in-bounds, aligned 128-byte slot of the
+        // live mapping, free as argued in `write_entry`.
+        unsafe { slot.cast::<Entry128>().write(*e) };
+        self.tail = self.tail.wrapping_add(1);
         Ok(())
     }
 
     /// Entries queued and not yet consumed by the kernel.
     #[inline]
     pub fn len(&mut self) -> usize {
-        self.sq.pending() as usize
+        self.head = self.sq.load_head();
+        self.tail.wrapping_sub(self.head) as usize
     }
 
     /// Whether no entry is waiting for the kernel.
@@ -547,21 +562,21 @@ impl<'a> SubmissionQueue<'a> {
     /// Number of slots (`sq_entries`).
     #[inline]
     pub fn capacity(&self) -> usize {
-        self.sq.entries as usize
+        self.entries as usize
     }
 
     /// Whether every slot holds an entry the kernel has not consumed yet.
     #[inline]
     pub fn is_full(&mut self) -> bool {
-        self.sq.free_slots() == 0
+        !self.has_room(1)
     }
 
     /// Publishes the queued entries to the kernel (release store of the tail) and refreshes
     /// the view of free slots.
     #[inline]
     pub fn sync(&mut self) {
-        self.sq.publish_tail();
-        self.sq.cached_head = self.sq.load_head();
+        self.write_back();
+        self.head = self.sq.load_head();
     }
 
     /// Entries the kernel dropped because their SQ array index was invalid
@@ -571,12 +586,19 @@ impl<'a> SubmissionQueue<'a> {
         // SAFETY: `dropped` points into the mapping, alive as long as the borrowed ring.
         unsafe { (*self.sq.dropped).load(Ordering::Relaxed) }
     }
+
+    #[inline]
+    fn write_back(&mut self) {
+        self.sq.local_tail = self.tail;
+        self.sq.cached_head = self.head;
+        self.sq.publish_tail();
+    }
 }
 
 impl Drop for SubmissionQueue<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.sq.publish_tail();
+        self.write_back();
     }
 }
 
