@@ -308,7 +308,7 @@ pub(crate) struct Sq {
     sqe128: bool,
     /// Our tail: slots below it are written. Published by `publish_tail`.
     local_tail: u32,
-    /// Last head we read; refreshed only when the queue looks full.
+    /// Last head we read (refreshed when the queue looks full and before each enter).
     cached_head: u32,
 }
 
@@ -548,14 +548,13 @@ impl<'a> SubmissionQueue<'a> {
 
     /// Entries queued and not yet consumed by the kernel.
     #[inline]
-    pub fn len(&mut self) -> usize {
-        self.head = self.sq.load_head();
-        self.tail.wrapping_sub(self.head) as usize
+    pub fn len(&self) -> usize {
+        self.tail.wrapping_sub(self.sq.load_head()) as usize
     }
 
     /// Whether no entry is waiting for the kernel.
     #[inline]
-    pub fn is_empty(&mut self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -567,8 +566,8 @@ impl<'a> SubmissionQueue<'a> {
 
     /// Whether every slot holds an entry the kernel has not consumed yet.
     #[inline]
-    pub fn is_full(&mut self) -> bool {
-        !self.has_room(1)
+    pub fn is_full(&self) -> bool {
+        self.len() == self.capacity()
     }
 
     /// Publishes the queued entries to the kernel (release store of the tail) and refreshes
