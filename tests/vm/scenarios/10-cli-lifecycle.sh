@@ -1,0 +1,140 @@
+#!/bin/sh
+# 10-cli-lifecycle: `ublk add` / `ublk list` / `ublk del`, 20 rounds in a row, for mem and null
+# devices with 1 and with 4 queues. Each round: add prints `<id> /dev/ublkb<id>`, the block device
+# exists, `ublk list --json` shows it LIVE with the right target and queue count; after del the
+# device is gone from the listing and from /dev and its server process has exited. Every round gets
+# the id of the first (the lowest free id comes back: nothing leaks), and at the end no device and
+# no `ublk` process is left. Also prints how long `ublk add` takes to bring a 4-queue, depth-128
+# mem device live (median of 5; informational, no assertion).
+set -eu
+
+N=10-cli-lifecycle
+ROUNDS=20
+# On stderr, so a failure inside $(...) is still shown.
+fail() {
+    echo "$N: FAIL: $*" >&2
+    exit 1
+}
+# A failure must not leave devices behind for the next scenario.
+trap 'ublk del --all >/dev/null 2>&1 || true' EXIT
+
+# Wall clock in microseconds: busybox `date` has no %N, adjtimex shows tv_sec and tv_usec.
+now_us() {
+    adjtimex | awk '/time.tv_sec/ { s = $2 } /time.tv_usec/ { u = $2 } END { printf "%d%06d\n", s, u }'
+}
+
+# The state letter of process $1 (R, S, D, Z ...), empty if it is gone. The comm field may hold
+# spaces, so take what follows its closing parenthesis.
+proc_state() {
+    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1
+}
+
+# Pids of live (not zombie) processes named `ublk`.
+ublk_processes() {
+    for d in /proc/[0-9]*; do
+        [ "$(cat "$d/comm" 2>/dev/null)" = ublk ] || continue
+        pid=${d#/proc/}
+        case $(proc_state "$pid") in '' | Z) continue ;; esac
+        echo "$pid"
+    done
+}
+
+running() {
+    case $(proc_state "$1") in '' | Z) return 1 ;; esac
+}
+
+# Waits up to 10 s for process $1 to exit (a zombie counts as exited); fails if it does not.
+wait_exited() {
+    tries=0
+    while running "$1"; do
+        tries=$((tries + 1))
+        [ "$tries" -le 100 ] || fail "$2: server pid $1 still running 10 s after ublk del"
+        sleep 0.1
+    done
+}
+
+list_json() {
+    timeout 30 ublk list --json 2>/tmp/list.err || fail "ublk list --json failed ($?): $(cat /tmp/list.err)"
+}
+
+CPUS=$(nproc)
+before=$(list_json)
+[ "$before" = "[]" ] || fail "devices exist before the scenario starts: $before"
+
+# One add/list/del round; sets $id.
+round() {
+    target=$1 queues=$2 what=$3
+    # ublk_drv caps nr_hw_queues at the number of CPUs (ublk_ctrl_add_dev).
+    want_queues=$queues
+    [ "$queues" -le "$CPUS" ] || want_queues=$CPUS
+
+    out=$(timeout 60 ublk add "$target" --size 64M --queues "$queues" 2>/tmp/add.err) ||
+        fail "$what: ublk add exited $?: $(cat /tmp/add.err)"
+    id=${out%% *}
+    dev=${out#* }
+    case $id in '' | *[!0-9]*) fail "$what: ublk add printed '$out', expected '<id> /dev/ublkb<id>'" ;; esac
+    [ "$dev" = "/dev/ublkb$id" ] || fail "$what: ublk add printed '$out', expected '$id /dev/ublkb$id'"
+    [ -b "$dev" ] || fail "$what: $dev is not a block device after ublk add returned"
+
+    json=$(list_json)
+    entry=$(echo "$json" | tr '{' '\n' | grep "\"id\":$id,") ||
+        fail "$what: device $id missing from ublk list --json: $json"
+    for field in '"state":"LIVE"' "\"queues\":$want_queues," '"depth":128,' "\"target\":\"$target\"" \
+        "\"block_device\":\"$dev\""; do
+        case $entry in *"$field"*) ;; *) fail "$what: ublk list --json entry lacks $field: {$entry" ;; esac
+    done
+    pid=$(echo "$entry" | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+    [ -n "$pid" ] || fail "$what: ublk list --json shows no server pid: {$entry"
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = ublk ] ||
+        fail "$what: the listed server pid $pid is not a running ublk process"
+
+    timeout 60 ublk del "$id" >/tmp/del.out 2>/tmp/del.err ||
+        fail "$what: ublk del $id exited $?: $(cat /tmp/del.err)"
+    after=$(list_json)
+    [ "$after" = "[]" ] || fail "$what: after ublk del $id, ublk list --json still shows $after"
+    [ ! -e "$dev" ] || fail "$what: $dev still exists after ublk del $id"
+    [ ! -e "/dev/ublkc$id" ] || fail "$what: /dev/ublkc$id still exists after ublk del $id"
+    wait_exited "$pid" "$what"
+}
+
+for target in mem null; do
+    for queues in 1 4; do
+        first=
+        i=1
+        while [ "$i" -le "$ROUNDS" ]; do
+            round "$target" "$queues" "$target, $queues queue(s), round $i"
+            [ -n "$first" ] || first=$id
+            [ "$id" = "$first" ] ||
+                fail "$target, $queues queue(s): round $i got id $id but round 1 got $first: ids are not reused"
+            i=$((i + 1))
+        done
+        echo "$N: ok: $target, $queues queue(s): $ROUNDS x add/list/del, id $first every round, device and server gone after each del"
+    done
+done
+
+# add -> live wall time of a 4-queue, depth-128 mem device: `ublk add` returns once it is live.
+times=
+i=1
+while [ "$i" -le 5 ]; do
+    t0=$(now_us)
+    out=$(timeout 60 ublk add mem --size 256M --queues 4 --depth 128 2>/tmp/add.err) ||
+        fail "timing run $i: ublk add exited $?: $(cat /tmp/add.err)"
+    t1=$(now_us)
+    times="$times $((t1 - t0))"
+    timeout 60 ublk del "${out%% *}" >/dev/null 2>/tmp/del.err || fail "timing run $i: ublk del failed: $(cat /tmp/del.err)"
+    i=$((i + 1))
+done
+median=$(echo "$times" | tr ' ' '\n' | grep . | sort -n | sed -n 3p)
+echo "$N: info: add->live, mem 256M, 4 queues (capped to $CPUS), depth 128: median $((median / 1000)).$((median / 100 % 10)) ms of 5 (us:$times)"
+
+after=$(list_json)
+[ "$after" = "[]" ] || fail "devices left at the end: $after"
+nodes=$(ls /dev | grep -E '^ublk[bc][0-9]+$' || true)
+[ -z "$nodes" ] || fail "device nodes left at the end: $nodes"
+tries=0
+while left=$(ublk_processes) && [ -n "$left" ]; do
+    tries=$((tries + 1))
+    [ "$tries" -le 100 ] || fail "ublk processes left 10 s after the last del: $left"
+    sleep 0.1
+done
+echo "$N: ok: no devices, no /dev/ublk[bc]* nodes and no ublk processes left"
