@@ -3,6 +3,9 @@
 //! - [`Null`]: completes every request at once without moving data, like the kernel's null_blk;
 //!   the yardstick for the engine's own overhead.
 //! - [`Mem`]: a RAM disk that allocates memory as it is written, safe under concurrent queues.
+//! - [`Loop`]: a regular file or a block device, like the kernel's loop driver, served with
+//!   asynchronous I/O on each queue's io_uring; [`LoopBuilder`] opens and checks the backing store
+//!   before any device exists, and [`Error`] says what is wrong with it.
 //!
 //! ```no_run
 //! use ublk_queue::{DeviceBuilder, Simple};
@@ -16,8 +19,12 @@
 //! # }
 //! ```
 
+mod error;
+mod loop_target;
 mod mem;
 mod null;
 
+pub use error::Error;
+pub use loop_target::{BackingKind, Loop, LoopBuilder, LoopQueue, LoopWarning};
 pub use mem::{CHUNK_BYTES, Mem};
 pub use null::{Null, NullQueue};

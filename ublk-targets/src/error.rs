@@ -1,0 +1,108 @@
+//! The crate's one error type: what can be wrong with a target's backing store.
+
+use std::path::PathBuf;
+
+use rustix::io::Errno;
+
+/// Why a target could not be set up. Found before any device is created, so nothing is left to
+/// clean up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The backing file does not exist, and no size was given to create it.
+    #[error("{}: no such file; give a size (`--size`) to create it", path.display())]
+    Missing {
+        /// The path.
+        path: PathBuf,
+    },
+
+    /// The backing path is neither a regular file nor a block device.
+    #[error("{}: is {what}; a loop device needs a regular file or a block device", path.display())]
+    NotFileOrBlockDevice {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead ("a directory", "a character device", ...).
+        what: &'static str,
+    },
+
+    /// The backing store cannot be opened for writing.
+    #[error(
+        "{}: cannot open for writing ({errno}); serve it read-only (`--read-only`) or fix its \
+         permissions or mount",
+        path.display()
+    )]
+    ReadOnly {
+        /// The path.
+        path: PathBuf,
+        /// The errno from `open` (EACCES, EPERM, EROFS, ETXTBSY ...).
+        errno: Errno,
+    },
+
+    /// The backing store's size does not fit the device.
+    #[error(
+        "{}: {size} bytes is not a non-zero multiple of the logical block size ({block_size} \
+         bytes); resize it or give a size (`--size`) that is",
+        path.display()
+    )]
+    UnalignedSize {
+        /// The path.
+        path: PathBuf,
+        /// The size the device would have.
+        size: u64,
+        /// The logical block size it must be a multiple of.
+        block_size: u32,
+    },
+
+    /// The size asked for is larger than the backing store, which cannot grow.
+    #[error(
+        "{}: asked for {size} bytes but it holds {available} ({why})",
+        path.display()
+    )]
+    TooSmall {
+        /// The path.
+        path: PathBuf,
+        /// The size asked for.
+        size: u64,
+        /// What the backing store holds.
+        available: u64,
+        /// Why it cannot grow: a block device, or opened read-only.
+        why: &'static str,
+    },
+
+    /// The logical block size asked for is not one ublk accepts, or the backing store needs a
+    /// larger one than ublk allows.
+    #[error(
+        "{}: logical block size {block_size} is not usable: ublk accepts a power of two from 512 \
+         to 4096",
+        path.display()
+    )]
+    BlockSize {
+        /// The path.
+        path: PathBuf,
+        /// The block size asked for or required.
+        block_size: u32,
+    },
+
+    /// A system call on the backing store failed.
+    #[error("{}: {what}: {errno}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What was being done ("open", "stat", "grow to the device size", ...).
+        what: &'static str,
+        /// The errno.
+        errno: Errno,
+    },
+}
+
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        let kind = match &e {
+            Error::Missing { .. } => std::io::ErrorKind::NotFound,
+            Error::ReadOnly { .. } => std::io::ErrorKind::PermissionDenied,
+            Error::Io { errno, .. } => std::io::Error::from(*errno).kind(),
+            _ => std::io::ErrorKind::InvalidInput,
+        };
+        std::io::Error::new(kind, e)
+    }
+}

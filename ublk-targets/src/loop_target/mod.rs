@@ -1,0 +1,250 @@
+//! The loop target: a regular file or a block device exported as a ublk device, like the kernel's
+//! loop driver, with every request served asynchronously on the queue's own io_uring.
+
+mod backing;
+mod queue;
+
+use std::fmt;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ublk_queue::{DeviceBuilder, DiscardParams, QueueInfo, Target};
+
+use crate::error::Error;
+pub use queue::LoopQueue;
+
+/// What backs a loop device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackingKind {
+    /// A regular file (a disk image).
+    File,
+    /// A block device.
+    BlockDevice,
+}
+
+/// Something [`LoopBuilder::open`] could not do as asked; the device still works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LoopWarning {
+    /// The backing store cannot do direct I/O (the file system refuses O_DIRECT, or needs more
+    /// alignment than a ublk block can give): I/O goes through its page cache instead.
+    DirectIoUnsupported {
+        /// The alignment the file system asked for, when that was the reason (0 otherwise).
+        alignment: u32,
+    },
+    /// The logical block size asked for was below what the backing store needs for direct I/O.
+    BlockSizeRaised {
+        /// The size asked for.
+        asked: u32,
+        /// The size used.
+        used: u32,
+    },
+}
+
+impl fmt::Display for LoopWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoopWarning::DirectIoUnsupported { alignment: 0 } => f.write_str(
+                "the backing store does not support direct I/O (O_DIRECT); using buffered I/O",
+            ),
+            LoopWarning::DirectIoUnsupported { alignment } => write!(
+                f,
+                "the backing store needs {alignment}-byte alignment for direct I/O, more than a \
+                 ublk block can have; using buffered I/O"
+            ),
+            LoopWarning::BlockSizeRaised { asked, used } => write!(
+                f,
+                "logical block size raised from {asked} to {used} bytes, the backing store's own"
+            ),
+        }
+    }
+}
+
+/// Options for a loop device's backing store; [`open`](LoopBuilder::open) checks and opens it.
+///
+/// ```no_run
+/// use ublk_queue::DeviceBuilder;
+/// use ublk_targets::LoopBuilder;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A 1 GiB image, created sparse if missing, with direct I/O if its file system allows it.
+/// let backing = LoopBuilder::new("/var/tmp/disk.img").size(1 << 30).open()?;
+/// for warning in backing.warnings() {
+///     eprintln!("warning: {warning}");
+/// }
+/// let builder = backing.configure(DeviceBuilder::new().queues(2));
+/// let serving = builder.add()?.serve(backing)?;
+/// println!("{} serves /var/tmp/disk.img", serving.block_path());
+/// serving.wait()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LoopBuilder {
+    path: PathBuf,
+    size: Option<u64>,
+    buffered: bool,
+    read_only: bool,
+    block_size: Option<u32>,
+}
+
+impl LoopBuilder {
+    /// A loop device over `path`: a regular file or a block device, the whole of it, read-write,
+    /// with direct I/O where the backing store allows it.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        LoopBuilder {
+            path: path.into(),
+            size: None,
+            buffered: false,
+            read_only: false,
+            block_size: None,
+        }
+    }
+
+    /// The device size in bytes. A missing file is created (sparse) and a shorter one grown to it;
+    /// a block device or a read-only file must already be this large, and then only this much of
+    /// it is served.
+    pub fn size(mut self, bytes: u64) -> Self {
+        self.size = Some(bytes);
+        self
+    }
+
+    /// Go through the backing store's page cache instead of direct I/O (O_DIRECT).
+    pub fn buffered(mut self, on: bool) -> Self {
+        self.buffered = on;
+        self
+    }
+
+    /// Open the backing store read-only and make the device read-only.
+    pub fn read_only(mut self, on: bool) -> Self {
+        self.read_only = on;
+        self
+    }
+
+    /// The logical block size: a power of two from 512 to 4096. By default (and at least) the
+    /// backing store's own: a block device's logical block size, or a file's direct-I/O alignment.
+    pub fn block_size(mut self, bytes: u32) -> Self {
+        self.block_size = Some(bytes);
+        self
+    }
+
+    /// Opens and checks the backing store: creates or grows a file as [`size`](Self::size) says,
+    /// reads a block device's size and block size, and settles direct or buffered I/O.
+    ///
+    /// # Errors
+    ///
+    /// A missing file without a size, a directory or other non-file, a read-only file or mount
+    /// without [`read_only`](Self::read_only), a size that is not a multiple of the block size, or
+    /// the failing system call. A file this call created is removed again on error.
+    pub fn open(&self) -> Result<Loop, Error> {
+        let backing = backing::open(self)?;
+        Ok(Loop {
+            path: self.path.clone(),
+            file: Arc::new(backing.fd),
+            kind: backing.kind,
+            size: backing.size,
+            block_size: backing.block_size,
+            direct: backing.direct,
+            read_only: backing.read_only,
+            discard: backing.discard,
+            warnings: backing.warnings,
+        })
+    }
+}
+
+/// A loop device's backing store, opened and checked: the [`Target`] to serve it with.
+///
+/// Every queue registers the backing file with its io_uring and serves each request with SQEs on
+/// it: READ and WRITE (continued when short; a READ past the end of a shrunken file reads zeroes),
+/// FLUSH as `fdatasync`, FUA writes with `RWF_DSYNC`, DISCARD as a punched hole, WRITE_ZEROES as a
+/// punched hole or (with NOUNMAP) a zeroed range. No thread is added and the queue thread never
+/// blocks on the backing store.
+///
+/// The device it [`configure`](Self::configure)s declares a volatile write cache (the backing
+/// store's page cache or disk cache is one, so the block layer must send FLUSH) and FUA.
+#[derive(Debug)]
+pub struct Loop {
+    path: PathBuf,
+    file: Arc<OwnedFd>,
+    kind: BackingKind,
+    size: u64,
+    block_size: u32,
+    direct: bool,
+    read_only: bool,
+    discard: Option<DiscardParams>,
+    warnings: Vec<LoopWarning>,
+}
+
+impl Loop {
+    /// The backing store's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// A file or a block device.
+    pub fn kind(&self) -> BackingKind {
+        self.kind
+    }
+
+    /// The device size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The device's logical block size in bytes.
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// Whether the backing store is used with direct I/O (O_DIRECT).
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    /// Whether the device is read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The DISCARD and WRITE_ZEROES limits the device advertises (`None` when read-only).
+    pub fn discard(&self) -> Option<DiscardParams> {
+        self.discard
+    }
+
+    /// What could not be done as asked (buffered instead of direct I/O, a larger block size).
+    pub fn warnings(&self) -> &[LoopWarning] {
+        &self.warnings
+    }
+
+    /// Sets what the backing store decides on `builder`: size, logical block size, read-only,
+    /// volatile cache and FUA, DISCARD and WRITE_ZEROES limits. Queues, depth and id stay as given.
+    pub fn configure(&self, builder: DeviceBuilder) -> DeviceBuilder {
+        let builder = builder
+            .size(self.size)
+            .block_size(self.block_size)
+            .read_only(self.read_only)
+            // Writes that completed may sit in the backing store's page cache or disk cache:
+            // the block layer must send FLUSH, and FUA writes are made durable (RWF_DSYNC).
+            .volatile_cache(true)
+            .fua(!self.read_only);
+        match self.discard {
+            Some(discard) => builder.discard(discard),
+            None => builder,
+        }
+    }
+}
+
+impl Target for Loop {
+    type Queue = LoopQueue;
+
+    fn open_queue(&self, q: &QueueInfo) -> io::Result<LoopQueue> {
+        Ok(LoopQueue::new(
+            Arc::clone(&self.file),
+            self.kind,
+            self.read_only,
+            q.depth(),
+        ))
+    }
+}

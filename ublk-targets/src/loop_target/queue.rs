@@ -1,0 +1,295 @@
+//! One queue of a loop device: each request becomes SQEs on the backing store, registered as the
+//! queue ring's fixed file, and completes when their CQEs say it is done.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use rustix::fs::FallocateFlags;
+use rustix::io::{Errno, ReadWriteFlags};
+use ublk_queue::{Handled, IoFlags, IoInfo, IoOp, QueueTarget, Request, TargetCqe, TargetRing};
+use ublk_ring::opcode::{Fallocate, Fsync, Read, Write};
+use ublk_ring::squeue::{Entry, SqeFlags};
+use ublk_ring::types::FsyncFlags;
+
+use crate::loop_target::BackingKind;
+
+/// What an SQE does, carried in its sub-id so its completion knows what comes next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+enum Step {
+    /// READ or WRITE of the part of the request not done yet.
+    Rw,
+    /// FLUSH: `fdatasync`.
+    Sync,
+    /// DISCARD: the one `fallocate`.
+    Discard,
+    /// WRITE_ZEROES by punching a hole (reads back as zeroes, frees the space).
+    ZeroPunch,
+    /// WRITE_ZEROES by FALLOC_FL_ZERO_RANGE (zeroes, space stays allocated).
+    ZeroRange,
+    /// WRITE_ZEROES with NOUNMAP where ZERO_RANGE is refused (tmpfs): punch a hole, linked to ...
+    ZeroPunchLinked,
+    /// ... allocating the range again, so it stays provisioned as NOUNMAP asks.
+    ZeroAllocate,
+}
+
+impl Step {
+    const ALL: [Step; 7] = [
+        Step::Rw,
+        Step::Sync,
+        Step::Discard,
+        Step::ZeroPunch,
+        Step::ZeroRange,
+        Step::ZeroPunchLinked,
+        Step::ZeroAllocate,
+    ];
+
+    fn from_sub(sub: u16) -> Option<Step> {
+        Step::ALL.get(usize::from(sub)).copied()
+    }
+}
+
+/// One queue of a [`Loop`](crate::Loop) device.
+#[derive(Debug)]
+pub struct LoopQueue {
+    file: Arc<OwnedFd>,
+    kind: BackingKind,
+    read_only: bool,
+    /// Per tag: bytes of the current READ or WRITE already done (short transfers continue).
+    done: Vec<u32>,
+    /// The file system refused FALLOC_FL_PUNCH_HOLE (EOPNOTSUPP): zero with ZERO_RANGE.
+    punch_refused: bool,
+    /// The file system refused FALLOC_FL_ZERO_RANGE (EOPNOTSUPP; tmpfs does): punch and allocate.
+    zero_range_refused: bool,
+}
+
+impl LoopQueue {
+    pub(crate) fn new(file: Arc<OwnedFd>, kind: BackingKind, read_only: bool, depth: u16) -> Self {
+        LoopQueue {
+            file,
+            kind,
+            read_only,
+            done: vec![0; usize::from(depth)],
+            punch_refused: false,
+            zero_range_refused: false,
+        }
+    }
+
+    /// Pushes the READ or WRITE of what is left of request `io`.
+    fn push_rw(&mut self, io: &IoInfo, ring: &mut TargetRing<'_>) -> Handled {
+        let done = self.done[usize::from(io.tag())];
+        // READ and WRITE lengths fit the tag's buffer (at most 32 MiB), so they fit a u32.
+        let left = io.len() as u32 - done;
+        let ptr = io.buf_ptr().wrapping_add(done as usize);
+        let offset = io.offset() + u64::from(done);
+        let file = ring.file(0);
+        let entry = if io.op() == IoOp::Read {
+            Read::new(file, ptr, left).offset(offset).build()
+        } else {
+            let mut flags = ReadWriteFlags::empty();
+            // FUA: durable when it completes. RWF_DSYNC makes this one write O_DSYNC, which a
+            // block device turns into a FUA write (or write + flush) and a file into write + sync.
+            flags.set(ReadWriteFlags::DSYNC, io.flags().contains(IoFlags::FUA));
+            Write::new(file, ptr, left)
+                .offset(offset)
+                .rw_flags(flags)
+                .build()
+        };
+        // SAFETY: the SQE moves bytes between the backing file (registered with the ring) and the
+        // part of the tag's buffer not yet done, which stays the server's until the request
+        // completes, and which no Rust code touches until this SQE's completion comes back.
+        push(ring, io.tag(), Step::Rw, entry)
+    }
+
+    /// Pushes the `fallocate` for `step` over the request's range.
+    fn push_fallocate(&mut self, io: &IoInfo, step: Step, ring: &mut TargetRing<'_>) -> Handled {
+        let file = ring.file(0);
+        let falloc = |mode: FallocateFlags| {
+            Fallocate::new(file, io.len())
+                .offset(io.offset())
+                // The kernel reads the same 32 bits back as the int `mode`.
+                .mode(mode.bits() as i32)
+                .build()
+        };
+        let keep = FallocateFlags::KEEP_SIZE;
+        let punch = FallocateFlags::PUNCH_HOLE | keep;
+        match step {
+            Step::Discard if self.kind == BackingKind::BlockDevice => {
+                // blkdev_fallocate: PUNCH_HOLE | KEEP_SIZE | NO_HIDE_STALE is BLKDISCARD.
+                push(
+                    ring,
+                    io.tag(),
+                    step,
+                    falloc(punch | FallocateFlags::NO_HIDE_STALE),
+                )
+            }
+            Step::Discard | Step::ZeroPunch => push(ring, io.tag(), step, falloc(punch)),
+            // On a block device this is BLKZEROOUT (blkdev_issue_zeroout, NOUNMAP).
+            Step::ZeroRange => push(
+                ring,
+                io.tag(),
+                step,
+                falloc(FallocateFlags::ZERO_RANGE | keep),
+            ),
+            Step::ZeroPunchLinked => {
+                // Each SQE posts its own CQE; if the punch fails, the allocation is cancelled.
+                let first = falloc(punch).flags(SqeFlags::IO_LINK);
+                match push(ring, io.tag(), Step::ZeroPunchLinked, first) {
+                    Handled::Queued => push(ring, io.tag(), Step::ZeroAllocate, falloc(keep)),
+                    failed => failed,
+                }
+            }
+            Step::Rw | Step::Sync | Step::ZeroAllocate => {
+                Handled::Done(-Errno::INVAL.raw_os_error())
+            }
+        }
+    }
+
+    /// The first way to serve a WRITE_ZEROES, as the flags ask and the backing store allows.
+    fn zeroing(&self, flags: IoFlags) -> Step {
+        match self.kind {
+            // Zeroing on a block device goes through blkdev_issue_zeroout, which writes zeroes
+            // itself where the device has no zeroing command.
+            BackingKind::BlockDevice => Step::ZeroRange,
+            BackingKind::File if flags.contains(IoFlags::NOUNMAP) => {
+                if self.zero_range_refused {
+                    Step::ZeroPunchLinked
+                } else {
+                    Step::ZeroRange
+                }
+            }
+            BackingKind::File if self.punch_refused => Step::ZeroRange,
+            BackingKind::File => Step::ZeroPunch,
+        }
+    }
+
+    /// A READ or WRITE SQE completed with `res`.
+    fn rw_done(&mut self, io: &IoInfo, res: i32, ring: &mut TargetRing<'_>) -> Handled {
+        let tag = usize::from(io.tag());
+        let len = io.len() as u32;
+        let done = self.done[tag];
+        match res {
+            res if res < 0 => Handled::Done(res),
+            // End of file: a file shorter than the device (truncated behind our back) reads as
+            // zeroes there, like a hole.
+            0 if io.op() == IoOp::Read && self.kind == BackingKind::File => {
+                // SAFETY: the tag's buffer holds `len` bytes and is the server's until the request
+                // completes; no SQE of this request is in flight (this was its only one), so
+                // nothing else writes these bytes now.
+                unsafe {
+                    std::ptr::write_bytes(io.buf_ptr().add(done as usize), 0, (len - done) as usize)
+                };
+                Handled::Done(len as i32)
+            }
+            // A block device that ended early, or a write that stored nothing: no progress to
+            // continue from.
+            0 => Handled::Done(-Errno::IO.raw_os_error()),
+            n => {
+                let done = done + n as u32;
+                self.done[tag] = done;
+                if done >= len {
+                    Handled::Done(len as i32)
+                } else {
+                    self.push_rw(io, ring)
+                }
+            }
+        }
+    }
+}
+
+impl QueueTarget for LoopQueue {
+    fn handle(&mut self, req: Request<'_>, ring: &mut TargetRing<'_>) -> Handled {
+        let io = req.info();
+        let writes = matches!(io.op(), IoOp::Write | IoOp::Discard | IoOp::WriteZeroes);
+        if writes && self.read_only {
+            // The block layer refuses writes to a read-only disk; this is the backstop.
+            return Handled::Done(-Errno::ROFS.raw_os_error());
+        }
+        match io.op() {
+            IoOp::Read | IoOp::Write => {
+                self.done[usize::from(io.tag())] = 0;
+                self.push_rw(&io, ring)
+            }
+            IoOp::Flush => {
+                let entry = Fsync::new(ring.file(0)).flags(FsyncFlags::DATASYNC).build();
+                push(ring, io.tag(), Step::Sync, entry)
+            }
+            IoOp::Discard => self.push_fallocate(&io, Step::Discard, ring),
+            IoOp::WriteZeroes => {
+                let step = self.zeroing(io.flags());
+                self.push_fallocate(&io, step, ring)
+            }
+            _ => Handled::Done(-Errno::OPNOTSUPP.raw_os_error()),
+        }
+    }
+
+    fn complete(&mut self, io: &IoInfo, cqe: &TargetCqe, ring: &mut TargetRing<'_>) -> Handled {
+        let res = cqe.result();
+        let refused = res == -Errno::OPNOTSUPP.raw_os_error();
+        match Step::from_sub(cqe.sub()) {
+            Some(Step::Rw) => self.rw_done(io, res, ring),
+            Some(Step::ZeroPunch) if refused => {
+                self.punch_refused = true;
+                self.push_fallocate(io, Step::ZeroRange, ring)
+            }
+            Some(Step::ZeroRange) if refused && io.flags().contains(IoFlags::NOUNMAP) => {
+                self.zero_range_refused = true;
+                self.push_fallocate(io, Step::ZeroPunchLinked, ring)
+            }
+            // The linked allocation's completion finishes the request.
+            Some(Step::ZeroPunchLinked) if res >= 0 => Handled::Queued,
+            Some(_) => Handled::Done(res.min(0)),
+            None => Handled::Done(-Errno::IO.raw_os_error()),
+        }
+    }
+
+    fn fixed_files(&self) -> Vec<BorrowedFd<'_>> {
+        vec![self.file.as_fd()]
+    }
+}
+
+/// Pushes `entry` for `tag` as `step`: `Queued`, or the request fails with EIO if the ring is
+/// failing.
+fn push(ring: &mut TargetRing<'_>, tag: u16, step: Step, entry: Entry) -> Handled {
+    // SAFETY: the callers' entries point at the backing file (registered with the ring) and at
+    // most at the tag's own buffer, which stays valid and untouched until the completion returns.
+    match unsafe { ring.push_with(tag, step as u16, entry) } {
+        Ok(()) => Handled::Queued,
+        Err(_) => Handled::Done(-Errno::IO.raw_os_error()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_round_trip_through_sub_ids() {
+        for step in Step::ALL {
+            assert_eq!(Step::from_sub(step as u16), Some(step));
+        }
+        assert_eq!(Step::from_sub(Step::ALL.len() as u16), None);
+    }
+
+    #[test]
+    fn write_zeroes_picks_the_way_the_backing_store_allows() {
+        let file = Arc::new(
+            rustix::fs::open(
+                "/dev/null",
+                rustix::fs::OFlags::RDONLY,
+                rustix::fs::Mode::empty(),
+            )
+            .expect("/dev/null"),
+        );
+        let mut q = LoopQueue::new(Arc::clone(&file), BackingKind::File, false, 4);
+        assert_eq!(q.zeroing(IoFlags::empty()), Step::ZeroPunch);
+        assert_eq!(q.zeroing(IoFlags::NOUNMAP), Step::ZeroRange);
+        q.zero_range_refused = true;
+        assert_eq!(q.zeroing(IoFlags::NOUNMAP), Step::ZeroPunchLinked);
+        q.punch_refused = true;
+        assert_eq!(q.zeroing(IoFlags::empty()), Step::ZeroRange);
+        let q = LoopQueue::new(file, BackingKind::BlockDevice, false, 4);
+        assert_eq!(q.zeroing(IoFlags::empty()), Step::ZeroRange);
+        assert_eq!(q.zeroing(IoFlags::NOUNMAP), Step::ZeroRange);
+    }
+}
