@@ -1,0 +1,121 @@
+#!/bin/sh
+# 15-cli-bad-input: `ublk` refuses bad input cleanly. For each case: a non-zero exit (1 for our
+# errors, 2 for clap's), exactly one line on stderr that says "error", the problem named on it
+# (or, for clap's missing-argument error, on the line below), nothing on stdout, no "panicked"
+# anywhere, and no device, device node or server process left.
+# Then `ublk features` names USER_RECOVERY and CMD_IOCTL_ENCODE, a non-root user gets a clear
+# error instead of a device, and with ublk_drv unloaded `ublk add`/`ublk features` say to load it
+# (the module is reloaded from /lib/modules/xtask afterwards).
+set -eu
+
+N=15-cli-bad-input
+fail() {
+    echo "$N: FAIL: $*" >&2
+    exit 1
+}
+MODULE=/lib/modules/xtask/ublk_drv.ko
+cleanup() {
+    [ -e /dev/ublk-control ] || insmod "$MODULE" || echo "$N: cannot reload $MODULE" >&2
+    ublk del --all >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# Pids of live (not zombie) processes named `ublk`.
+ublk_processes() {
+    for d in /proc/[0-9]*; do
+        [ "$(cat "$d/comm" 2>/dev/null)" = ublk ] || continue
+        case $(sed 's/^.*) //' "$d/stat" 2>/dev/null | cut -d' ' -f1) in '' | Z) continue ;; esac
+        echo "${d#/proc/}"
+    done
+}
+
+nothing_left() {
+    json=$(timeout 30 ublk list --json) || fail "$1: ublk list --json failed"
+    [ "$json" = "[]" ] || fail "$1: devices left behind: $json"
+    nodes=$(ls /dev | grep -E '^ublk[bc][0-9]+$' || true)
+    [ -z "$nodes" ] || fail "$1: device nodes left behind: $nodes"
+    procs=$(ublk_processes)
+    [ -z "$procs" ] || fail "$1: ublk processes left behind: $procs"
+}
+
+# refused LABEL WORDS COMMAND...: COMMAND must fail with one stderr line containing "error" and
+# WORDS (case-insensitive), print nothing on stdout, not panic, and leave nothing behind.
+refused() {
+    label=$1 words=$2
+    shift 2
+    rc=0
+    "$@" >/tmp/bad.out 2>/tmp/bad.err || rc=$?
+    shown="'$*' (exit $rc, stderr: $(cat /tmp/bad.err))"
+    [ "$rc" -ne 0 ] || fail "$label: $shown succeeded; stdout: $(cat /tmp/bad.out)"
+    [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ] || fail "$label: $shown: expected exit status 1 or 2 (124+ means timeout or a signal)"
+    ! grep -q panicked /tmp/bad.out /tmp/bad.err || fail "$label: $shown panicked"
+    [ ! -s /tmp/bad.out ] || fail "$label: $shown printed on stdout: $(cat /tmp/bad.out)"
+    errors=$(grep -ci error /tmp/bad.err || true)
+    [ "$errors" -eq 1 ] || fail "$label: $shown: expected one error line on stderr, got $errors"
+    line=$(grep -i error /tmp/bad.err)
+    # clap names a missing argument on the line after its error line, so search all of stderr.
+    grep -qiF -- "$words" /tmp/bad.err || fail "$label: $shown: stderr does not mention '$words'"
+    case $line in *"$words"*) ;; *) line="$line $(grep -F -- "$words" /tmp/bad.err | head -1)" ;; esac
+    nothing_left "$label"
+    echo "$N: ok: $label: exit $rc: $line"
+}
+
+nothing_left "before the first case"
+
+refused "size 0" "invalid device size 0" timeout 30 ublk add mem --size 0
+refused "size 0, foreground" "invalid device size 0" timeout 30 ublk add mem --size 0 --foreground
+refused "size not a block multiple" "invalid device size 1000" timeout 30 ublk add mem --size 1000
+refused "size not a 4K multiple" "invalid device size 6144" timeout 30 ublk add mem --size 6144 --block-size 4096
+refused "null size not a block multiple" "invalid device size 1000" timeout 30 ublk add null --size 1000
+refused "depth 0" "invalid queue depth 0" timeout 30 ublk add mem --size 1M --depth 0
+refused "depth 5000" "invalid queue depth 5000" timeout 30 ublk add mem --size 1M --depth 5000
+refused "depth beyond u16" "70000" timeout 30 ublk add mem --size 1M --depth 70000
+refused "queues 0" "invalid number of queues 0" timeout 30 ublk add null --queues 0
+refused "queues 5000" "invalid number of queues 5000" timeout 30 ublk add null --queues 5000
+refused "block size 1000" "invalid block size 1000" timeout 30 ublk add mem --size 1M --block-size 1000
+refused "block size 8192" "invalid block size 8192" timeout 30 ublk add mem --size 1M --block-size 8192
+refused "unknown id" "no ublk device with id 12345" timeout 30 ublk del 12345
+refused "mem without --size" "--size" timeout 30 ublk add mem
+refused "bad size suffix" "unknown size suffix" timeout 30 ublk add mem --size 1X
+refused "size not a number" "not a size" timeout 30 ublk add mem --size lots
+
+# A taken id is refused and the device holding it is untouched.
+out=$(timeout 60 ublk add null --id 7) || fail "ublk add null --id 7 failed"
+[ "$out" = "7 /dev/ublkb7" ] || fail "ublk add null --id 7 printed '$out'"
+rc=0
+timeout 30 ublk add null --id 7 >/tmp/bad.out 2>/tmp/bad.err || rc=$?
+[ "$rc" -eq 1 ] || fail "a second ublk add --id 7 exited $rc: $(cat /tmp/bad.err)"
+grep -qi "id 7 is already in use" /tmp/bad.err || fail "id in use: unclear error: $(cat /tmp/bad.err)"
+! grep -q panicked /tmp/bad.err || fail "id in use: panicked: $(cat /tmp/bad.err)"
+timeout 30 ublk list --json | grep -q '"id":7,"state":"LIVE"' || fail "device 7 is not LIVE after the refused add"
+timeout 60 ublk del 7 >/dev/null || fail "ublk del 7 failed"
+nothing_left "id in use"
+echo "$N: ok: id in use: exit 1: $(cat /tmp/bad.err)"
+
+timeout 30 ublk features >/tmp/features 2>/tmp/features.err || fail "ublk features failed: $(cat /tmp/features.err)"
+for feature in USER_RECOVERY CMD_IOCTL_ENCODE; do
+    grep -q "^$feature[[:space:]]" /tmp/features || fail "ublk features does not list $feature: $(cat /tmp/features)"
+done
+echo "$N: ok: ublk features lists USER_RECOVERY and CMD_IOCTL_ENCODE ($(wc -l </tmp/features) features)"
+
+# Not root: the guest has only root in /etc/passwd; add an unprivileged user for busybox su.
+grep -q '^nobody:' /etc/passwd || echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >>/etc/passwd
+grep -q '^nogroup:' /etc/group || echo 'nogroup:x:65534:' >>/etc/group
+as_nobody() {
+    timeout 30 su -s /bin/sh nobody -c "PATH=$PATH $*"
+}
+refused "not root: add" "/dev/ublk-control" as_nobody ublk add null
+refused "not root: features" "/dev/ublk-control" as_nobody ublk features
+# Without CAP_SYS_ADMIN (a new user namespace) the control device opens but ADD_DEV is refused.
+refused "no CAP_SYS_ADMIN: add" "CAP_SYS_ADMIN" timeout 30 unshare -U ublk add null
+
+# Without ublk_drv. Only possible with no device left, which nothing_left just checked.
+rmmod ublk_drv || fail "cannot unload ublk_drv"
+refused "no ublk_drv: add" "modprobe ublk_drv" timeout 30 ublk add null
+refused "no ublk_drv: features" "modprobe ublk_drv" timeout 30 ublk features
+insmod "$MODULE" || fail "cannot reload $MODULE"
+[ -c /dev/ublk-control ] || fail "/dev/ublk-control missing after reloading ublk_drv"
+out=$(timeout 60 ublk add null) || fail "ublk add null failed after reloading ublk_drv"
+timeout 60 ublk del "${out%% *}" >/dev/null || fail "ublk del failed after reloading ublk_drv"
+nothing_left "after reloading ublk_drv"
+echo "$N: ok: ublk_drv reloaded, add/del work again"
