@@ -139,10 +139,19 @@ fn serve_device(
         None => println!("{line}"),
     }
     // A signal that came while the device was being created stops it now.
+    let stats = serving.shared_stats();
     let outcome = signals
         .arm(serving.stop_handle())
         .and_then(|()| serving.wait());
     let _ = Record::remove_in(record_dir, id);
+    // `cargo xtask bench` reads these: system calls per I/O show whether batching works.
+    for (q, s) in stats.iter().enumerate() {
+        let per = s.enters() as f64 / s.requests().max(1) as f64;
+        let (r, e) = (s.requests(), s.enters());
+        log::info!(
+            "device {id} queue {q}: {r} requests, {e} io_uring_enter calls ({per:.3} per request)"
+        );
+    }
     match &outcome {
         Ok(()) => log::info!("device {id} stopped and deleted"),
         Err(e) => log::error!("device {id}: {e}"),

@@ -43,7 +43,7 @@ const MAX_IO_BYTES_LIMIT: u32 = 1 << ublk_uapi::offsets::UBLK_IO_BUF_BITS;
 
 /// Features the engine serves correctly: it passes buffer addresses with every command, so the
 /// copy modes it does not implement (USER_COPY, NEED_GET_DATA, zero copy) and zoned devices are out.
-const SUPPORTED_FEATURES: Features = Features::URING_CMD_COMP_IN_TASK
+pub(crate) const SUPPORTED_FEATURES: Features = Features::URING_CMD_COMP_IN_TASK
     .union(Features::CMD_IOCTL_ENCODE)
     .union(Features::USER_RECOVERY)
     .union(Features::USER_RECOVERY_REISSUE)
@@ -315,7 +315,7 @@ impl DeviceBuilder {
 
 /// The control handle shared by a device, its serving handle and its stop handles.
 #[derive(Debug)]
-struct SharedCtrl(Mutex<CtrlState>);
+pub(crate) struct SharedCtrl(Mutex<CtrlState>);
 
 #[derive(Debug)]
 struct CtrlState {
@@ -325,7 +325,7 @@ struct CtrlState {
 }
 
 impl SharedCtrl {
-    fn new(ctrl: Control) -> Self {
+    pub(crate) fn new(ctrl: Control) -> Self {
         SharedCtrl(Mutex::new(CtrlState {
             ctrl,
             deleted: false,
@@ -338,7 +338,7 @@ impl SharedCtrl {
     }
 
     /// STOP_DEV; a device that is gone counts as stopped.
-    fn stop(&self, dev_id: u32) -> Result<()> {
+    pub(crate) fn stop(&self, dev_id: u32) -> Result<()> {
         let mut state = self.lock();
         if state.deleted {
             return Ok(());
@@ -350,7 +350,7 @@ impl SharedCtrl {
     }
 
     /// DEL_DEV; a device someone else deleted (`ublk del`) counts as deleted.
-    fn delete(&self, dev_id: u32) -> Result<()> {
+    pub(crate) fn delete(&self, dev_id: u32) -> Result<()> {
         let mut state = self.lock();
         if state.deleted {
             return Ok(());
@@ -364,23 +364,23 @@ impl SharedCtrl {
         }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Control) -> R) -> R {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Control) -> R) -> R {
         f(&mut self.lock().ctrl)
     }
 }
 
 /// What a device is, whether serving or not.
 #[derive(Debug)]
-struct Core {
-    ctrl: Arc<SharedCtrl>,
-    info: DevInfo,
-    params: Params,
-    affinity: Affinity,
-    timeout: Duration,
+pub(crate) struct Core {
+    pub(crate) ctrl: Arc<SharedCtrl>,
+    pub(crate) info: DevInfo,
+    pub(crate) params: Params,
+    pub(crate) affinity: Affinity,
+    pub(crate) timeout: Duration,
 }
 
 impl Core {
-    fn id(&self) -> u32 {
+    pub(crate) fn id(&self) -> u32 {
         self.info.dev_id
     }
 
@@ -404,7 +404,7 @@ impl Core {
     }
 
     /// Opens the char device, spawns every queue and waits until all have fetched their tags.
-    fn start_queues<T: Target>(&self, target: T, warnings: &mut Vec<Warning>) -> Result<QueueSet> {
+    pub(crate) fn start_queues<T: Target>(&self, target: T, warnings: &mut Vec<Warning>) -> Result<QueueSet> {
         let deadline = Instant::now() + self.timeout;
         let mut queues = QueueSet::open(self.info, self.params, deadline)?;
         let target = Arc::new(target);
@@ -431,7 +431,7 @@ impl Core {
 
     /// STOP_DEV, wait for the queues, close the char device, DEL_DEV: the first error wins, queue
     /// errors first (they are the cause; the rest is cleanup).
-    fn shutdown(&self, queues: &mut QueueSet) -> Result<()> {
+    pub(crate) fn shutdown(&self, queues: &mut QueueSet) -> Result<()> {
         let stopped = self.ctrl.stop(self.id());
         if stopped.is_err() {
             // STOP_DEV did not abort the tags, so the queues would wait forever: make them leave.
@@ -531,10 +531,10 @@ impl Drop for Device {
 /// Dropping it stops and deletes the device, as [`Serving::stop`] does, ignoring errors.
 #[derive(Debug)]
 pub struct Serving {
-    core: Core,
-    queues: QueueSet,
-    warnings: Vec<Warning>,
-    finished: bool,
+    pub(crate) core: Core,
+    pub(crate) queues: QueueSet,
+    pub(crate) warnings: Vec<Warning>,
+    pub(crate) finished: bool,
 }
 
 impl Serving {
@@ -561,6 +561,12 @@ impl Serving {
     /// Each queue's counters, by queue id.
     pub fn stats(&self) -> &[QueueStats] {
         self.queues.stats()
+    }
+
+    /// Each queue's counters, shared: they stay readable after [`wait`](Self::wait) or
+    /// [`stop`](Self::stop) consumed the handle, when they hold the device's final counts.
+    pub fn shared_stats(&self) -> Arc<[QueueStats]> {
+        Arc::clone(self.queues.stats())
     }
 
     /// What the queues could not set up as asked (pinning, PR_SET_IO_FLUSHER, ring flags).

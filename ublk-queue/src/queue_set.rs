@@ -181,7 +181,7 @@ impl QueueSet {
     }
 
     /// Each queue's counters.
-    pub(crate) fn stats(&self) -> &[QueueStats] {
+    pub(crate) fn stats(&self) -> &Arc<[QueueStats]> {
         &self.stats
     }
 }
