@@ -404,7 +404,11 @@ impl Core {
     }
 
     /// Opens the char device, spawns every queue and waits until all have fetched their tags.
-    pub(crate) fn start_queues<T: Target>(&self, target: T, warnings: &mut Vec<Warning>) -> Result<QueueSet> {
+    pub(crate) fn start_queues<T: Target>(
+        &self,
+        target: T,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<QueueSet> {
         let deadline = Instant::now() + self.timeout;
         let mut queues = QueueSet::open(self.info, self.params, deadline)?;
         let target = Arc::new(target);

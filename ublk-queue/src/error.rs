@@ -198,6 +198,68 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+
+    /// The device was created without user recovery, so no new server can take it over.
+    #[error(
+        "device {dev_id} was created without user recovery (UBLK_F_USER_RECOVERY), so it cannot \
+         be recovered: delete it and add it again with recovery"
+    )]
+    RecoveryNotEnabled {
+        /// The device.
+        dev_id: u32,
+    },
+
+    /// Recovery was asked for a device whose server is running.
+    #[error(
+        "device {dev_id} is LIVE and its server (pid {pid}) is running: there is nothing to recover"
+    )]
+    ServerRunning {
+        /// The device.
+        dev_id: u32,
+        /// The server's pid, as the kernel recorded it.
+        pid: i32,
+    },
+
+    /// The device is in a state no server can recover it from.
+    #[error(
+        "device {dev_id} is {state}: it was stopped or never started, so it cannot be recovered \
+         (delete it)"
+    )]
+    NotRecoverable {
+        /// The device.
+        dev_id: u32,
+        /// The kernel's name for its state.
+        state: &'static str,
+    },
+
+    /// The device did not become recoverable before the deadline; nothing was changed.
+    #[error(
+        "device {dev_id} was still {state} after {after:?}, so recovery could not start: {hint}"
+    )]
+    RecoveryTimeout {
+        /// The device.
+        dev_id: u32,
+        /// The kernel's name for its state at the deadline.
+        state: &'static str,
+        /// What is most likely holding it up.
+        hint: &'static str,
+        /// The deadline that passed.
+        after: Duration,
+    },
+
+    /// Recovery failed after START_USER_RECOVERY; the device was stopped and deleted, since the
+    /// kernel cannot retry a half-done recovery (see [`Recovering`](crate::Recovering)).
+    #[error(
+        "recovering device {dev_id} failed, so it was stopped and deleted (the kernel cannot retry \
+         a half-done recovery): {source}"
+    )]
+    RecoveryFailed {
+        /// The device.
+        dev_id: u32,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 /// The crate's result type.

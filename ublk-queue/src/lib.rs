@@ -11,6 +11,9 @@
 //! - [`Serving`] is the live device: [`wait`](Serving::wait) until it is stopped,
 //!   [`stop`](Serving::stop) it, or hand a [`StopHandle`] to another thread. Dropping it stops and
 //!   deletes the device.
+//! - [`Device::recover`] takes over a device created with USER_RECOVERY whose server exited
+//!   (crashed, killed, or left with [`Serving::abandon`]); [`Recovering::serve`] makes it LIVE
+//!   again with a new target; [`Recovering`] says what users of the device see meanwhile.
 //!
 //! # Example: a RAM disk
 //!
@@ -75,6 +78,7 @@ mod error;
 mod io_buf;
 mod queue;
 mod queue_set;
+mod recovery;
 mod simple;
 mod stats;
 mod target;
@@ -83,6 +87,7 @@ mod user_data;
 
 pub use device::{Affinity, Device, DeviceBuilder, DiscardParams, Serving, StopHandle};
 pub use error::{Error, Result, Warning};
+pub use recovery::Recovering;
 pub use simple::{Simple, SimpleQueue, SimpleTarget};
 pub use stats::QueueStats;
 pub use target::{Handled, IoInfo, QueueInfo, QueueTarget, Request, Target, TargetCqe, errno_of};
