@@ -1,0 +1,105 @@
+# Guest side of `cargo xtask bench`: the functions the generated run.sh calls (busybox ash).
+#
+# Every result goes to the console between markers carrying the run's nonce ($NONCE):
+#   === XTASK-BENCH run=N run case=C subject=S rep=R ===   fio's JSON   === XTASK-BENCH run=N run-end status=X ===
+#   === XTASK-BENCH run=N log case=C subject=S ===          a ublk server's log    === XTASK-BENCH run=N log-end ===
+#   === XTASK-BENCH run=N skip subject=S reason=... ===
+#   === XTASK-BENCH run=N created queues=Q hw_queues=H ===  (then that server's log)
+# The host (xtask/src/bench/) reads them back; nothing else on the console matters to it.
+
+B=/tmp/bench
+mkdir -p "$B"
+
+mark() { echo "=== XTASK-BENCH run=$NONCE $* ==="; }
+
+# Kernel block-layer settings shared by every subject: no I/O scheduler (ublk, null_blk and loop
+# would otherwise get different defaults), so the figures compare drivers, not schedulers.
+tune() {
+    name=${1#/dev/}
+    [ -w "/sys/block/$name/queue/scheduler" ] && echo none > "/sys/block/$name/queue/scheduler"
+    return 0
+}
+
+# ublk_up VAR QUEUES TARGET [ARGS...]: `ublk add TARGET --foreground`, in the background; returns
+# once the device is live and sets $VAR to its block device. Its stderr (the server log) goes to
+# $B/VAR.log; ublk_down prints it.
+ublk_up() {
+    var=$1 queues=$2 target=$3
+    shift 3
+    rm -f "$B/$var.fifo" "$B/$var.log"
+    mkfifo "$B/$var.fifo"
+    ublk add "$target" --queues "$queues" --depth "$DEPTH" --foreground "$@" \
+        > "$B/$var.fifo" 2> "$B/$var.log" &
+    eval "pid_$var=$!"
+    # The server prints "ID /dev/ublkbID" once the device is live; EOF means it failed.
+    read -r id dev < "$B/$var.fifo" || true
+    rm -f "$B/$var.fifo"
+    if [ -z "$dev" ] || [ ! -b "$dev" ]; then
+        echo "bench: ublk add $target failed:"
+        cat "$B/$var.log"
+        eval "$var="
+        return 1
+    fi
+    eval "id_$var=$id $var=$dev"
+    tune "$dev"
+}
+
+# ublk_down VAR CASE SUBJECT: deletes the device, waits for its server to exit, prints its log.
+ublk_down() {
+    var=$1
+    eval "id=\$id_$var pid=\$pid_$var"
+    [ -n "$id" ] && ublk del "$id" > /dev/null
+    [ -n "$pid" ] && wait "$pid"
+    mark log case=$2 subject=$3
+    cat "$B/$var.log"
+    mark log-end
+    eval "id_$var= pid_$var= $var="
+}
+
+# nullb_up VAR QUEUES: a null_blk device (configfs) with QUEUES submit queues of depth $DEPTH.
+nullb_up() {
+    var=$1
+    d=/sys/kernel/config/nullb/$var
+    mkdir "$d" || return 1
+    echo "$2" > "$d/submit_queues"
+    echo "$DEPTH" > "$d/hw_queue_depth"
+    echo 256000 > "$d/size" # MB, as large as ublk null's default 250G
+    echo 1 > "$d/power" || return 1
+    # Named nullb<index> by 6.12; later kernels may name it after the configfs directory.
+    dev=/dev/nullb$(cat "$d/index")
+    [ -b "$dev" ] || dev=/dev/$var
+    eval "$var=$dev"
+    tune "$dev"
+}
+
+nullb_down() {
+    echo 0 > "/sys/kernel/config/nullb/$1/power"
+    rmdir "/sys/kernel/config/nullb/$1"
+}
+
+# loop_up VAR FILE: the kernel loop driver over FILE with direct I/O. util-linux's losetup by its
+# path: busybox's sh prefers its own applet, which has no --direct-io.
+loop_up() {
+    dev=$(/usr/sbin/losetup --direct-io=on -f --show "$2") || return 1
+    eval "$1=$dev"
+    tune "$dev"
+    echo "bench: $dev over $2, direct I/O $(cat /sys/block/${dev#/dev/}/loop/dio 2>/dev/null)"
+}
+
+loop_down() {
+    eval "/usr/sbin/losetup -d \$$1"
+}
+
+# run CASE SUBJECT REP DEV FIO-ARGS...: one fio run, its JSON on the console between markers.
+run() {
+    case=$1 subject=$2 rep=$3 dev=$4
+    shift 4
+    mark run case=$case subject=$subject rep=$rep
+    fio --name="$case" --filename="$dev" "$@" --eta=never --output-format=json --output="$B/fio.json" \
+        2> "$B/fio.err"
+    status=$?
+    # Leading blanks stripped: the JSON stays valid and the console carries a third less.
+    sed 's/^[[:space:]]*//' "$B/fio.json"
+    mark run-end status=$status
+    [ $status -eq 0 ] || cat "$B/fio.err"
+}

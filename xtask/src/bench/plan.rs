@@ -1,0 +1,462 @@
+//! What the VM benchmark measures: the fio cases, the subjects, and the guest script running them.
+//!
+//! Each case runs every selected subject `runs` times, interleaved (A B A B ...), so drift in the
+//! emulator hits every subject alike. A ublk subject and its kernel baseline form a *family*; the
+//! report divides one by the other.
+
+use std::fmt::Write as _;
+
+/// One fio workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Case {
+    /// Short name, used in file names, markers and `--filter`.
+    pub id: &'static str,
+    /// What the table shows.
+    pub title: &'static str,
+    /// fio's `rw=`.
+    pub rw: &'static str,
+    /// fio's `bs=`.
+    pub bs: &'static str,
+    pub iodepth: u32,
+    /// fio jobs, each with `iodepth` in flight.
+    pub jobs: u32,
+    /// Hardware queues of every device in this case.
+    pub queues: u16,
+}
+
+impl Case {
+    /// The fio JSON section holding this case's figures.
+    pub fn direction(&self) -> &'static str {
+        if self.rw.contains("write") {
+            "write"
+        } else {
+            "read"
+        }
+    }
+}
+
+/// The matrix: 4K random at QD1 and QD64, queue scaling, 128K sequential.
+pub const CASES: &[Case] = &[
+    Case {
+        id: "rr4k-qd1",
+        title: "4K randread QD1",
+        rw: "randread",
+        bs: "4k",
+        iodepth: 1,
+        jobs: 1,
+        queues: 1,
+    },
+    Case {
+        id: "rr4k-qd64",
+        title: "4K randread QD64",
+        rw: "randread",
+        bs: "4k",
+        iodepth: 64,
+        jobs: 1,
+        queues: 1,
+    },
+    Case {
+        id: "rw4k-qd1",
+        title: "4K randwrite QD1",
+        rw: "randwrite",
+        bs: "4k",
+        iodepth: 1,
+        jobs: 1,
+        queues: 1,
+    },
+    Case {
+        id: "rw4k-qd64",
+        title: "4K randwrite QD64",
+        rw: "randwrite",
+        bs: "4k",
+        iodepth: 64,
+        jobs: 1,
+        queues: 1,
+    },
+    Case {
+        id: "rr4k-qd64-2j",
+        title: "4K randread QD64, 2 jobs, 2 queues",
+        rw: "randread",
+        bs: "4k",
+        iodepth: 64,
+        jobs: 2,
+        queues: 2,
+    },
+    Case {
+        id: "sr128k-qd8",
+        title: "128K read QD8",
+        rw: "read",
+        bs: "128k",
+        iodepth: 8,
+        jobs: 1,
+        queues: 1,
+    },
+    Case {
+        id: "sw128k-qd8",
+        title: "128K write QD8",
+        rw: "write",
+        bs: "128k",
+        iodepth: 8,
+        jobs: 1,
+        queues: 1,
+    },
+];
+
+/// A device fio runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Subject {
+    UblkNull,
+    NullBlk,
+    UblkMem,
+    UblkLoop,
+    KernelLoop,
+}
+
+impl Subject {
+    pub const ALL: [Subject; 5] = [
+        Subject::UblkNull,
+        Subject::NullBlk,
+        Subject::UblkMem,
+        Subject::UblkLoop,
+        Subject::KernelLoop,
+    ];
+
+    /// Marker and file name.
+    pub fn id(self) -> &'static str {
+        match self {
+            Subject::UblkNull => "ublk-null",
+            Subject::NullBlk => "null_blk",
+            Subject::UblkMem => "ublk-mem",
+            Subject::UblkLoop => "ublk-loop",
+            Subject::KernelLoop => "kernel-loop",
+        }
+    }
+
+    /// What the table shows.
+    pub fn title(self) -> &'static str {
+        match self {
+            Subject::UblkNull => "ublk null",
+            Subject::NullBlk => "null_blk",
+            Subject::UblkMem => "ublk mem",
+            Subject::UblkLoop => "ublk loop",
+            Subject::KernelLoop => "kernel loop (dio)",
+        }
+    }
+
+    /// The kernel driver a ublk subject is compared with.
+    pub fn baseline(self) -> Option<Subject> {
+        match self {
+            Subject::UblkNull => Some(Subject::NullBlk),
+            Subject::UblkLoop => Some(Subject::KernelLoop),
+            _ => None,
+        }
+    }
+
+    /// `null`, `mem` or `loop`: a ublk subject and its baseline share it.
+    pub fn family(self) -> &'static str {
+        match self {
+            Subject::UblkNull | Subject::NullBlk => "null",
+            Subject::UblkMem => "mem",
+            Subject::UblkLoop | Subject::KernelLoop => "loop",
+        }
+    }
+
+    /// The shell variable holding the device path in the guest script.
+    fn var(self) -> String {
+        self.id().replace('-', "_")
+    }
+}
+
+/// How long and how often each measurement runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Measured seconds of one fio run.
+    pub runtime: u32,
+    /// Seconds fio runs before measuring.
+    pub ramp: u32,
+    /// Runs of each (case, subject).
+    pub runs: u32,
+}
+
+/// Tags per queue for every device, ublk and kernel alike.
+pub const DEPTH: u16 = 128;
+
+/// Bytes of the tmpfs file behind both loop subjects, and of the mem device.
+pub const BACKING_MIB: u32 = 256;
+
+/// Device creation is timed with these queue counts (all of depth [`DEPTH`]).
+pub const CREATE_QUEUES: [u16; 2] = [1, 4];
+
+/// Creations timed per queue count.
+pub const CREATE_REPEATS: u32 = 5;
+
+/// The selected cases, each with its selected subjects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub cases: Vec<(Case, Vec<Subject>)>,
+    /// Whether device creation is timed (in its own boot).
+    pub create: bool,
+    pub timing: Timing,
+}
+
+impl Plan {
+    /// Everything `filter` names: a case id (`rr4k-qd64`), a family or subject (`loop`,
+    /// `null_blk`), `create`, or any part of those; `None` selects everything.
+    pub fn new(filter: Option<&str>, timing: Timing) -> Plan {
+        let matches = |words: &[&str]| filter.is_none_or(|f| words.iter().any(|w| w.contains(f)));
+        let cases = CASES
+            .iter()
+            .filter_map(|case| {
+                let subjects: Vec<Subject> = Subject::ALL
+                    .into_iter()
+                    .filter(|s| {
+                        let partner = match s.baseline() {
+                            Some(b) => b.id(),
+                            None => Subject::ALL
+                                .into_iter()
+                                .find(|u| u.baseline() == Some(*s))
+                                .map_or("", Subject::id),
+                        };
+                        matches(&[case.id, s.family(), s.id(), partner])
+                    })
+                    .collect();
+                (!subjects.is_empty()).then_some((*case, subjects))
+            })
+            .collect();
+        Plan {
+            cases,
+            create: matches(&["create"]),
+            timing,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cases.is_empty() && !self.create
+    }
+
+    fn uses(&self, family: &str) -> bool {
+        self.cases
+            .iter()
+            .any(|(_, subjects)| subjects.iter().any(|s| s.family() == family))
+    }
+
+    /// fio runs the matrix boot makes.
+    pub fn fio_runs(&self) -> u32 {
+        let pairs: usize = self.cases.iter().map(|(_, s)| s.len()).sum();
+        pairs as u32 * self.timing.runs
+    }
+
+    /// The matrix boot's run.sh (sourcing lib.sh from `lib`): every case, subjects interleaved.
+    pub fn matrix_script(&self, nonce: &str, lib: &str) -> String {
+        let t = self.timing;
+        let mut s = format!("NONCE={nonce}\nDEPTH={DEPTH}\n. {lib}\n");
+        s.push_str(
+            "mark start\necho \"bench: kernel $(uname -r)\"\n\
+             echo \"bench: $(nproc) CPUs, $(grep MemTotal /proc/meminfo)\"\n",
+        );
+        if self.uses("loop") {
+            let _ = writeln!(
+                s,
+                "dd if=/dev/zero of=$B/loop.img bs=1M count={BACKING_MIB} 2>/dev/null"
+            );
+        }
+        if self.uses("loop") {
+            // The loop target is newer than the bench: skip it cleanly where it is missing.
+            s.push_str(
+                "if ublk add loop --help >/dev/null 2>&1; then UBLK_LOOP=1; else UBLK_LOOP=0; \
+                 mark skip subject=ublk-loop reason=ublk loop target not available; fi\n",
+            );
+        }
+        for (case, subjects) in &self.cases {
+            let _ = writeln!(s, "\nmark case case={}", case.id);
+            for &subject in subjects {
+                let _ = writeln!(s, "{}", up(subject, case.queues));
+            }
+            let fio = fio_args(case, t);
+            for rep in 1..=t.runs {
+                for &subject in subjects {
+                    let run = format!(
+                        "[ -n \"${var}\" ] && run {case} {id} {rep} \"${var}\" {fio}",
+                        var = subject.var(),
+                        case = case.id,
+                        id = subject.id(),
+                    );
+                    let _ = writeln!(s, "{}", guarded(subject, &run));
+                }
+            }
+            for &subject in subjects {
+                let _ = writeln!(s, "{}", down(subject, case.id));
+            }
+        }
+        s.push_str("mark done\n");
+        s
+    }
+
+    /// The creation boot's run.sh: `ublk add null` timed with each queue count.
+    pub fn create_script(nonce: &str, lib: &str) -> String {
+        let mut s = format!("NONCE={nonce}\nDEPTH={DEPTH}\n. {lib}\nmark start\n");
+        for queues in CREATE_QUEUES {
+            let _ = writeln!(s, "for i in $(seq {CREATE_REPEATS}); do");
+            let _ = writeln!(s, "  ublk_up dev {queues} null || exit 1");
+            let _ = writeln!(
+                s,
+                "  mark created queues={queues} hw_queues=$(ls /sys/block/${{dev#/dev/}}/mq | wc -l)"
+            );
+            let _ = writeln!(s, "  ublk_down dev create{queues} ublk-null");
+            s.push_str("done\n");
+        }
+        s.push_str("mark done\n");
+        s
+    }
+}
+
+/// fio's options for one case: io_uring, direct, time-based, no random map (less fio overhead).
+fn fio_args(case: &Case, t: Timing) -> String {
+    let mut args = format!(
+        "--ioengine=io_uring --direct=1 --rw={} --bs={} --iodepth={} --numjobs={} \
+         --time_based --runtime={} --norandommap --randrepeat=0 --clat_percentiles=0",
+        case.rw, case.bs, case.iodepth, case.jobs, t.runtime
+    );
+    if t.ramp > 0 {
+        let _ = write!(args, " --ramp_time={}", t.ramp);
+    }
+    if case.jobs > 1 {
+        args.push_str(" --group_reporting");
+    }
+    args
+}
+
+/// The line that brings `subject` up with `queues` queues.
+fn up(subject: Subject, queues: u16) -> String {
+    let var = subject.var();
+    let line = match subject {
+        Subject::UblkNull => format!("ublk_up {var} {queues} null"),
+        Subject::UblkMem => format!("ublk_up {var} {queues} mem --size {BACKING_MIB}M"),
+        Subject::UblkLoop => format!("ublk_up {var} {queues} loop --file $B/loop.img"),
+        Subject::NullBlk => format!("nullb_up {var} {queues}"),
+        Subject::KernelLoop => format!("loop_up {var} $B/loop.img"),
+    };
+    guarded(subject, &format!("{line} || {var}="))
+}
+
+fn down(subject: Subject, case: &str) -> String {
+    let var = subject.var();
+    let line = match subject {
+        Subject::UblkNull | Subject::UblkMem | Subject::UblkLoop => {
+            format!("ublk_down {var} {case} {}", subject.id())
+        }
+        Subject::NullBlk => format!("nullb_down {var}"),
+        Subject::KernelLoop => format!("loop_down {var}"),
+    };
+    guarded(subject, &format!("[ -n \"${var}\" ] && {line}"))
+}
+
+/// `line`, only where the subject exists in this guest.
+fn guarded(subject: Subject, line: &str) -> String {
+    if subject == Subject::UblkLoop {
+        format!("[ \"$UBLK_LOOP\" = 1 ] && {{ {line}; }}")
+    } else {
+        line.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timing = Timing {
+        runtime: 4,
+        ramp: 1,
+        runs: 3,
+    };
+
+    #[test]
+    fn no_filter_selects_everything() {
+        let plan = Plan::new(None, T);
+        assert_eq!(plan.cases.len(), CASES.len());
+        assert!(
+            plan.cases
+                .iter()
+                .all(|(_, s)| s.len() == Subject::ALL.len())
+        );
+        assert!(plan.create);
+        assert_eq!(plan.fio_runs(), CASES.len() as u32 * 5 * 3);
+    }
+
+    #[test]
+    fn filters_select_cases_families_and_keep_baselines() {
+        let plan = Plan::new(Some("qd1"), T);
+        let ids: Vec<&str> = plan.cases.iter().map(|(c, _)| c.id).collect();
+        assert_eq!(ids, ["rr4k-qd1", "rw4k-qd1"]);
+        assert!(!plan.create);
+
+        let plan = Plan::new(Some("null_blk"), T);
+        assert_eq!(plan.cases.len(), CASES.len());
+        assert!(
+            plan.cases
+                .iter()
+                .all(|(_, s)| s == &[Subject::UblkNull, Subject::NullBlk])
+        );
+
+        let plan = Plan::new(Some("loop"), T);
+        assert!(
+            plan.cases
+                .iter()
+                .all(|(_, s)| s == &[Subject::UblkLoop, Subject::KernelLoop])
+        );
+        assert!(Plan::new(Some("nothing-like-it"), T).is_empty());
+        assert!(Plan::new(Some("create"), T).create);
+    }
+
+    #[test]
+    fn matrix_script_interleaves_subjects_and_tears_down() {
+        let plan = Plan::new(Some("rr4k-qd64-2j"), T);
+        let s = plan.matrix_script("n1", "/xtask/bench/lib.sh");
+        assert!(
+            s.starts_with("NONCE=n1\nDEPTH=128\n. /xtask/bench/lib.sh\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("ublk_up ublk_null 2 null || ublk_null=\n"),
+            "{s}"
+        );
+        assert!(s.contains("nullb_up null_blk 2 || null_blk=\n"), "{s}");
+        assert!(
+            s.contains("[ \"$UBLK_LOOP\" = 1 ] && { ublk_up ublk_loop 2 loop"),
+            "{s}"
+        );
+        let runs: Vec<&str> = s
+            .lines()
+            .filter(|l| l.contains("&& run "))
+            .map(|l| l.split(" run ").nth(1).unwrap_or(""))
+            .map(|l| l.split(" \"").next().unwrap_or(""))
+            .collect();
+        assert_eq!(runs.len(), 15);
+        assert_eq!(
+            &runs[..6],
+            [
+                "rr4k-qd64-2j ublk-null 1",
+                "rr4k-qd64-2j null_blk 1",
+                "rr4k-qd64-2j ublk-mem 1",
+                "rr4k-qd64-2j ublk-loop 1",
+                "rr4k-qd64-2j kernel-loop 1",
+                "rr4k-qd64-2j ublk-null 2",
+            ]
+        );
+        assert!(s.contains("--numjobs=2"), "{s}");
+        assert!(s.contains("--group_reporting"), "{s}");
+        assert!(
+            s.contains("ublk_down ublk_null rr4k-qd64-2j ublk-null"),
+            "{s}"
+        );
+        assert!(s.ends_with("mark done\n"));
+    }
+
+    #[test]
+    fn create_script_times_each_queue_count() {
+        let s = Plan::create_script("n1", "/l.sh");
+        assert!(s.contains("ublk_up dev 1 null || exit 1"), "{s}");
+        assert!(s.contains("ublk_up dev 4 null || exit 1"), "{s}");
+        assert!(s.contains("ublk_down dev create4 ublk-null"), "{s}");
+    }
+}

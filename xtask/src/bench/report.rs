@@ -1,0 +1,462 @@
+//! The bench's outputs: the markdown table, the summary JSON, and the SVG chart of the ratios.
+
+use std::fmt::Write as _;
+
+use super::plan::Timing;
+use super::results::{self, Cell, Creation, Goal};
+
+/// Where and how the figures were taken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Machine {
+    pub host_cpu: String,
+    pub host_cores: usize,
+    /// `kvm` or `tcg`.
+    pub accel: &'static str,
+    pub smp: u32,
+    pub mem_mib: u64,
+    pub guest_kernel: String,
+    /// Most other QEMU processes seen running at once during the matrix boot.
+    pub other_qemus: usize,
+    /// Host CPU time spent outside our guest during the matrix boot, in percent of the machine.
+    pub other_cpu_pct: Option<f64>,
+}
+
+impl Machine {
+    pub fn contended(&self) -> bool {
+        self.other_qemus > 0 || self.other_cpu_pct.is_some_and(|p| p > 10.0)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "host {} ({} cores); guest {} with {} vCPUs and {} MiB, kernel {}",
+            self.host_cpu,
+            self.host_cores,
+            self.accel.to_uppercase(),
+            self.smp,
+            self.mem_mib,
+            self.guest_kernel
+        )
+    }
+
+    fn contention(&self) -> String {
+        let cpu = self
+            .other_cpu_pct
+            .map_or(String::new(), |p| format!(", other host CPU use {p:.0}%"));
+        if self.contended() {
+            format!(
+                "CONTENDED: {} other QEMU process(es) seen{cpu}",
+                self.other_qemus
+            )
+        } else {
+            format!("uncontended: no other QEMU seen{cpu}")
+        }
+    }
+}
+
+/// `12345.6` -> `12.3k`; below 10k, whole numbers.
+fn si(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e4 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn opt(x: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    x.map_or("-".into(), f)
+}
+
+/// The markdown the bench prints: how it was run, the table, creation times, the goals.
+pub fn markdown(
+    cells: &[Cell],
+    creations: &[Creation],
+    goals: &[Goal],
+    machine: &Machine,
+    timing: Timing,
+    command: &str,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "`{command}`: {}.", machine.describe());
+    let ramp = if timing.ramp > 0 {
+        format!(" after {} s of ramp", timing.ramp)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        s,
+        "fio io_uring, direct=1, {} s per run{ramp}, {} run(s) per cell interleaved across subjects; \
+         medians; scheduler none everywhere; depth 128 per queue. {}.\n",
+        timing.runtime,
+        timing.runs,
+        machine.contention()
+    );
+    s.push_str(
+        "| Case | Subject | IOPS | MiB/s | Latency µs | IOPS min-max | vs kernel | enters/I/O |\n",
+    );
+    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    let mut last_case = "";
+    for cell in cells {
+        let case = if cell.case.id == last_case {
+            ""
+        } else {
+            cell.case.title
+        };
+        last_case = cell.case.id;
+        if let Some(why) = &cell.skipped {
+            let _ = writeln!(
+                s,
+                "| {case} | {} | skipped: {why} | | | | | |",
+                cell.subject.title()
+            );
+            continue;
+        }
+        let vs = match (results::ratio(cells, cell), cell.subject.baseline()) {
+            (Some(r), Some(b)) => format!("{r:.2}x {}", b.title().split(' ').next().unwrap_or("")),
+            _ => "-".into(),
+        };
+        let failed = if cell.failed > 0 {
+            format!(" ({} failed)", cell.failed)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "| {case} | {}{failed} | {} | {} | {} | {} | {vs} | {} |",
+            cell.subject.title(),
+            opt(cell.iops(), si),
+            opt(cell.bw_mib(), |b| format!("{b:.0}")),
+            opt(cell.lat_us(), |l| format!("{l:.1}")),
+            cell.spread()
+                .map_or("-".into(), |(a, b)| format!("{}-{}", si(a), si(b))),
+            opt(cell.enters_per_io(), |e| format!("{e:.3}")),
+        );
+    }
+    if !creations.is_empty() {
+        s.push_str("\nDevice creation (`ublk add null`, add to live, as the server logs it):");
+        for c in creations {
+            let _ = write!(
+                s,
+                " {} queue(s) x depth 128 (kernel gave {:?}): {} median of {};",
+                c.queues,
+                c.hw_queues,
+                c.median()
+                    .map_or("-".into(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3)),
+                c.samples.len()
+            );
+        }
+        s.pop();
+        s.push_str(".\n");
+    }
+    s.push_str("\nGoals:\n");
+    for g in goals {
+        let verdict = match g.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "n/a",
+        };
+        let _ = writeln!(s, "- {verdict}: {}: {}", g.what, g.figure);
+    }
+    s
+}
+
+/// A JSON string literal.
+fn q(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn num(x: Option<f64>) -> String {
+    match x {
+        Some(x) if x.is_finite() => format!("{x}"),
+        _ => "null".into(),
+    }
+}
+
+/// The summary JSON: machine, timing, every cell, creation times, goals.
+pub fn summary_json(
+    cells: &[Cell],
+    creations: &[Creation],
+    goals: &[Goal],
+    machine: &Machine,
+    timing: Timing,
+) -> String {
+    let mut s = String::from("{\n");
+    let _ = writeln!(
+        s,
+        "  \"machine\": {{\"host_cpu\": {}, \"host_cores\": {}, \"accel\": {}, \"smp\": {}, \
+         \"mem_mib\": {}, \"guest_kernel\": {}, \"other_qemus\": {}, \"other_cpu_pct\": {}, \
+         \"contended\": {}}},",
+        q(&machine.host_cpu),
+        machine.host_cores,
+        q(machine.accel),
+        machine.smp,
+        machine.mem_mib,
+        q(&machine.guest_kernel),
+        machine.other_qemus,
+        num(machine.other_cpu_pct),
+        machine.contended()
+    );
+    let _ = writeln!(
+        s,
+        "  \"timing\": {{\"runtime_s\": {}, \"ramp_s\": {}, \"runs\": {}}},",
+        timing.runtime, timing.ramp, timing.runs
+    );
+    s.push_str("  \"cells\": [\n");
+    let rows: Vec<String> = cells
+        .iter()
+        .map(|c| {
+            let samples: Vec<String> = c.samples.iter().map(|x| format!("{}", x.iops)).collect();
+            format!(
+                "    {{\"case\": {}, \"title\": {}, \"subject\": {}, \"queues\": {}, \"jobs\": {}, \
+                 \"iodepth\": {}, \"iops_median\": {}, \"iops_runs\": [{}], \"mib_s_median\": {}, \
+                 \"lat_us_median\": {}, \"failed_runs\": {}, \"baseline\": {}, \"ratio\": {}, \
+                 \"enters_per_io\": {}, \"skipped\": {}}}",
+                q(c.case.id),
+                q(c.case.title),
+                q(c.subject.id()),
+                c.case.queues,
+                c.case.jobs,
+                c.case.iodepth,
+                num(c.iops()),
+                samples.join(", "),
+                num(c.bw_mib()),
+                num(c.lat_us()),
+                c.failed,
+                c.subject.baseline().map_or("null".into(), |b| q(b.id())),
+                num(results::ratio(cells, c)),
+                num(c.enters_per_io()),
+                c.skipped.as_deref().map_or("null".into(), q),
+            )
+        })
+        .collect();
+    s.push_str(&rows.join(",\n"));
+    s.push_str("\n  ],\n  \"creation\": [\n");
+    let rows: Vec<String> = creations
+        .iter()
+        .map(|c| {
+            let ms: Vec<String> = c
+                .samples
+                .iter()
+                .map(|d| format!("{:.3}", d.as_secs_f64() * 1e3))
+                .collect();
+            let hw: Vec<String> = c.hw_queues.iter().map(u16::to_string).collect();
+            format!(
+                "    {{\"queues\": {}, \"hw_queues\": [{}], \"depth\": 128, \"median_ms\": {}, \
+                 \"samples_ms\": [{}]}}",
+                c.queues,
+                hw.join(", "),
+                num(c.median().map(|d| d.as_secs_f64() * 1e3)),
+                ms.join(", ")
+            )
+        })
+        .collect();
+    s.push_str(&rows.join(",\n"));
+    s.push_str("\n  ],\n  \"goals\": [\n");
+    let rows: Vec<String> = goals
+        .iter()
+        .map(|g| {
+            format!(
+                "    {{\"goal\": {}, \"figure\": {}, \"met\": {}}}",
+                q(g.what),
+                q(&g.figure),
+                g.met.map_or("null".into(), |m| m.to_string())
+            )
+        })
+        .collect();
+    s.push_str(&rows.join(",\n"));
+    s.push_str("\n  ]\n}\n");
+    s
+}
+
+/// A horizontal bar chart of every ublk/kernel ratio, with the parity line at 1.0.
+pub fn svg(cells: &[Cell], machine: &Machine) -> String {
+    let bars: Vec<(String, f64, &str)> = cells
+        .iter()
+        .filter_map(|c| {
+            let r = results::ratio(cells, c)?;
+            let colour = match c.subject.family() {
+                "null" => "#4c78a8",
+                _ => "#f58518",
+            };
+            Some((
+                format!("{}: {}", c.case.title, c.subject.title()),
+                r,
+                colour,
+            ))
+        })
+        .collect();
+    let (label_w, bar_w, row_h, top) = (300.0, 420.0, 24.0, 56.0);
+    let max = bars.iter().map(|b| b.1).fold(1.25_f64, f64::max) * 1.1;
+    let x = |r: f64| label_w + r / max * bar_w;
+    let height = top + row_h * bars.len() as f64 + 40.0;
+    let width = label_w + bar_w + 70.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"20\" font-size=\"15\" font-weight=\"bold\">ublk vs the kernel's drivers \
+         (median IOPS ratio)</text>\n\
+         <text x=\"10\" y=\"38\" fill=\"#555\">{}</text>\n",
+        xml(&format!(
+            "{} vCPUs under {}, {}",
+            machine.smp,
+            machine.accel.to_uppercase(),
+            machine.contention()
+        ))
+    );
+    for (i, (label, r, colour)) in bars.iter().enumerate() {
+        let y = top + row_h * i as f64;
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n\
+             <rect x=\"{label_w}\" y=\"{}\" width=\"{:.1}\" height=\"{}\" fill=\"{colour}\"/>\n\
+             <text x=\"{:.1}\" y=\"{}\">{r:.2}x</text>",
+            label_w - 8.0,
+            y + 15.0,
+            xml(label),
+            y + 3.0,
+            x(*r) - label_w,
+            row_h - 6.0,
+            x(*r) + 4.0,
+            y + 15.0,
+        );
+    }
+    let bottom = top + row_h * bars.len() as f64;
+    for tick in [0.0, 0.5, 1.0] {
+        let _ = writeln!(
+            s,
+            "<line x1=\"{0:.1}\" y1=\"{top}\" x2=\"{0:.1}\" y2=\"{bottom}\" stroke=\"#333\" \
+             stroke-dasharray=\"{1}\"/>\n\
+             <text x=\"{0:.1}\" y=\"{2}\" text-anchor=\"middle\">{tick:.1}x</text>",
+            x(tick),
+            if tick == 1.0 { "4 3" } else { "1 3" },
+            bottom + 16.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::plan::{CASES, Subject};
+    use crate::bench::results::Sample;
+
+    fn machine() -> Machine {
+        Machine {
+            host_cpu: "Test CPU".into(),
+            host_cores: 2,
+            accel: "tcg",
+            smp: 2,
+            mem_mib: 2048,
+            guest_kernel: "6.12.0".into(),
+            other_qemus: 0,
+            other_cpu_pct: Some(3.0),
+        }
+    }
+
+    fn cells() -> Vec<Cell> {
+        let mk = |subject, iops: f64| Cell {
+            case: CASES[0],
+            subject,
+            samples: vec![Sample {
+                iops,
+                lat_us: 50.0,
+                bw_mib: iops * 4.0 / 1024.0,
+            }],
+            failed: 0,
+            totals: None,
+            skipped: None,
+        };
+        let mut loop_cell = mk(Subject::UblkLoop, 0.0);
+        loop_cell.samples.clear();
+        loop_cell.skipped = Some("ublk loop target not available".into());
+        vec![
+            mk(Subject::UblkNull, 20_000.0),
+            mk(Subject::NullBlk, 100_000.0),
+            loop_cell,
+        ]
+    }
+
+    #[test]
+    fn markdown_has_ratios_skips_and_goals() {
+        let t = Timing {
+            runtime: 4,
+            ramp: 1,
+            runs: 3,
+        };
+        let cells = cells();
+        let goals = results::goals(&cells, &[]);
+        let md = markdown(&cells, &[], &goals, &machine(), t, "cargo xtask bench");
+        assert!(
+            md.contains("| 4K randread QD1 | ublk null | 20.0k | 78 | 50.0 | 20.0k-20.0k | 0.20x null_blk | - |"),
+            "{md}"
+        );
+        assert!(md.contains("|  | null_blk | 100.0k |"), "{md}");
+        assert!(
+            md.contains("| ublk loop | skipped: ublk loop target not available |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- met: ublk null 4K randread QD1 vs null_blk: 0.20x (goal 0.15x)"),
+            "{md}"
+        );
+        assert!(md.contains("uncontended"), "{md}");
+    }
+
+    #[test]
+    fn summary_is_valid_json() {
+        let cells = cells();
+        let creations = [Creation {
+            queues: 4,
+            hw_queues: vec![4],
+            samples: vec![std::time::Duration::from_millis(20)],
+        }];
+        let goals = results::goals(&cells, &creations);
+        let t = Timing {
+            runtime: 2,
+            ramp: 0,
+            runs: 1,
+        };
+        let text = summary_json(&cells, &creations, &goals, &machine(), t);
+        let v = crate::json::parse(&text).expect(&text);
+        let rows = v
+            .get("cells")
+            .and_then(crate::json::Value::as_array)
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].get("ratio"), Some(&crate::json::Value::Number(0.2)));
+        assert_eq!(rows[2].get("iops_median"), Some(&crate::json::Value::Null));
+    }
+
+    #[test]
+    fn svg_draws_one_bar_per_ratio() {
+        let svg = svg(&cells(), &machine());
+        assert!(svg.starts_with("<svg "));
+        assert_eq!(svg.matches("<rect x=").count(), 1, "{svg}");
+        assert!(svg.contains("0.20x</text>"), "{svg}");
+        assert!(svg.contains("4K randread QD1: ublk null"), "{svg}");
+        assert!(svg.trim_end().ends_with("</svg>"));
+    }
+}
