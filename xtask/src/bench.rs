@@ -61,6 +61,10 @@ pub struct Args {
     /// Kill a guest after SECS seconds (0: a limit from the plan's length).
     #[arg(long, default_value_t = 0, value_name = "SECS")]
     timeout: u64,
+    /// Instead of the matrix, run FILE (a sh script; lib.sh is sourced first) in the bench guest
+    /// and print its console: for profiling by hand with the bench's devices and fio.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["quick", "filter", "runs", "runtime"])]
+    script: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -134,14 +138,6 @@ fn matrix(args: &Args) -> Result<u8> {
     let kernel = vm::prepare(&args.vm)?;
     let accel = vm::choose_accel(&args.vm, &kernel)?;
     let out = out_dir();
-    for stale in ["fio", "logs"] {
-        let dir = out.join(stale);
-        if dir.exists() {
-            fs::remove_dir_all(&dir).at("remove", &dir)?;
-        }
-    }
-    fs::create_dir_all(out.join("fio")).at("create", &out.join("fio"))?;
-    fs::create_dir_all(out.join("logs")).at("create", &out.join("logs"))?;
     let lib = crate::project_root().join("tests/vm/bench/lib.sh");
     let guest = Guest {
         vm: &args.vm,
@@ -151,6 +147,17 @@ fn matrix(args: &Args) -> Result<u8> {
         lib: &lib,
     };
 
+    if let Some(file) = &args.script {
+        return explore(&guest, file, args.timeout);
+    }
+    for stale in ["fio", "logs"] {
+        let dir = out.join(stale);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).at("remove", &dir)?;
+        }
+    }
+    fs::create_dir_all(out.join("fio")).at("create", &out.join("fio"))?;
+    fs::create_dir_all(out.join("logs")).at("create", &out.join("logs"))?;
     let mut report = console::Report::default();
     let mut seen = host_load::Seen::default();
     let mut guest_failures = Vec::new();
@@ -231,6 +238,20 @@ fn matrix(args: &Args) -> Result<u8> {
         eprintln!("[xtask] bench: {failed_runs} fio run(s) failed; see target/bench/fio/");
     }
     Ok(u8::from(!guest_failures.is_empty() || failed_runs > 0))
+}
+
+/// `--script FILE`: runs FILE after lib.sh in the bench guest, console to stdout.
+fn explore(guest: &Guest<'_>, file: &Path, timeout: u64) -> Result<u8> {
+    let text = fs::read_to_string(file).at("read", file)?;
+    let nonce = vm::console::new_nonce();
+    let script = format!(
+        "NONCE={nonce}\nDEPTH={}\n. {GUEST_LIB}\n{text}",
+        plan::DEPTH
+    );
+    let timeout = vm::timeout(timeout).unwrap_or(Duration::from_secs(1800));
+    let (console, status) = guest.boot(guest.vm.smp, &script, &nonce, "script", timeout, 0)?;
+    print!("{console}");
+    Ok(status.map_or(1, crate::exit_code))
 }
 
 /// The guest ran to its end marker with status 0 and printed `done`.
