@@ -34,6 +34,8 @@ pub(crate) struct Backing {
     pub read_only: bool,
     /// DISCARD and WRITE_ZEROES limits, or `None` when neither is served (read-only).
     pub discard: Option<DiscardParams>,
+    /// A block device that can discard itself (`BLOCK_URING_CMD_DISCARD` applies).
+    pub block_discard: bool,
     pub warnings: Vec<LoopWarning>,
 }
 
@@ -167,10 +169,11 @@ fn open_existing(opts: &LoopBuilder) -> Result<Backing, Error> {
         }
     }
 
-    let discard = if opts.read_only {
-        None
+    let (discard, block_discard) = if opts.read_only {
+        (None, false)
     } else {
-        Some(discard_params(kind, &st, block_size))
+        let (params, block_discard) = discard_params(kind, &st, block_size);
+        (Some(params), block_discard)
     };
     Ok(Backing {
         fd,
@@ -180,6 +183,7 @@ fn open_existing(opts: &LoopBuilder) -> Result<Backing, Error> {
         direct,
         read_only: opts.read_only,
         discard,
+        block_discard,
         warnings,
     })
 }
@@ -298,12 +302,18 @@ fn set_direct(path: &Path, fd: BorrowedFd<'_>, on: bool) -> Result<(), Error> {
     rustix::fs::fcntl_setfl(fd, flags).map_err(|e| io_error(path, "F_SETFL", e))
 }
 
-/// What DISCARD and WRITE_ZEROES may cover.
+/// What DISCARD and WRITE_ZEROES may cover, and whether a block device can discard itself.
 ///
 /// A file punches holes in units of its file system's block (`st_blksize`), so that is the discard
-/// granularity; WRITE_ZEROES is always served (punch hole, zero range, or the block layer's own
-/// zeroing on a block device). A block device passes DISCARD on only if it can discard itself.
-fn discard_params(kind: BackingKind, st: &rustix::fs::Stat, block_size: u32) -> DiscardParams {
+/// granularity. WRITE_ZEROES is always served: punch hole or zero range on a file, the block
+/// layer's zeroing (which writes zeroes where the device has no command for it) on a block device.
+/// A block device gets DISCARD if it can discard, or else zero with unmapping as the kernel's loop
+/// driver does (a punched hole there is a WRITE_ZEROES that may unmap).
+fn discard_params(
+    kind: BackingKind,
+    st: &rustix::fs::Stat,
+    block_size: u32,
+) -> (DiscardParams, bool) {
     let max_sectors = MAX_FALLOCATE_BYTES / SECTOR;
     match kind {
         BackingKind::File => {
@@ -313,28 +323,37 @@ fn discard_params(kind: BackingKind, st: &rustix::fs::Stat, block_size: u32) -> 
             } else {
                 block_size
             };
-            DiscardParams {
+            let params = DiscardParams {
                 granularity,
                 alignment: 0,
                 max_discard_sectors: max_sectors,
                 max_write_zeroes_sectors: max_sectors,
-            }
+            };
+            (params, false)
         }
         BackingKind::BlockDevice => {
             let (major, minor) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
-            let max_discard = sysfs_queue_value(major, minor, "discard_max_bytes").unwrap_or(0);
+            let sectors = |name| {
+                let bytes = sysfs_queue_value(major, minor, name).unwrap_or(0);
+                u32::try_from(bytes / u64::from(SECTOR))
+                    .unwrap_or(u32::MAX)
+                    .min(max_sectors)
+            };
+            let (discard, zeroes) = (
+                sectors("discard_max_bytes"),
+                sectors("write_zeroes_max_bytes"),
+            );
             let granularity = sysfs_queue_value(major, minor, "discard_granularity")
                 .and_then(|g| u32::try_from(g).ok())
                 .filter(|g| g.is_power_of_two())
                 .map_or(block_size, |g| g.max(block_size));
-            DiscardParams {
+            let params = DiscardParams {
                 granularity,
                 alignment: 0,
-                max_discard_sectors: u32::try_from(max_discard / u64::from(SECTOR))
-                    .unwrap_or(u32::MAX)
-                    .min(max_sectors),
+                max_discard_sectors: if discard > 0 { discard } else { zeroes },
                 max_write_zeroes_sectors: max_sectors,
-            }
+            };
+            (params, discard > 0)
         }
     }
 }

@@ -14,6 +14,7 @@ use ublk_queue::{DeviceBuilder, DiscardParams, QueueInfo, Target};
 
 use crate::error::Error;
 pub use queue::LoopQueue;
+use queue::QueueConfig;
 
 /// What backs a loop device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +150,7 @@ impl LoopBuilder {
             direct: backing.direct,
             read_only: backing.read_only,
             discard: backing.discard,
+            block_discard: backing.block_discard,
             warnings: backing.warnings,
         })
     }
@@ -158,8 +160,8 @@ impl LoopBuilder {
 ///
 /// Every queue registers the backing file with its io_uring and serves each request with SQEs on
 /// it: READ and WRITE (continued when short; a READ past the end of a shrunken file reads zeroes),
-/// FLUSH as `fdatasync`, FUA writes with `RWF_DSYNC`, DISCARD as a punched hole, WRITE_ZEROES as a
-/// punched hole or (with NOUNMAP) a zeroed range. No thread is added and the queue thread never
+/// FLUSH as `fdatasync`, FUA writes with `RWF_DSYNC`, DISCARD as a punched hole (on a block device,
+/// its own discard), WRITE_ZEROES as a punched hole or (with NOUNMAP) a zeroed range. No thread is added and the queue thread never
 /// blocks on the backing store.
 ///
 /// The device it [`configure`](Self::configure)s declares a volatile write cache (the backing
@@ -174,6 +176,7 @@ pub struct Loop {
     direct: bool,
     read_only: bool,
     discard: Option<DiscardParams>,
+    block_discard: bool,
     warnings: Vec<LoopWarning>,
 }
 
@@ -240,11 +243,11 @@ impl Target for Loop {
     type Queue = LoopQueue;
 
     fn open_queue(&self, q: &QueueInfo) -> io::Result<LoopQueue> {
-        Ok(LoopQueue::new(
-            Arc::clone(&self.file),
-            self.kind,
-            self.read_only,
-            q.depth(),
-        ))
+        let config = QueueConfig {
+            kind: self.kind,
+            read_only: self.read_only,
+            block_discard: self.block_discard,
+        };
+        Ok(LoopQueue::new(Arc::clone(&self.file), config, q.depth()))
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustix::fs::FallocateFlags;
 use rustix::io::{Errno, ReadWriteFlags};
 use ublk_queue::{Handled, IoFlags, IoInfo, IoOp, QueueTarget, Request, TargetCqe, TargetRing};
-use ublk_ring::opcode::{Fallocate, Fsync, Read, Write};
+use ublk_ring::opcode::{BlockDiscard, Fallocate, Fsync, Read, Write};
 use ublk_ring::squeue::{Entry, SqeFlags};
 use ublk_ring::types::FsyncFlags;
 
@@ -21,8 +21,10 @@ enum Step {
     Rw,
     /// FLUSH: `fdatasync`.
     Sync,
-    /// DISCARD: the one `fallocate`.
+    /// DISCARD: a punched hole (on a block device: WRITE_ZEROES that may unmap).
     Discard,
+    /// DISCARD of a block device by `BLOCK_URING_CMD_DISCARD` (Linux 6.12).
+    BlockDiscard,
     /// WRITE_ZEROES by punching a hole (reads back as zeroes, frees the space).
     ZeroPunch,
     /// WRITE_ZEROES by FALLOC_FL_ZERO_RANGE (zeroes, space stays allocated).
@@ -34,10 +36,11 @@ enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 7] = [
+    const ALL: [Step; 8] = [
         Step::Rw,
         Step::Sync,
         Step::Discard,
+        Step::BlockDiscard,
         Step::ZeroPunch,
         Step::ZeroRange,
         Step::ZeroPunchLinked,
@@ -49,12 +52,24 @@ impl Step {
     }
 }
 
+/// What a queue needs to know about the backing store.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueConfig {
+    pub kind: BackingKind,
+    pub read_only: bool,
+    /// A block device that can discard: DISCARD goes to it as `BLOCK_URING_CMD_DISCARD`.
+    pub block_discard: bool,
+}
+
 /// One queue of a [`Loop`](crate::Loop) device.
 #[derive(Debug)]
 pub struct LoopQueue {
     file: Arc<OwnedFd>,
     kind: BackingKind,
     read_only: bool,
+    /// Discard a block device with `BLOCK_URING_CMD_DISCARD`; cleared if the kernel refuses it
+    /// (before 6.12), and DISCARD then zeroes with unmapping.
+    block_discard: bool,
     /// Per tag: bytes of the current READ or WRITE already done (short transfers continue).
     done: Vec<u32>,
     /// The file system refused FALLOC_FL_PUNCH_HOLE (EOPNOTSUPP): zero with ZERO_RANGE.
@@ -64,11 +79,12 @@ pub struct LoopQueue {
 }
 
 impl LoopQueue {
-    pub(crate) fn new(file: Arc<OwnedFd>, kind: BackingKind, read_only: bool, depth: u16) -> Self {
+    pub(crate) fn new(file: Arc<OwnedFd>, config: QueueConfig, depth: u16) -> Self {
         LoopQueue {
             file,
-            kind,
-            read_only,
+            kind: config.kind,
+            read_only: config.read_only,
+            block_discard: config.block_discard,
             done: vec![0; usize::from(depth)],
             punch_refused: false,
             zero_range_refused: false,
@@ -101,8 +117,8 @@ impl LoopQueue {
         push(ring, io.tag(), Step::Rw, entry)
     }
 
-    /// Pushes the `fallocate` for `step` over the request's range.
-    fn push_fallocate(&mut self, io: &IoInfo, step: Step, ring: &mut TargetRing<'_>) -> Handled {
+    /// Pushes the SQE(s) for a DISCARD or WRITE_ZEROES `step` over the request's range.
+    fn push_range_op(&mut self, io: &IoInfo, step: Step, ring: &mut TargetRing<'_>) -> Handled {
         let file = ring.file(0);
         let falloc = |mode: FallocateFlags| {
             Fallocate::new(file, io.len())
@@ -114,15 +130,14 @@ impl LoopQueue {
         let keep = FallocateFlags::KEEP_SIZE;
         let punch = FallocateFlags::PUNCH_HOLE | keep;
         match step {
-            Step::Discard if self.kind == BackingKind::BlockDevice => {
-                // blkdev_fallocate: PUNCH_HOLE | KEEP_SIZE | NO_HIDE_STALE is BLKDISCARD.
-                push(
-                    ring,
-                    io.tag(),
-                    step,
-                    falloc(punch | FallocateFlags::NO_HIDE_STALE),
-                )
-            }
+            Step::BlockDiscard => push(
+                ring,
+                io.tag(),
+                step,
+                BlockDiscard::new(file, io.offset(), io.len()).build(),
+            ),
+            // On a block device a punched hole is blkdev_issue_zeroout(NOFALLBACK): WRITE_ZEROES
+            // that may unmap, what the kernel's loop driver sends for DISCARD.
             Step::Discard | Step::ZeroPunch => push(ring, io.tag(), step, falloc(punch)),
             // On a block device this is BLKZEROOUT (blkdev_issue_zeroout, NOUNMAP).
             Step::ZeroRange => push(
@@ -214,10 +229,13 @@ impl QueueTarget for LoopQueue {
                 let entry = Fsync::new(ring.file(0)).flags(FsyncFlags::DATASYNC).build();
                 push(ring, io.tag(), Step::Sync, entry)
             }
-            IoOp::Discard => self.push_fallocate(&io, Step::Discard, ring),
+            IoOp::Discard if self.block_discard => {
+                self.push_range_op(&io, Step::BlockDiscard, ring)
+            }
+            IoOp::Discard => self.push_range_op(&io, Step::Discard, ring),
             IoOp::WriteZeroes => {
                 let step = self.zeroing(io.flags());
-                self.push_fallocate(&io, step, ring)
+                self.push_range_op(&io, step, ring)
             }
             _ => Handled::Done(-Errno::OPNOTSUPP.raw_os_error()),
         }
@@ -228,13 +246,17 @@ impl QueueTarget for LoopQueue {
         let refused = res == -Errno::OPNOTSUPP.raw_os_error();
         match Step::from_sub(cqe.sub()) {
             Some(Step::Rw) => self.rw_done(io, res, ring),
+            Some(Step::BlockDiscard) if refused => {
+                self.block_discard = false;
+                self.push_range_op(io, Step::Discard, ring)
+            }
             Some(Step::ZeroPunch) if refused => {
                 self.punch_refused = true;
-                self.push_fallocate(io, Step::ZeroRange, ring)
+                self.push_range_op(io, Step::ZeroRange, ring)
             }
             Some(Step::ZeroRange) if refused && io.flags().contains(IoFlags::NOUNMAP) => {
                 self.zero_range_refused = true;
-                self.push_fallocate(io, Step::ZeroPunchLinked, ring)
+                self.push_range_op(io, Step::ZeroPunchLinked, ring)
             }
             // The linked allocation's completion finishes the request.
             Some(Step::ZeroPunchLinked) if res >= 0 => Handled::Queued,
@@ -281,14 +303,19 @@ mod tests {
             )
             .expect("/dev/null"),
         );
-        let mut q = LoopQueue::new(Arc::clone(&file), BackingKind::File, false, 4);
+        let config = |kind| QueueConfig {
+            kind,
+            read_only: false,
+            block_discard: false,
+        };
+        let mut q = LoopQueue::new(Arc::clone(&file), config(BackingKind::File), 4);
         assert_eq!(q.zeroing(IoFlags::empty()), Step::ZeroPunch);
         assert_eq!(q.zeroing(IoFlags::NOUNMAP), Step::ZeroRange);
         q.zero_range_refused = true;
         assert_eq!(q.zeroing(IoFlags::NOUNMAP), Step::ZeroPunchLinked);
         q.punch_refused = true;
         assert_eq!(q.zeroing(IoFlags::empty()), Step::ZeroRange);
-        let q = LoopQueue::new(file, BackingKind::BlockDevice, false, 4);
+        let q = LoopQueue::new(file, config(BackingKind::BlockDevice), 4);
         assert_eq!(q.zeroing(IoFlags::empty()), Step::ZeroRange);
         assert_eq!(q.zeroing(IoFlags::NOUNMAP), Step::ZeroRange);
     }
