@@ -1,0 +1,89 @@
+#!/bin/sh
+# 30-filesystem: ext4 on a 256 MiB mem device. mkfs.ext4, mount, write a tree of directories and
+# files of varied sizes (0 B to 24 MiB, from /dev/urandom) and record their md5sums; umount;
+# `e2fsck -fn` finds the file system clean; after dropping caches and mounting again every file
+# is there with its md5 (and nothing else is); umount; ublk del leaves no device.
+set -eu
+
+N=30-filesystem
+MNT=/mnt/ublk-fs
+fail() {
+    echo "$N: FAIL: $*" >&2
+    exit 1
+}
+cleanup() {
+    umount "$MNT" 2>/dev/null || true
+    ublk del --all >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# Wall clock in microseconds: busybox `date` has no %N, adjtimex shows tv_sec and tv_usec.
+now_us() {
+    adjtimex | awk '/time.tv_sec/ { s = $2 } /time.tv_usec/ { u = $2 } END { printf "%d%06d\n", s, u }'
+}
+ms_since() {
+    echo "$((($(now_us) - $1) / 1000)) ms"
+}
+
+out=$(timeout 60 ublk add mem --size 256M --queues 2 2>/tmp/add.err) ||
+    fail "ublk add mem --size 256M --queues 2 exited $?: $(cat /tmp/add.err)"
+id=${out%% *}
+dev=${out#* }
+[ -b "$dev" ] || fail "ublk add printed '$out' but $dev is not a block device"
+echo "$N: device $id: $dev (256 MiB mem, 2 queues)"
+
+t=$(now_us)
+timeout 120 mkfs.ext4 -q -F "$dev" >/tmp/mkfs.out 2>&1 || fail "mkfs.ext4 $dev exited $?: $(cat /tmp/mkfs.out)"
+echo "$N: ok: mkfs.ext4 in $(ms_since "$t")"
+mkdir -p "$MNT"
+timeout 60 mount -t ext4 "$dev" "$MNT" 2>/tmp/mount.err || fail "mount $dev exited $?: $(cat /tmp/mount.err)"
+
+# The tree: a few nested directories; sizes around block and page boundaries, a few large files.
+t=$(now_us)
+mkdir -p "$MNT/a/b/c" "$MNT/d" "$MNT/e/f"
+n=0
+for size in 0 1 511 512 513 4095 4096 4097 65537 1048576 1048579; do
+    head -c "$size" /dev/urandom >"$MNT/a/s$size" || fail "writing $MNT/a/s$size"
+    n=$((n + 1))
+done
+for mib in 3 8 24; do
+    head -c $((mib << 20)) /dev/urandom >"$MNT/a/b/big$mib" || fail "writing $MNT/a/b/big$mib"
+    n=$((n + 1))
+done
+i=0
+while [ "$i" -lt 200 ]; do
+    head -c $((i * 97 + 1)) /dev/urandom >"$MNT/d/small$i" || fail "writing $MNT/d/small$i"
+    i=$((i + 1))
+done
+n=$((n + 200))
+head -c 777777 /dev/urandom >"$MNT/a/b/c/deep" && n=$((n + 1)) || fail "writing $MNT/a/b/c/deep"
+head -c 123456 /dev/urandom >"$MNT/e/f/deeper" && n=$((n + 1)) || fail "writing $MNT/e/f/deeper"
+sync
+(cd "$MNT" && find . -type f | sort | xargs md5sum) >/tmp/fs.md5 || fail "md5sum of the tree failed"
+files=$(wc -l </tmp/fs.md5)
+[ "$files" -eq "$n" ] || fail "wrote $n files but found $files"
+kib=$(du -sk "$MNT" | cut -f1)
+echo "$N: ok: wrote $files files in 6 directories, $kib KiB, in $(ms_since "$t")"
+
+timeout 60 umount "$MNT" 2>/tmp/umount.err || fail "umount $MNT exited $?: $(cat /tmp/umount.err)"
+t=$(now_us)
+timeout 120 e2fsck -fn "$dev" >/tmp/fsck.out 2>&1 || fail "e2fsck -fn $dev exited $?: $(cat /tmp/fsck.out)"
+echo "$N: ok: e2fsck -fn clean in $(ms_since "$t"): $(tail -1 /tmp/fsck.out)"
+
+# Nothing may come from the page cache: every byte is read from the device again.
+sync
+echo 3 >/proc/sys/vm/drop_caches
+timeout 60 mount -t ext4 "$dev" "$MNT" 2>/tmp/mount.err || fail "second mount of $dev exited $?: $(cat /tmp/mount.err)"
+t=$(now_us)
+(cd "$MNT" && md5sum -c /tmp/fs.md5) >/tmp/check.out 2>&1 ||
+    fail "md5 mismatch after remount: $(grep -v ': OK$' /tmp/check.out | head -10)"
+(cd "$MNT" && find . -type f | sort) >/tmp/fs.list
+cut -d' ' -f3- /tmp/fs.md5 | cmp -s - /tmp/fs.list || fail "the file list changed after remount"
+echo "$N: ok: after remount all $files files match their md5 (checked in $(ms_since "$t"))"
+timeout 60 umount "$MNT" 2>/tmp/umount.err || fail "second umount exited $?: $(cat /tmp/umount.err)"
+
+timeout 60 ublk del "$id" >/dev/null 2>/tmp/del.err || fail "ublk del $id exited $?: $(cat /tmp/del.err)"
+[ ! -e "$dev" ] || fail "$dev still exists after ublk del $id"
+json=$(timeout 30 ublk list --json) || fail "ublk list --json failed"
+[ "$json" = "[]" ] || fail "devices left after ublk del: $json"
+echo "$N: ok: unmounted, device $id deleted, none left"
