@@ -7,6 +7,7 @@ mod bench;
 mod cargo;
 mod ci;
 mod cmd;
+mod demo;
 mod error;
 mod json;
 mod vm;
@@ -41,6 +42,7 @@ enum Verb {
     VmSelftest(vm_selftest::Args),
     Bench(bench::Args),
     Ci(ci::Args),
+    Demo(demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Verb::VmSelftest(args) => vm_selftest::run(&args),
         Verb::Bench(args) => bench::run(&args),
         Verb::Ci(args) => ci::run(&args),
+        Verb::Demo(args) => demo::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
