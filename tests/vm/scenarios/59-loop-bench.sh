@@ -1,0 +1,82 @@
+#!/bin/sh
+# Loop target vs the kernel's loop driver (direct I/O) over the same tmpfs file, same boot: fio 4K
+# random read and write at QD64, runs interleaved, medians. In vm-e2e it is a short guard against
+# gross regressions (ublk below FLOOR x kernel loop fails); for the real figures run e.g.
+#   cargo xtask vm-run --release -- RUNS=7 SECS=10 sh /xtask/scenarios/59-loop-bench.sh
+# (with --release, build ublk first: cargo build --release -p ublk-cli).
+set -eu
+# busybox sh runs its own applets before PATH: util-linux tools are called by their full path.
+
+RUNS=${RUNS:-1}
+SECS=${SECS:-3}
+QUEUES=${QUEUES:-1}
+FLOOR=${FLOOR:-10} # percent of the kernel loop driver's IOPS: a sanity floor (vm-e2e runs a debug build)
+me=59-loop-bench
+img=/tmp/bench.img
+id=""
+kloop=""
+
+fail() {
+    echo "$me: FAIL: $*"
+    cleanup
+    exit 1
+}
+cleanup() {
+    [ -n "$id" ] && ublk del "$id" >/dev/null 2>&1
+    [ -n "$kloop" ] && /usr/sbin/losetup -d "$kloop" 2>/dev/null
+    rm -f "$img"
+    id=""
+    kloop=""
+}
+
+# An allocated 256 MiB file: both drivers read and write real tmpfs pages, not holes.
+dd if=/dev/zero of=$img bs=1M count=256 2>/dev/null || fail "cannot create $img"
+kloop=$(/usr/sbin/losetup --direct-io=on -f --show $img) || fail "losetup"
+[ "$(cat /sys/block/${kloop#/dev/}/loop/dio)" = 1 ] || fail "kernel loop is not using direct I/O"
+out=$(ublk add loop --file $img --queues "$QUEUES") || fail "ublk add loop"
+id=${out%% *}
+ublkb=${out#* }
+grep -q "device $id: $img (file, direct I/O" /run/ublk/server.log || fail "ublk loop is not using direct I/O"
+
+# iops DEV RW: one fio run, its IOPS (terse v3: field 8 read IOPS, field 49 write IOPS).
+iops() {
+    fio --name=bench --filename="$1" --ioengine=io_uring --direct=1 --rw="$2" --bs=4k \
+        --iodepth=64 --runtime="$SECS" --time_based --randrepeat=0 --norandommap \
+        --output-format=terse --terse-version=3 > /tmp/bench.fio || fail "fio $1 $2"
+    [ "$(cut -d';' -f5 /tmp/bench.fio)" = 0 ] || fail "fio $1 $2 reported an error"
+    if [ "$2" = randread ]; then cut -d';' -f8 /tmp/bench.fio; else cut -d';' -f49 /tmp/bench.fio; fi
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+for rw in randread randwrite; do
+    : > /tmp/bench.k
+    : > /tmp/bench.u
+    run=1
+    while [ $run -le "$RUNS" ]; do
+        # Alternate which goes first, so drift in the emulator hits both alike.
+        if [ $((run % 2)) = 1 ]; then
+            iops "$kloop" $rw >> /tmp/bench.k
+            iops "$ublkb" $rw >> /tmp/bench.u
+        else
+            iops "$ublkb" $rw >> /tmp/bench.u
+            iops "$kloop" $rw >> /tmp/bench.k
+        fi
+        run=$((run + 1))
+    done
+    k=$(median < /tmp/bench.k)
+    u=$(median < /tmp/bench.u)
+    [ "$k" -gt 0 ] || fail "kernel loop $rw: 0 IOPS"
+    ratio=$((u * 100 / k))
+    echo "$me: 4k $rw QD64, $RUNS run(s) of ${SECS}s, medians: kernel loop $k IOPS," \
+        "ublk loop $u IOPS ($ratio%); all runs: kernel $(tr '\n' ' ' < /tmp/bench.k)/" \
+        "ublk $(tr '\n' ' ' < /tmp/bench.u)"
+    [ $ratio -ge "$FLOOR" ] || fail "ublk loop $rw is below $FLOOR% of the kernel loop driver"
+done
+dev_id=$id
+ublk del "$id" > /dev/null || fail "ublk del"
+id=""
+# The server logs its queues' io_uring_enter calls per request when it stops.
+grep "device $dev_id queue" /run/ublk/server.log || true
+cleanup
+echo "$me: ok"
