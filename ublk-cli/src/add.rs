@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::io::{FdFlags, fcntl_setfd};
-use ublk_queue::{DeviceBuilder, Simple};
-use ublk_targets::{Mem, Null};
+use ublk_queue::DeviceBuilder;
 
+use crate::backend::Backend;
 use crate::cli::TargetArgs;
 use crate::error::CliError;
 use crate::record::{RECORD_DIR, Record};
@@ -27,13 +27,17 @@ const SERVER_LOG: &str = "server.log";
 
 /// Runs `ublk add`.
 pub fn run(target: TargetArgs) -> Result<(), CliError> {
-    let builder = builder_for(&target);
-    // Bad input is refused here, before any process or device exists.
+    // Bad input is refused here, before any process or device exists: a loop device's backing
+    // store is opened and checked (and created or grown), then the device's settings.
+    let backend = Backend::open(&target)?;
+    let builder = backend.configure(builder_for(&target));
     builder.validate()?;
     let common = target.common();
     if common.foreground || common.ready_fd.is_some() {
-        serve(&target, builder)
+        serve(&target, builder, backend)
     } else {
+        // The background server opens the backing store again, for itself.
+        drop(backend);
         spawn_background()
     }
 }
@@ -43,6 +47,8 @@ fn builder_for(target: &TargetArgs) -> DeviceBuilder {
     let common = target.common();
     let size = match target {
         TargetArgs::Null { size, .. } | TargetArgs::Mem { size, .. } => *size,
+        // The backing store's size: set by `Backend::configure`.
+        TargetArgs::Loop { .. } => 0,
     };
     let mut builder = DeviceBuilder::new()
         .queues(common.queues)
@@ -73,13 +79,13 @@ fn user_args(target: &TargetArgs) -> Vec<String> {
 }
 
 /// Serves in this process until the device is stopped (SIGINT/SIGTERM or `ublk del`).
-fn serve(target: &TargetArgs, builder: DeviceBuilder) -> Result<(), CliError> {
+fn serve(target: &TargetArgs, builder: DeviceBuilder, backend: Backend) -> Result<(), CliError> {
     let common = target.common();
     // SAFETY: the parent passed us this descriptor, open and otherwise unused, for our sole ownership.
     let ready = common
         .ready_fd
         .map(|fd| File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
-    match serve_device(target, builder, ready) {
+    match serve_device(target, builder, backend, ready) {
         Ok(()) => Ok(()),
         Err((e, Some(mut ready))) => {
             // The parent prints it; it goes to the log as well for the record.
@@ -95,6 +101,7 @@ type ServeError = (CliError, Option<File>);
 fn serve_device(
     target: &TargetArgs,
     builder: DeviceBuilder,
+    backend: Backend,
     mut ready: Option<File>,
 ) -> Result<(), ServeError> {
     let fail = |e: CliError, ready: &mut Option<File>| (e, ready.take());
@@ -103,11 +110,12 @@ fn serve_device(
         .map_err(|e| fail(e, &mut ready))?;
     let started = Instant::now();
     let device = builder.add().map_err(|e| fail(e.into(), &mut ready))?;
-    let serving = match target {
-        TargetArgs::Null { .. } => device.serve(Null),
-        TargetArgs::Mem { size, .. } => device.serve(Simple::new(Mem::new(*size))),
+    if let Some(line) = backend.describe() {
+        log::info!("device {}: {line}", device.id());
     }
-    .map_err(|e| fail(e.into(), &mut ready))?;
+    let serving = backend
+        .serve(device)
+        .map_err(|e| fail(e.into(), &mut ready))?;
     for warning in serving.warnings() {
         log::warn!("{warning}");
     }

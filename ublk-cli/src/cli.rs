@@ -66,6 +66,28 @@ pub enum TargetArgs {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// A regular file or a block device, like the kernel's loop driver (`losetup`).
+    ///
+    /// Direct I/O (O_DIRECT) unless --buffered or the file system cannot; the logical block size
+    /// is the backing store's own (a block device's, or a file's direct-I/O alignment) unless
+    /// --block-size asks for more. FLUSH, FUA, DISCARD and WRITE_ZEROES reach the backing store.
+    Loop {
+        /// The backing file or block device.
+        #[arg(long, value_name = "PATH")]
+        file: PathBuf,
+        /// Device size (bytes, or with a K/M/G/T suffix): a missing file is created sparse and a
+        /// shorter one grown to it. Default: the size of the file or block device.
+        #[arg(long, value_parser = parse_size)]
+        size: Option<u64>,
+        /// Go through the backing store's page cache instead of direct I/O.
+        #[arg(long)]
+        buffered: bool,
+        /// Open the backing store read-only and make the device read-only.
+        #[arg(long)]
+        read_only: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
 }
 
 impl TargetArgs {
@@ -74,13 +96,16 @@ impl TargetArgs {
         match self {
             TargetArgs::Null { .. } => "null",
             TargetArgs::Mem { .. } => "mem",
+            TargetArgs::Loop { .. } => "loop",
         }
     }
 
     /// The options every target shares.
     pub fn common(&self) -> &CommonArgs {
         match self {
-            TargetArgs::Null { common, .. } | TargetArgs::Mem { common, .. } => common,
+            TargetArgs::Null { common, .. }
+            | TargetArgs::Mem { common, .. }
+            | TargetArgs::Loop { common, .. } => common,
         }
     }
 }
@@ -138,6 +163,55 @@ mod tests {
             (2, 128, 512)
         );
         assert!(!common.foreground);
+    }
+
+    #[test]
+    fn add_loop_takes_a_file_and_optional_size() {
+        let cli = Cli::try_parse_from([
+            "ublk",
+            "add",
+            "loop",
+            "--file",
+            "/tmp/disk.img",
+            "--size",
+            "256M",
+            "--buffered",
+            "--queues",
+            "2",
+        ])
+        .unwrap();
+        let Command::Add {
+            target:
+                TargetArgs::Loop {
+                    file,
+                    size,
+                    buffered,
+                    read_only,
+                    common,
+                },
+        } = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!(file, PathBuf::from("/tmp/disk.img"));
+        assert_eq!(size, Some(256 << 20));
+        assert!(buffered && !read_only);
+        assert_eq!(common.queues, 2);
+        let cli = Cli::try_parse_from(["ublk", "add", "loop", "--file", "/dev/sdb", "--read-only"])
+            .unwrap();
+        let Command::Add {
+            target: TargetArgs::Loop {
+                size, read_only, ..
+            },
+        } = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!((size, read_only), (None, true));
+        assert!(
+            Cli::try_parse_from(["ublk", "add", "loop"]).is_err(),
+            "--file is required"
+        );
     }
 
     #[test]

@@ -9,6 +9,9 @@ pub enum CliError {
     /// From the device lifecycle (validation, control, queues).
     #[error(transparent)]
     Queue(#[from] ublk_queue::Error),
+    /// From a target's backing store (a loop device's file or block device).
+    #[error(transparent)]
+    Target(#[from] ublk_targets::Error),
     /// From a control command.
     #[error(transparent)]
     Ctrl(#[from] ublk_ctrl::Error),

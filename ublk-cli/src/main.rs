@@ -1,6 +1,7 @@
 //! `ublk`: create, list and delete ublk block devices served by this workspace's targets.
 
 mod add;
+mod backend;
 mod cli;
 mod del;
 mod error;

@@ -1,0 +1,97 @@
+//! What serves a device, made from the target's options before the device exists: a loop
+//! device's backing store is opened and checked here, so a bad path fails before anything is made.
+
+use ublk_queue::{Device, DeviceBuilder, Serving, Simple};
+use ublk_targets::{BackingKind, Loop, LoopBuilder, Mem, Null};
+
+use crate::cli::TargetArgs;
+use crate::error::CliError;
+
+/// The backend of one device.
+#[derive(Debug)]
+pub enum Backend {
+    Null,
+    /// A RAM disk of this size, allocated once the device serves.
+    Mem(u64),
+    /// An opened, checked backing store.
+    Loop(Loop),
+}
+
+impl Backend {
+    /// Makes the backend `target` names; a loop device's backing store is opened (created or
+    /// grown as `--size` says) and its warnings logged.
+    pub fn open(target: &TargetArgs) -> Result<Backend, CliError> {
+        match target {
+            TargetArgs::Null { .. } => Ok(Backend::Null),
+            TargetArgs::Mem { size, .. } => Ok(Backend::Mem(*size)),
+            TargetArgs::Loop {
+                file,
+                size,
+                buffered,
+                read_only,
+                common,
+            } => {
+                let mut builder = LoopBuilder::new(file)
+                    .buffered(*buffered)
+                    .read_only(*read_only);
+                if let Some(size) = size {
+                    builder = builder.size(*size);
+                }
+                // 512, the default, is also the least: it asks for nothing, and the backing
+                // store's own block size is used.
+                if common.block_size != 512 {
+                    builder = builder.block_size(common.block_size);
+                }
+                let backing = builder.open()?;
+                for warning in backing.warnings() {
+                    log::warn!("{}: {warning}", file.display());
+                }
+                Ok(Backend::Loop(backing))
+            }
+        }
+    }
+
+    /// Sets on `builder` what the backend decides (a loop device's size, block size, cache and
+    /// discard limits).
+    pub fn configure(&self, builder: DeviceBuilder) -> DeviceBuilder {
+        match self {
+            Backend::Loop(backing) => backing.configure(builder),
+            Backend::Null | Backend::Mem(_) => builder,
+        }
+    }
+
+    /// One line about the backend for the log, if there is more to say than the target's name.
+    pub fn describe(&self) -> Option<String> {
+        let Backend::Loop(backing) = self else {
+            return None;
+        };
+        Some(format!(
+            "{} ({}, {} I/O, {}-byte blocks{})",
+            backing.path().display(),
+            match backing.kind() {
+                BackingKind::File => "file",
+                BackingKind::BlockDevice => "block device",
+            },
+            if backing.is_direct() {
+                "direct"
+            } else {
+                "buffered"
+            },
+            backing.block_size(),
+            if backing.is_read_only() {
+                ", read-only"
+            } else {
+                ""
+            }
+        ))
+    }
+
+    /// Serves `device` with this backend.
+    pub fn serve(self, device: Device) -> ublk_queue::Result<Serving> {
+        match self {
+            Backend::Null => device.serve(Null),
+            Backend::Mem(size) => device.serve(Simple::new(Mem::new(size))),
+            Backend::Loop(backing) => device.serve(backing),
+        }
+    }
+}
