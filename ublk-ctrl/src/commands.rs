@@ -82,6 +82,19 @@ impl Control {
             .map(drop)
     }
 
+    /// Deletes the device without waiting for users of `/dev/ublkbN` to close it: DEL_DEV_ASYNC
+    /// (Linux 6.9), else DEL_DEV.
+    ///
+    /// DEL_DEV removes the device at once but then waits until its last opener lets go, so a
+    /// process holding `/dev/ublkbN` open would stall it until the deadline. With DEL_DEV_ASYNC the
+    /// id is freed when that opener closes instead.
+    pub fn del_dev_nowait(&mut self, dev_id: u32) -> Result<()> {
+        match self.del_dev_async(dev_id) {
+            Err(Error::Unsupported { .. }) => self.del_dev(dev_id),
+            other => other,
+        }
+    }
+
     /// START_DEV: waits until every queue has fetched every tag, then adds `/dev/ublkbN`.
     ///
     /// Adding the disk reads the partition table through the queues, so they must already be serving:

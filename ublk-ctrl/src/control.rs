@@ -84,6 +84,7 @@ impl Control {
         let fd = rustix::fs::open(CONTROL_PATH, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
             .map_err(|errno| match errno {
                 Errno::NOENT | Errno::NODEV | Errno::NXIO => Error::DriverNotLoaded,
+                Errno::ACCESS | Errno::PERM => Error::OpenDenied { source: errno },
                 source => Error::Open { source },
             })?;
         let ring = Ring::builder(4).sqe128().build()?;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use rustix::io::Errno;
-use ublk_uapi::{CtrlOp, Features, KernelVersion};
+use ublk_uapi::{CtrlCmd, CtrlOp, Features, KernelVersion};
 
 /// What went wrong talking to `/dev/ublk-control`.
 ///
@@ -15,6 +15,14 @@ pub enum Error {
     #[error("ublk_drv is not loaded (/dev/ublk-control is missing): run `modprobe ublk_drv`")]
     DriverNotLoaded,
 
+    /// Opening `/dev/ublk-control` was refused.
+    #[error("cannot open /dev/ublk-control: {source}; ublk needs root (CAP_SYS_ADMIN)")]
+    OpenDenied {
+        /// EACCES or EPERM.
+        #[source]
+        source: Errno,
+    },
+
     /// Opening `/dev/ublk-control` failed for another reason.
     #[error("cannot open /dev/ublk-control: {source}")]
     Open {
@@ -24,7 +32,7 @@ pub enum Error {
     },
 
     /// The kernel refused the command for lack of privilege.
-    #[error("{} on device {dev_id}: not permitted; ublk needs CAP_SYS_ADMIN (run as root)", .op.name())]
+    #[error("{}: not permitted; ublk needs CAP_SYS_ADMIN (run as root)", subject(.op, .dev_id))]
     PermissionDenied {
         /// The command.
         op: CtrlOp,
@@ -47,7 +55,7 @@ pub enum Error {
     },
 
     /// The device is in a state where this command cannot run now.
-    #[error("{} on device {dev_id}: device busy ({source}); it may be in use, starting or stopping", .op.name())]
+    #[error("{}: device busy ({source}); it may be in use, starting or stopping", subject(.op, .dev_id))]
     Busy {
         /// The command.
         op: CtrlOp,
@@ -77,7 +85,7 @@ pub enum Error {
     },
 
     /// Arguments the kernel rejected with EINVAL.
-    #[error("{} on device {dev_id}: the kernel rejected the arguments (EINVAL){hint}", .op.name())]
+    #[error("{}: the kernel rejected the arguments (EINVAL){hint}", subject(.op, .dev_id))]
     InvalidArgument {
         /// The command.
         op: CtrlOp,
@@ -88,7 +96,7 @@ pub enum Error {
     },
 
     /// Any other errno the kernel answered with.
-    #[error("{} on device {dev_id} failed: {source}", .op.name())]
+    #[error("{} failed: {source}", subject(.op, .dev_id))]
     Kernel {
         /// The command.
         op: CtrlOp,
@@ -100,7 +108,7 @@ pub enum Error {
     },
 
     /// A command did not complete before its deadline and was cancelled.
-    #[error("{} on device {dev_id} did not complete within {after:?}; it was cancelled", .op.name())]
+    #[error("{} did not complete within {after:?}; it was cancelled", subject(.op, .dev_id))]
     TimedOut {
         /// The command that stalled.
         op: CtrlOp,
@@ -115,5 +123,44 @@ pub enum Error {
     Ring(#[from] ublk_ring::Error),
 }
 
+/// "ADD_DEV for a new device", "STOP_DEV on device 3": the command and what it addressed.
+fn subject(op: &CtrlOp, dev_id: &u32) -> String {
+    if *dev_id == CtrlCmd::NEW_DEV_ID {
+        format!("{} for a new device", op.name())
+    } else {
+        format!("{} on device {dev_id}", op.name())
+    }
+}
+
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_command_and_the_device() {
+        let e = Error::PermissionDenied {
+            op: CtrlOp::AddDev,
+            dev_id: CtrlCmd::NEW_DEV_ID,
+        };
+        assert_eq!(
+            e.to_string(),
+            "ADD_DEV for a new device: not permitted; ublk needs CAP_SYS_ADMIN (run as root)"
+        );
+        let e = Error::TimedOut {
+            op: CtrlOp::StartDev,
+            dev_id: 3,
+            after: Duration::from_secs(2),
+        };
+        assert_eq!(
+            e.to_string(),
+            "START_DEV on device 3 did not complete within 2s; it was cancelled"
+        );
+        let e = Error::OpenDenied {
+            source: Errno::ACCESS,
+        };
+        assert!(e.to_string().contains("needs root"), "{e}");
+    }
+}
