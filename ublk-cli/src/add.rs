@@ -12,7 +12,7 @@ use rustix::event::{PollFd, PollFlags, poll};
 use rustix::io::{FdFlags, fcntl_setfd};
 use ublk_queue::DeviceBuilder;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Start};
 use crate::cli::TargetArgs;
 use crate::error::CliError;
 use crate::record::{RECORD_DIR, Record};
@@ -34,7 +34,16 @@ pub fn run(target: TargetArgs) -> Result<(), CliError> {
     builder.validate()?;
     let common = target.common();
     if common.foreground || common.ready_fd.is_some() {
-        serve(&target, builder, backend)
+        let args = user_args(&target);
+        let ready_fd = common.ready_fd;
+        serve(
+            &target,
+            Start::Add(builder),
+            backend,
+            args,
+            &common.record_dir,
+            ready_fd,
+        )
     } else {
         // The background server opens the backing store again, for itself.
         drop(backend);
@@ -43,7 +52,7 @@ pub fn run(target: TargetArgs) -> Result<(), CliError> {
 }
 
 /// The device the target's options describe.
-fn builder_for(target: &TargetArgs) -> DeviceBuilder {
+pub fn builder_for(target: &TargetArgs) -> DeviceBuilder {
     let common = target.common();
     let size = match target {
         TargetArgs::Null { size, .. } | TargetArgs::Mem { size, .. } => *size,
@@ -57,6 +66,9 @@ fn builder_for(target: &TargetArgs) -> DeviceBuilder {
         .size(size);
     if let Some(id) = common.id {
         builder = builder.id(id);
+    }
+    if let Some(mode) = common.recovery {
+        builder = builder.features(mode.features());
     }
     builder
 }
@@ -78,14 +90,20 @@ fn user_args(target: &TargetArgs) -> Vec<String> {
     kept
 }
 
-/// Serves in this process until the device is stopped (SIGINT/SIGTERM or `ublk del`).
-fn serve(target: &TargetArgs, builder: DeviceBuilder, backend: Backend) -> Result<(), CliError> {
-    let common = target.common();
+/// Serves in this process until the device is stopped (SIGINT/SIGTERM or `ublk del`): a new
+/// device (`ublk add`) or one taken over (`ublk recover`). `args` are what the record keeps, and
+/// `ready_fd` the pipe to the parent that waits for the verdict, if any.
+pub fn serve(
+    target: &TargetArgs,
+    start: Start,
+    backend: Backend,
+    args: Vec<String>,
+    record_dir: &Path,
+    ready_fd: Option<i32>,
+) -> Result<(), CliError> {
     // SAFETY: the parent passed us this descriptor, open and otherwise unused, for our sole ownership.
-    let ready = common
-        .ready_fd
-        .map(|fd| File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
-    match serve_device(target, builder, backend, ready) {
+    let ready = ready_fd.map(|fd| File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
+    match serve_device(target, start, backend, args, record_dir, ready) {
         Ok(()) => Ok(()),
         Err((e, Some(mut ready))) => {
             // The parent prints it; it goes to the log as well for the record.
@@ -100,8 +118,10 @@ type ServeError = (CliError, Option<File>);
 
 fn serve_device(
     target: &TargetArgs,
-    builder: DeviceBuilder,
+    start: Start,
     backend: Backend,
+    args: Vec<String>,
+    record_dir: &Path,
     mut ready: Option<File>,
 ) -> Result<(), ServeError> {
     let fail = |e: CliError, ready: &mut Option<File>| (e, ready.take());
@@ -109,29 +129,31 @@ fn serve_device(
         .map_err(|source| CliError::io("installing the SIGINT/SIGTERM handlers", source))
         .map_err(|e| fail(e, &mut ready))?;
     let started = Instant::now();
-    let device = builder.add().map_err(|e| fail(e.into(), &mut ready))?;
-    if let Some(line) = backend.describe() {
-        log::info!("device {}: {line}", device.id());
-    }
+    let recovered = matches!(start, Start::Recover(_));
+    let described = backend.describe();
     let serving = backend
-        .serve(device)
+        .serve(start)
         .map_err(|e| fail(e.into(), &mut ready))?;
+    let id = serving.id();
+    if let Some(line) = described {
+        log::info!("device {id}: {line}");
+    }
     for warning in serving.warnings() {
         log::warn!("{warning}");
     }
-    let id = serving.id();
     log::info!(
-        "device {id} is live at {} after {:.1?}",
+        "device {id} is live at {} after {:.1?}{}",
         serving.block_path(),
-        started.elapsed()
+        started.elapsed(),
+        if recovered { " (recovered)" } else { "" }
     );
 
-    let record_dir = &target.common().record_dir;
     let record = Record {
         dev_id: id,
         target: target.name().into(),
-        args: user_args(target),
+        args,
         pid: std::process::id() as i32,
+        cwd: std::env::current_dir().ok(),
     };
     if let Err(e) = record.save_in(record_dir) {
         log::warn!(
@@ -167,8 +189,9 @@ fn serve_device(
     outcome.map_err(|e| (e.into(), None))
 }
 
-/// Starts `ublk add ... --foreground --ready-fd N` in a new session, and waits for its verdict.
-fn spawn_background() -> Result<(), CliError> {
+/// Starts this command again (`ublk add ...` or `ublk recover ...`) with `--foreground --ready-fd
+/// N` in a new session, and waits for its verdict.
+pub fn spawn_background() -> Result<(), CliError> {
     let (read_end, write_end) =
         rustix::pipe::pipe().map_err(|e| CliError::io("creating a pipe", e.into()))?;
     // Only the write end goes to the child.

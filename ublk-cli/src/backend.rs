@@ -1,11 +1,30 @@
 //! What serves a device, made from the target's options before the device exists: a loop
 //! device's backing store is opened and checked here, so a bad path fails before anything is made.
 
-use ublk_queue::{Device, DeviceBuilder, Serving, Simple};
+use ublk_queue::{DeviceBuilder, Recovering, Serving, Simple, Target};
 use ublk_targets::{BackingKind, Loop, LoopBuilder, Mem, Null};
 
 use crate::cli::TargetArgs;
 use crate::error::CliError;
+
+/// How a server gets its device.
+#[derive(Debug)]
+pub enum Start {
+    /// A new device, created (ADD_DEV + SET_PARAMS) right before it is served.
+    Add(DeviceBuilder),
+    /// A device whose server died, taken over (user recovery).
+    Recover(Recovering),
+}
+
+impl Start {
+    /// Creates or takes over the device, and serves it with `target`.
+    fn serve<T: Target>(self, target: T) -> ublk_queue::Result<Serving> {
+        match self {
+            Start::Add(builder) => builder.add()?.serve(target),
+            Start::Recover(recovering) => recovering.serve(target),
+        }
+    }
+}
 
 /// The backend of one device.
 #[derive(Debug)]
@@ -86,12 +105,12 @@ impl Backend {
         ))
     }
 
-    /// Serves `device` with this backend.
-    pub fn serve(self, device: Device) -> ublk_queue::Result<Serving> {
+    /// Creates or takes over the device as `start` says, and serves it with this backend.
+    pub fn serve(self, start: Start) -> ublk_queue::Result<Serving> {
         match self {
-            Backend::Null => device.serve(Null),
-            Backend::Mem(size) => device.serve(Simple::new(Mem::new(size))),
-            Backend::Loop(backing) => device.serve(backing),
+            Backend::Null => start.serve(Null),
+            Backend::Mem(size) => start.serve(Simple::new(Mem::new(size))),
+            Backend::Loop(backing) => start.serve(backing),
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use ublk_uapi::Features;
 
 use crate::size::parse_size;
 
@@ -43,8 +44,37 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Serve a device again after its server died (devices added with --recovery).
+    ///
+    /// Starts a new server the way the device's record under /run/ublk/ says `ublk add` started
+    /// it (same target and options), which takes the device over: START_USER_RECOVERY, every queue
+    /// fetches, END_USER_RECOVERY. The device's users keep their open files, and the I/O that
+    /// waited meanwhile goes on. Prints `ID /dev/ublkbID` once the device is LIVE again. Like
+    /// `add`, the server runs in the background unless --foreground.
+    Recover(RecoverArgs),
     /// Show what this kernel's ublk_drv supports, by feature name.
     Features,
+}
+
+/// `ublk recover`'s options.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// The device id (as `ublk list` shows it).
+    pub id: u32,
+    /// How long to wait, in seconds, for the kernel to notice that the old server died and for its
+    /// files to close (normally moments; up to the 30 s request timeout if every request was in
+    /// the old server's hands), and for each step after.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub timeout: u64,
+    /// Serve in the foreground: SIGINT/SIGTERM stop and delete the device and exit 0.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Internal: the background server reports readiness on this file descriptor.
+    #[arg(long, hide = true)]
+    pub ready_fd: Option<i32>,
+    /// Internal: where the device records are (tests use a scratch directory).
+    #[arg(long, hide = true, default_value = crate::record::RECORD_DIR)]
+    pub record_dir: PathBuf,
 }
 
 /// The target to serve, with its own options.
@@ -110,6 +140,28 @@ impl TargetArgs {
     }
 }
 
+/// `--recovery MODE`: which user recovery flags the device is created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecoveryMode {
+    /// USER_RECOVERY: the requests the dead server held fail; the rest wait for the new server.
+    Plain,
+    /// USER_RECOVERY + USER_RECOVERY_REISSUE: the held requests are reissued too; nothing fails.
+    Reissue,
+    /// USER_RECOVERY + USER_RECOVERY_FAIL_IO (Linux 6.13): I/O fails while no server runs.
+    FailIo,
+}
+
+impl RecoveryMode {
+    /// The device features this mode asks the kernel for.
+    pub fn features(self) -> Features {
+        match self {
+            RecoveryMode::Plain => Features::USER_RECOVERY,
+            RecoveryMode::Reissue => Features::USER_RECOVERY | Features::USER_RECOVERY_REISSUE,
+            RecoveryMode::FailIo => Features::USER_RECOVERY | Features::USER_RECOVERY_FAIL_IO,
+        }
+    }
+}
+
 /// Options every target takes.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
@@ -122,6 +174,19 @@ pub struct CommonArgs {
     /// Ask for this device id (`/dev/ublkb<ID>`) instead of the lowest free one.
     #[arg(long)]
     pub id: Option<u32>,
+    /// Let a new server take the device over if this one dies (`ublk recover ID`); meanwhile I/O
+    /// waits instead of failing. `plain` (the default): requests the dead server held fail with
+    /// EIO. `reissue`: they are replayed by the new server, so no I/O fails (writes the old server
+    /// had done are done again). `fail-io` (Linux 6.13): I/O fails while no server runs.
+    #[arg(
+        long,
+        value_enum,
+        num_args = 0..=1,
+        require_equals = false,
+        default_missing_value = "plain",
+        value_name = "MODE"
+    )]
+    pub recovery: Option<RecoveryMode>,
     /// Logical block size in bytes: 512, 1024, 2048 or 4096.
     #[arg(long, default_value_t = 512)]
     pub block_size: u32,
@@ -212,6 +277,53 @@ mod tests {
             Cli::try_parse_from(["ublk", "add", "loop"]).is_err(),
             "--file is required"
         );
+    }
+
+    #[test]
+    fn recovery_takes_an_optional_mode() {
+        let recovery = |args: &[&str]| {
+            let argv = ["ublk", "add", "mem", "--size", "1M"].iter().chain(args);
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Command::Add { target }) => Ok(target.common().recovery),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(recovery(&[]), Ok(None));
+        assert_eq!(recovery(&["--recovery"]), Ok(Some(RecoveryMode::Plain)));
+        assert_eq!(
+            recovery(&["--recovery", "--queues", "2"]),
+            Ok(Some(RecoveryMode::Plain)),
+            "a flag after a bare --recovery is not taken as its mode"
+        );
+        assert_eq!(
+            recovery(&["--recovery", "reissue"]),
+            Ok(Some(RecoveryMode::Reissue))
+        );
+        assert_eq!(
+            recovery(&["--recovery=fail-io"]),
+            Ok(Some(RecoveryMode::FailIo))
+        );
+        assert!(
+            recovery(&["--recovery", "bogus"])
+                .unwrap_err()
+                .contains("bogus")
+        );
+        assert_eq!(
+            RecoveryMode::Reissue.features(),
+            Features::USER_RECOVERY | Features::USER_RECOVERY_REISSUE
+        );
+    }
+
+    #[test]
+    fn recover_takes_an_id() {
+        let cli = Cli::try_parse_from(["ublk", "recover", "3"]).unwrap();
+        let Command::Recover(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!((args.id, args.timeout, args.foreground), (3, 60, false));
+        assert!(Cli::try_parse_from(["ublk", "recover"]).is_err());
+        assert!(Cli::try_parse_from(["ublk", "recover", "x"]).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod error;
 mod features;
 mod list;
 mod record;
+mod recover;
 mod signals;
 mod size;
 
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         Command::Add { target } => add::run(target),
         Command::List { json } => list::run(json),
         Command::Del { id, all } => del::run(id, all),
+        Command::Recover(args) => recover::run(args),
         Command::Features => features::run(),
     };
     match outcome {

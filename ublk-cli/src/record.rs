@@ -1,5 +1,5 @@
 //! What a running server leaves under `/run/ublk/`: one record per device, so `ublk list` can say which
-//! target serves it and how it was started.
+//! target serves it, and `ublk recover` can start a new server the same way after a crash.
 //!
 //! A record is plain `key=value` lines (one `arg=` line per argument, in order). It is written atomically
 //! (a temporary file, then rename) once the device is live, and removed when the server deletes the device.
@@ -23,6 +23,8 @@ pub struct Record {
     pub args: Vec<String>,
     /// The server's pid.
     pub pid: i32,
+    /// The directory `ublk add` ran in, against which relative paths in `args` resolve.
+    pub cwd: Option<PathBuf>,
 }
 
 impl Record {
@@ -38,6 +40,11 @@ impl Record {
             "dev_id={}\ntarget={}\npid={}\n",
             self.dev_id, self.target, self.pid
         );
+        if let Some(cwd) = self.cwd.as_ref().and_then(|c| c.to_str()) {
+            text.push_str("cwd=");
+            text.push_str(cwd);
+            text.push('\n');
+        }
         for arg in &self.args {
             text.push_str("arg=");
             text.push_str(arg);
@@ -99,6 +106,7 @@ impl Record {
 
     fn parse(text: &str) -> Option<Record> {
         let (mut dev_id, mut target, mut pid, mut args) = (None, None, None, Vec::new());
+        let mut cwd = None;
         for line in text.lines() {
             let (key, value) = line.split_once('=')?;
             match key {
@@ -106,6 +114,7 @@ impl Record {
                 "target" => target = Some(value.to_owned()),
                 "pid" => pid = value.parse().ok(),
                 "arg" => args.push(value.to_owned()),
+                "cwd" => cwd = Some(PathBuf::from(value)),
                 // Keys a newer version may add are not an error.
                 _ => {}
             }
@@ -115,6 +124,7 @@ impl Record {
             target: target?,
             args,
             pid: pid?,
+            cwd,
         })
     }
 }
@@ -138,6 +148,7 @@ mod tests {
             target: "mem".into(),
             args: vec!["--size".into(), "1G".into(), "a=b".into()],
             pid: 42,
+            cwd: Some(PathBuf::from("/srv/disks")),
         };
         record.save_in(&dir).unwrap();
         assert_eq!(Record::load_in(&dir, 3).unwrap(), Some(record));
@@ -157,6 +168,7 @@ mod tests {
                 target: "null".into(),
                 args: vec![],
                 pid: 1,
+                cwd: None,
             }
             .save_in(&dir)
             .unwrap();

@@ -1,0 +1,210 @@
+//! `ublk recover ID`: start a new server for a device whose server died (user recovery).
+//!
+//! The device's record under `/run/ublk/` says how `ublk add` started it (target and options); the
+//! new server is started the same way, but takes the existing device over (START_USER_RECOVERY,
+//! every queue fetches, END_USER_RECOVERY) instead of creating one. A record is trusted only if
+//! the device exists, can be recovered, and the record was written by the server the kernel names
+//! for it (same pid); a record that fails the last check is stale and removed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Parser;
+use ublk_queue::{Device, Recovering};
+
+use crate::add;
+use crate::backend::{Backend, Start};
+use crate::cli::{Cli, Command, RecoverArgs, TargetArgs};
+use crate::error::CliError;
+use crate::record::Record;
+
+/// A device checked for recovery, with what its record says.
+#[derive(Debug)]
+pub struct Checked {
+    pub recovering: Recovering,
+    pub target: TargetArgs,
+    pub record: Record,
+}
+
+/// Runs `ublk recover`.
+pub fn run(args: RecoverArgs) -> Result<(), CliError> {
+    // Bad input is refused here, before any process is started or the device touched.
+    let checked = check(args.id, &args.record_dir)?;
+    let backend = open_backend(&checked)?;
+    if args.foreground || args.ready_fd.is_some() {
+        if let Backend::Mem(_) = backend {
+            log::warn!(
+                "device {}: a mem device's data died with its old server: it now reads as zeroes",
+                args.id
+            );
+        }
+        let recovering = checked
+            .recovering
+            .timeout(Duration::from_secs(args.timeout));
+        add::serve(
+            &checked.target,
+            Start::Recover(recovering),
+            backend,
+            checked.record.args,
+            &args.record_dir,
+            args.ready_fd,
+        )
+    } else {
+        // The background server opens the backing store again, for itself.
+        drop(backend);
+        add::spawn_background()
+    }
+}
+
+/// Opens the backend the record names, as `ublk add` did, after checking it can serve the same
+/// device: a loop device's backing store must still exist (`ublk add` would create a missing one,
+/// and recovery would then serve zeroes), and give the same size and block size.
+fn open_backend(checked: &Checked) -> Result<Backend, CliError> {
+    let id = checked.recovering.id();
+    if let Some(cwd) = &checked.record.cwd {
+        // Relative paths in the record are relative to where `ublk add` ran.
+        std::env::set_current_dir(cwd).map_err(|e| {
+            CliError::io(
+                format!("entering {}, where device {id} was added", cwd.display()),
+                e,
+            )
+        })?;
+    }
+    if let TargetArgs::Loop { file, .. } = &checked.target
+        && !file.exists()
+    {
+        return Err(CliError::Msg(format!(
+            "the backing store of device {id}, {}, is gone: nothing to recover the device from \
+             (delete it: `ublk del {id}`)",
+            file.display()
+        )));
+    }
+    let backend = Backend::open(&checked.target)?;
+    let wanted = backend
+        .configure(add::builder_for(&checked.target))
+        .params(checked.recovering.info());
+    let have = checked.recovering.params();
+    let shape =
+        |p: &ublk_uapi::Params| (p.basic.dev_sectors << 9, 1u32 << p.basic.logical_bs_shift);
+    if shape(&wanted) != shape(have) {
+        let ((size, bs), (want_size, want_bs)) = (shape(&wanted), shape(have));
+        return Err(CliError::Msg(format!(
+            "the backend of device {id} now gives {size} bytes in {bs}-byte blocks, but the device \
+             has {want_size} bytes in {want_bs}-byte blocks: not serving it from a different store"
+        )));
+    }
+    Ok(backend)
+}
+
+/// Checks that device `id` can be recovered and that its record under `dir` is trustworthy.
+pub fn check(id: u32, dir: &Path) -> Result<Checked, CliError> {
+    let recovering = match Device::recover(id) {
+        Ok(recovering) => recovering,
+        Err(e) => {
+            if let ublk_queue::Error::Ctrl(ublk_ctrl::Error::NoSuchDevice { .. }) = e {
+                // A record of a device that is gone is stale.
+                let _ = Record::remove_in(dir, id);
+            }
+            return Err(e.into());
+        }
+    };
+    let record = match Record::load_in(dir, id) {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            return Err(CliError::Msg(format!(
+                "device {id} has no record under {}: it was not added by `ublk add`, so its target \
+                 is unknown; recover it with the program that created it, or delete it (`ublk del {id}`)",
+                dir.display()
+            )));
+        }
+        Err(e) => {
+            return Err(CliError::Msg(format!(
+                "the record of device {id} under {} cannot be used ({e}); not trusting it",
+                dir.display()
+            )));
+        }
+    };
+    let server = recovering.info().ublksrv_pid;
+    if record.dev_id != id || record.pid != server {
+        let _ = Record::remove_in(dir, id);
+        return Err(CliError::Msg(format!(
+            "the record of device {id} is stale (it was written by server pid {} for device {}, but \
+             the kernel's server of device {id} was pid {server}); it was removed: recover the device \
+             with the program that created it, or delete it (`ublk del {id}`)",
+            record.pid, record.dev_id
+        )));
+    }
+    let target = parse_target(&record).map_err(|e| {
+        CliError::Msg(format!(
+            "the record of device {id} does not describe a target this ublk knows ({e}); not trusting it"
+        ))
+    })?;
+    if target.common().recovery.is_none() {
+        return Err(CliError::Msg(format!(
+            "the record of device {id} says it was added without --recovery, but the kernel \
+             says it has user recovery; not trusting the record"
+        )));
+    }
+    Ok(Checked {
+        recovering,
+        target,
+        record,
+    })
+}
+
+/// The target and options of `ublk add` that `record` keeps.
+fn parse_target(record: &Record) -> Result<TargetArgs, String> {
+    let argv = ["ublk", "add", record.target.as_str()]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(record.args.iter().cloned());
+    match Cli::try_parse_from(argv) {
+        Ok(Cli {
+            command: Command::Add { target },
+        }) => Ok(target),
+        Ok(_) => Err("not an `add` command".to_owned()),
+        // clap's message is several lines; its first says what is wrong.
+        Err(e) => Err(e.to_string().lines().next().unwrap_or("").to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::RecoveryMode;
+
+    fn record(target: &str, args: &[&str]) -> Record {
+        Record {
+            dev_id: 3,
+            target: target.into(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            pid: 42,
+            cwd: None,
+        }
+    }
+
+    #[test]
+    fn records_parse_back_into_the_add_command() {
+        let target = parse_target(&record(
+            "mem",
+            &["--size", "64M", "--queues", "2", "--recovery", "reissue"],
+        ))
+        .expect("a valid record");
+        let TargetArgs::Mem { size, common } = &target else {
+            panic!("{target:?}")
+        };
+        assert_eq!(*size, 64 << 20);
+        assert_eq!(common.queues, 2);
+        assert_eq!(common.recovery, Some(RecoveryMode::Reissue));
+        let plain = parse_target(&record("null", &["--recovery"])).expect("valid");
+        assert_eq!(plain.common().recovery, Some(RecoveryMode::Plain));
+    }
+
+    #[test]
+    fn records_this_ublk_cannot_parse_are_refused() {
+        let err = parse_target(&record("tape", &[])).unwrap_err();
+        assert!(err.contains("tape"), "{err}");
+        let err = parse_target(&record("mem", &["--size", "64M", "--bogus"])).unwrap_err();
+        assert!(err.contains("--bogus"), "{err}");
+    }
+}
