@@ -1,0 +1,91 @@
+#!/bin/sh
+# 72-recovery-mem-control-flow: the recovery control flow on a mem device (its data lives in the
+# server and dies with it, so this proves no data integrity: 70 does, on loop). A mem device with
+# `--recovery reissue` serves a time-based fio random read/write load (no verify) when its server
+# is killed with SIGKILL. The device goes QUIESCED with fio still running, `ublk list` says so,
+# `ublk recover` brings it LIVE under a new pid, and fio finishes with no I/O error. Then the same
+# again (kill, recover) to show a recovered server is recoverable too, and `ublk del` removes the
+# device and its server.
+set -eu
+
+N=72-recovery-mem-control-flow
+fail() {
+    echo "$N: FAIL: $*" >&2
+    [ -f /tmp/r72.fio ] && sed "s/^/$N: fio: /" /tmp/r72.fio >&2
+    tail -20 /run/ublk/server.log 2>/dev/null | sed "s/^/$N: server.log: /" >&2
+    exit 1
+}
+cleanup() {
+    [ -z "${fio_pid:-}" ] || kill -9 "$fio_pid" 2>/dev/null || true
+    ublk del --all >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+entry() {
+    timeout 30 ublk list --json | tr '{' '\n' | grep "\"id\":$1,"
+}
+field() {
+    entry "$1" | sed "s/.*\"$2\":\"\{0,1\}\([^,\"]*\).*/\1/"
+}
+wait_state() {
+    tries=0
+    until [ "$(field "$1" state)" = "$2" ]; do
+        tries=$((tries + 1))
+        [ "$tries" -le 600 ] || fail "device $1 is $(field "$1" state), not $2, after 60 s"
+        sleep 0.1
+    done
+}
+running() {
+    case $(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) in '' | Z) return 1 ;; esac
+}
+ios() {
+    awk '{ print $1 + $5 }' "/sys/block/ublkb$1/stat"
+}
+
+out=$(timeout 60 ublk add mem --size 256M --recovery reissue --queues 2 2>/tmp/add.err) ||
+    fail "ublk add mem --recovery reissue exited $?: $(cat /tmp/add.err)"
+id=${out%% *}
+dev=${out#* }
+timeout 30 ublk list | grep -q "^$id  *LIVE " || fail "ublk list does not show device $id LIVE: $(ublk list)"
+
+fio --eta=never --name=r72 --filename="$dev" --ioengine=io_uring --direct=1 --rw=randrw --bs=4k --iodepth=32 \
+    --time_based --runtime=20 --output=/tmp/r72.fio &
+fio_pid=$!
+
+for round in 1 2; do
+    start=$(ios "$id")
+    tries=0
+    while [ "$(ios "$id")" -lt $((start + 1000)) ]; do
+        running "$fio_pid" || fail "round $round: fio exited early"
+        tries=$((tries + 1))
+        [ "$tries" -le 600 ] || fail "round $round: no I/O reaches the device"
+        sleep 0.1
+    done
+    old=$(field "$id" pid)
+    kill -9 "$old" || fail "round $round: cannot kill server $old"
+    wait_state "$id" QUIESCED
+    timeout 30 ublk list | grep -q "^$id  *QUIESCED " || fail "ublk list does not show QUIESCED: $(ublk list)"
+    running "$fio_pid" || fail "round $round: fio exited when the server was killed"
+    out=$(timeout 120 ublk recover "$id" 2>/tmp/recover.err) ||
+        fail "round $round: ublk recover $id exited $?: $(cat /tmp/recover.err)"
+    [ "$out" = "$id $dev" ] || fail "round $round: ublk recover printed '$out'"
+    new=$(field "$id" pid)
+    [ "$(field "$id" state)" = LIVE ] && [ "$new" != "$old" ] && running "$new" ||
+        fail "round $round: after recover: $(entry "$id")"
+    echo "$N: round $round: killed $old under load, QUIESCED, recovered by $new"
+done
+
+rc=0
+wait "$fio_pid" || rc=$?
+fio_pid=
+[ "$rc" -eq 0 ] || fail "fio exited $rc"
+grep -q "err= 0" /tmp/r72.fio || fail "fio reported errors"
+server=$(field "$id" pid)
+timeout 60 ublk del "$id" >/dev/null 2>/tmp/del.err || fail "ublk del $id: $(cat /tmp/del.err)"
+tries=0
+while running "$server"; do
+    tries=$((tries + 1))
+    [ "$tries" -le 100 ] || fail "server $server still running 10 s after ublk del"
+    sleep 0.1
+done
+echo "$N: ok: 2 kills under fio load, no I/O error, recovered twice, deleted"

@@ -1,0 +1,83 @@
+#!/bin/sh
+# 75-recovery-bad-input: `ublk recover` and `--recovery` refuse what they cannot do, with one clear
+# error line and without touching the device: recover of an unknown id, of a LIVE device whose
+# server runs, of a device created without recovery, of a device with no record, of a device whose
+# record is stale (written for another server pid; the record is removed, never trusted); and
+# `--recovery fail-io` on a kernel without USER_RECOVERY_FAIL_IO (before 6.13), `--recovery bogus`.
+set -eu
+
+N=75-recovery-bad-input
+fail() {
+    echo "$N: FAIL: $*" >&2
+    exit 1
+}
+trap 'ublk del --all >/dev/null 2>&1 || true' EXIT
+
+entry() {
+    timeout 30 ublk list --json | tr '{' '\n' | grep "\"id\":$1,"
+}
+field() {
+    entry "$1" | sed "s/.*\"$2\":\"\{0,1\}\([^,\"]*\).*/\1/"
+}
+wait_state() {
+    tries=0
+    until [ "$(field "$1" state)" = "$2" ]; do
+        tries=$((tries + 1))
+        [ "$tries" -le 600 ] || fail "device $1 is $(field "$1" state), not $2, after 60 s"
+        sleep 0.1
+    done
+}
+
+# refused LABEL WORDS COMMAND...: exit 1 or 2, one stderr line with "error", WORDS in it.
+refused() {
+    label=$1 words=$2
+    shift 2
+    rc=0
+    "$@" >/tmp/bad.out 2>/tmp/bad.err || rc=$?
+    shown="'$*' (exit $rc, stderr: $(cat /tmp/bad.err))"
+    [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ] || fail "$label: $shown: expected exit status 1 or 2"
+    ! grep -q panicked /tmp/bad.err || fail "$label: $shown panicked"
+    [ ! -s /tmp/bad.out ] || fail "$label: $shown printed on stdout: $(cat /tmp/bad.out)"
+    [ "$(grep -ci error /tmp/bad.err)" -eq 1 ] || fail "$label: $shown: expected one error line"
+    grep -qiF -- "$words" /tmp/bad.err || fail "$label: $shown: stderr does not mention '$words'"
+    echo "$N: ok: $label: $(grep -i error /tmp/bad.err)"
+}
+
+refused "unknown id" "no ublk device with id 4242" timeout 30 ublk recover 4242
+
+out=$(timeout 60 ublk add mem --size 64M --recovery 2>/tmp/add.err) || fail "ublk add --recovery: $(cat /tmp/add.err)"
+id=${out%% *}
+server=$(field "$id" pid)
+refused "LIVE device" "pid $server) is running" timeout 30 ublk recover "$id"
+[ "$(field "$id" state)" = LIVE ] && [ "$(field "$id" pid)" = "$server" ] || fail "LIVE device touched: $(entry "$id")"
+
+kill -9 "$server"
+wait_state "$id" QUIESCED
+mv "/run/ublk/$id.rec" /tmp/r75.rec
+refused "no record" "no record" timeout 30 ublk recover "$id"
+# A record written for another server of this id is stale.
+sed 's/^pid=.*/pid=1/' /tmp/r75.rec >"/run/ublk/$id.rec"
+refused "stale record" "stale" timeout 30 ublk recover "$id"
+[ ! -e "/run/ublk/$id.rec" ] || fail "the stale record was kept"
+[ "$(field "$id" state)" = QUIESCED ] || fail "device $id changed state: $(entry "$id")"
+mv /tmp/r75.rec "/run/ublk/$id.rec"
+out=$(timeout 120 ublk recover "$id" 2>/tmp/recover.err) || fail "recover with the record back: $(cat /tmp/recover.err)"
+[ "$(field "$id" state)" = LIVE ] || fail "device $id not LIVE after recover: $(entry "$id")"
+echo "$N: ok: with its record back, device $id recovered"
+timeout 60 ublk del "$id" >/dev/null || fail "ublk del $id"
+
+out=$(timeout 60 ublk add mem --size 64M 2>/tmp/add.err) || fail "ublk add: $(cat /tmp/add.err)"
+id=${out%% *}
+refused "created without recovery (LIVE)" "without user recovery" timeout 30 ublk recover "$id"
+timeout 60 ublk del "$id" >/dev/null || fail "ublk del $id"
+
+if timeout 30 ublk features | grep -q '^USER_RECOVERY_FAIL_IO'; then
+    echo "$N: skip: this kernel has USER_RECOVERY_FAIL_IO, so --recovery fail-io is not refused"
+else
+    refused "--recovery fail-io before 6.13" "USER_RECOVERY_FAIL_IO (it needs Linux 6.13" \
+        timeout 60 ublk add mem --size 64M --recovery fail-io
+    refused "--recovery fail-io before 6.13, foreground" "USER_RECOVERY_FAIL_IO" \
+        timeout 60 ublk add mem --size 64M --recovery fail-io --foreground
+fi
+refused "--recovery bogus" "bogus" timeout 30 ublk add mem --size 64M --recovery bogus
+[ "$(timeout 30 ublk list --json)" = "[]" ] || fail "devices left: $(ublk list --json)"
