@@ -190,6 +190,14 @@ pub struct CommonArgs {
     /// Logical block size in bytes: 512, 1024, 2048 or 4096.
     #[arg(long, default_value_t = 512)]
     pub block_size: u32,
+    /// Where queue threads run: `kernel` pins each to the CPUs whose I/O goes to its queue,
+    /// `none` leaves them to the scheduler.
+    #[arg(long, value_enum, default_value_t = AffinityArg::Kernel)]
+    pub affinity: AffinityArg,
+    /// Queue threads poll for new requests for up to this many microseconds before sleeping
+    /// (0: never). Saves a thread wake-up per request at low queue depth; costs CPU while polling.
+    #[arg(long, default_value_t = 0, value_name = "US")]
+    pub poll_us: u64,
     /// Serve in the foreground (for systemd): SIGINT/SIGTERM stop and delete the device and exit 0.
     #[arg(long)]
     pub foreground: bool,
@@ -199,6 +207,13 @@ pub struct CommonArgs {
     /// Internal: where the background server's record directory is (tests use a scratch one).
     #[arg(long, hide = true, default_value = crate::record::RECORD_DIR)]
     pub record_dir: PathBuf,
+}
+
+/// `--affinity`: ublk_queue's `Affinity`, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AffinityArg {
+    Kernel,
+    None,
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //!   queue ends when every tag has ended.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use rustix::event::PollFlags;
@@ -52,6 +53,8 @@ pub(crate) struct QueueSetup {
     pub wake: Arc<OwnedFd>,
     /// The CPUs to pin the thread to, or `None` to leave it unpinned.
     pub cpus: Option<CpuSet>,
+    /// How long to poll for completions before sleeping; zero never polls.
+    pub busy_poll: Duration,
     pub stats: Arc<[QueueStats]>,
 }
 
@@ -109,6 +112,24 @@ impl Submitter {
         self.ring.submit_and_wait(want)?;
         Ok(())
     }
+
+    /// Submits what is queued and, if the kernel flagged deferred completion work for us
+    /// (IORING_SQ_TASKRUN, from DEFER_TASKRUN + TASKRUN_FLAG), runs it; never waits. Enters the
+    /// kernel only for one of those two reasons, so it is cheap to call in a polling loop.
+    fn submit_pending(&mut self) -> Result<()> {
+        let queued = !self.ring.submission().is_empty();
+        let ready = self.ring.completion().len();
+        self.ring.submit()?;
+        // The deferred work a queue ring gets always posts CQEs, so new ones mean we entered.
+        if queued || self.ring.completion().len() > ready {
+            self.enters += 1;
+        }
+        Ok(())
+    }
+
+    fn has_completions(&mut self) -> bool {
+        !self.ring.completion().is_empty()
+    }
 }
 
 /// One queue: its ring, its tags, its target.
@@ -124,6 +145,8 @@ struct Queue<Q: QueueTarget> {
     ended: usize,
     requests: u64,
     woken: bool,
+    /// `None`: sleep in `io_uring_enter` as soon as there is nothing to reap.
+    busy_poll: Option<Duration>,
     /// Reused between batches: completions copied out of the CQ.
     cqes: Vec<Cqe>,
     stats: Arc<[QueueStats]>,
@@ -190,6 +213,7 @@ impl<Q: QueueTarget> Queue<Q> {
             ended: 0,
             requests: 0,
             woken: false,
+            busy_poll: (!setup.busy_poll.is_zero()).then_some(setup.busy_poll),
             cqes: Vec::with_capacity(entries as usize * 2),
             stats: Arc::clone(&setup.stats),
         })
@@ -217,11 +241,32 @@ impl<Q: QueueTarget> Queue<Q> {
     /// Serves until every tag has ended (or the device asked the queue to leave).
     fn run(&mut self) -> Result<()> {
         while !self.finished() {
-            self.submitter.submit_and_wait(1)?;
+            if !self.poll()? {
+                self.submitter.submit_and_wait(1)?;
+            }
             self.reap()?;
             self.stats[usize::from(self.q_id)].publish(self.submitter.enters, self.requests);
         }
         Ok(())
+    }
+
+    /// With busy polling on, submits what is queued and watches the ring for up to the poll
+    /// window; returns whether completions are ready to reap (false: the caller sleeps).
+    fn poll(&mut self) -> Result<bool> {
+        let Some(window) = self.busy_poll else {
+            return Ok(false);
+        };
+        let deadline = Instant::now() + window;
+        loop {
+            self.submitter.submit_pending()?;
+            if self.submitter.has_completions() {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::hint::spin_loop();
+        }
     }
 
     fn finished(&self) -> bool {

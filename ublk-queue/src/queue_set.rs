@@ -73,8 +73,14 @@ impl QueueSet {
         })
     }
 
-    /// Starts the thread of the next queue, pinned to `cpus` if given.
-    pub(crate) fn spawn<T: Target>(&mut self, target: &Arc<T>, cpus: Option<CpuSet>) -> Result<()> {
+    /// Starts the thread of the next queue, pinned to `cpus` if given, polling for `busy_poll`
+    /// before each sleep.
+    pub(crate) fn spawn<T: Target>(
+        &mut self,
+        target: &Arc<T>,
+        cpus: Option<CpuSet>,
+        busy_poll: Duration,
+    ) -> Result<()> {
         let q = self.threads.len() as u16;
         let Some(char_dev) = &self.char_dev else {
             return Err(Error::QueueExited { q });
@@ -86,6 +92,7 @@ impl QueueSet {
             char_dev: Arc::clone(char_dev),
             wake: Arc::clone(&self.wake),
             cpus,
+            busy_poll,
             stats: Arc::clone(&self.stats),
         };
         let target = Arc::clone(target);

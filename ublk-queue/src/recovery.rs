@@ -57,6 +57,7 @@ impl Device {
                 info,
                 params,
                 affinity: Affinity::Kernel,
+                busy_poll: std::time::Duration::ZERO,
                 timeout: ublk_ctrl::DEFAULT_TIMEOUT,
             },
         })

@@ -145,6 +145,7 @@ fn matrix(args: &Args) -> Result<u8> {
         accel,
         ublk: &ublk,
         lib: &lib,
+        extra: &[],
     };
 
     if let Some(file) = &args.script {
@@ -243,6 +244,9 @@ fn matrix(args: &Args) -> Result<u8> {
 /// `--script FILE`: runs FILE after lib.sh in the bench guest, console to stdout.
 fn explore(guest: &Guest<'_>, file: &Path, timeout: u64) -> Result<u8> {
     let text = fs::read_to_string(file).at("read", file)?;
+    let mut guest = *guest;
+    // Scheduling tools busybox lacks, for trying policies by hand.
+    guest.extra = PROFILING_TOOLS;
     let nonce = vm::console::new_nonce();
     let script = format!(
         "NONCE={nonce}\nDEPTH={}\n. {GUEST_LIB}\n{text}",
@@ -263,13 +267,19 @@ fn check_done(status: i32, done: bool) -> std::result::Result<(), String> {
     }
 }
 
+/// Host programs `--script` guests also carry (with their libraries), at the same paths.
+const PROFILING_TOOLS: &[&str] = &["/usr/bin/chrt", "/usr/bin/taskset"];
+
 /// What every bench boot shares.
+#[derive(Clone, Copy)]
 struct Guest<'a> {
     vm: &'a VmArgs,
     kernel: &'a Kernel,
     accel: Accel,
     ublk: &'a Path,
     lib: &'a Path,
+    /// More host programs to carry.
+    extra: &'static [&'static str],
 }
 
 impl Guest<'_> {
@@ -289,6 +299,9 @@ impl Guest<'_> {
             .binaries
             .push(("/xtask/bin/ublk".into(), self.ublk.to_owned()));
         payload.files.push((GUEST_LIB.into(), self.lib.to_owned()));
+        for tool in self.extra {
+            payload.binaries.push(((*tool).into(), PathBuf::from(tool)));
+        }
         payload.script = script.to_owned();
         // Our own initramfs directory: other VM verbs may be building theirs at the same time.
         let dir = out_dir().join("vm");
