@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::io::{FdFlags, fcntl_setfd};
-use ublk_queue::{Affinity, DeviceBuilder};
+use ublk_queue::DeviceBuilder;
 
 use crate::backend::{Backend, Start};
-use crate::cli::{AffinityArg, TargetArgs};
+use crate::cli::TargetArgs;
 use crate::error::CliError;
 use crate::record::{RECORD_DIR, Record};
 use crate::signals::StopOnSignal;
@@ -59,15 +59,11 @@ pub fn builder_for(target: &TargetArgs) -> DeviceBuilder {
         // The backing store's size: set by `Backend::configure`.
         TargetArgs::Loop { .. } => 0,
     };
-    let affinity = match common.affinity {
-        AffinityArg::Kernel => Affinity::Kernel,
-        AffinityArg::None => Affinity::None,
-    };
     let mut builder = DeviceBuilder::new()
         .queues(common.queues)
         .depth(common.depth)
         .block_size(common.block_size)
-        .affinity(affinity)
+        .affinity(common.affinity.affinity())
         .busy_poll(Duration::from_micros(common.poll_us))
         .size(size);
     if let Some(id) = common.id {

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use ublk_queue::Affinity;
 use ublk_uapi::Features;
 
 use crate::size::parse_size;
@@ -214,6 +215,16 @@ pub struct CommonArgs {
 pub enum AffinityArg {
     Kernel,
     None,
+}
+
+impl AffinityArg {
+    /// The engine's setting of that name.
+    pub fn affinity(self) -> Affinity {
+        match self {
+            AffinityArg::Kernel => Affinity::Kernel,
+            AffinityArg::None => Affinity::None,
+        }
+    }
 }
 
 #[cfg(test)]

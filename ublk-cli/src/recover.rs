@@ -38,9 +38,13 @@ pub fn run(args: RecoverArgs) -> Result<(), CliError> {
                 args.id
             );
         }
+        // Queue threads run as the record's options say, like the first server's did.
+        let common = checked.target.common();
         let recovering = checked
             .recovering
-            .timeout(Duration::from_secs(args.timeout));
+            .timeout(Duration::from_secs(args.timeout))
+            .affinity(common.affinity.affinity())
+            .busy_poll(Duration::from_micros(common.poll_us));
         add::serve(
             &checked.target,
             Start::Recover(recovering),

@@ -57,7 +57,7 @@ impl Device {
                 info,
                 params,
                 affinity: Affinity::Kernel,
-                busy_poll: std::time::Duration::ZERO,
+                busy_poll: Duration::ZERO,
                 timeout: ublk_ctrl::DEFAULT_TIMEOUT,
             },
         })
@@ -136,6 +136,14 @@ impl Recovering {
     /// Where queue threads run (default: [`Affinity::Kernel`]).
     pub fn affinity(mut self, affinity: Affinity) -> Self {
         self.core.affinity = affinity;
+        self
+    }
+
+    /// How long each queue thread polls its ring before it sleeps (see
+    /// [`DeviceBuilder::busy_poll`](crate::DeviceBuilder::busy_poll)); zero, the default, never
+    /// polls.
+    pub fn busy_poll(mut self, window: Duration) -> Self {
+        self.core.busy_poll = window;
         self
     }
 
