@@ -64,6 +64,7 @@ pub fn builder_for(target: &TargetArgs) -> DeviceBuilder {
         .depth(common.depth)
         .block_size(common.block_size)
         .affinity(common.affinity.affinity())
+        .sched_policy(common.sched.policy())
         .busy_poll(Duration::from_micros(common.poll_us))
         .size(size);
     if let Some(id) = common.id {

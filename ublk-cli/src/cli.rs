@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use ublk_queue::Affinity;
+use ublk_queue::{Affinity, SchedPolicy};
 use ublk_uapi::Features;
 
 use crate::size::parse_size;
@@ -195,6 +195,11 @@ pub struct CommonArgs {
     /// `none` leaves them to the scheduler.
     #[arg(long, value_enum, default_value_t = AffinityArg::Kernel)]
     pub affinity: AffinityArg,
+    /// Scheduling policy of queue threads: `batch` (SCHED_BATCH) lets a submitter sharing a CPU
+    /// with a queue thread run on until it blocks, so requests are served in batches; `normal`
+    /// lets each wake-up preempt it.
+    #[arg(long, value_enum, default_value_t = SchedArg::Batch)]
+    pub sched: SchedArg,
     /// Queue threads poll for new requests for up to this many microseconds before sleeping
     /// (0: never). Saves a thread wake-up per request at low queue depth; costs CPU while polling.
     #[arg(long, default_value_t = 0, value_name = "US")]
@@ -223,6 +228,23 @@ impl AffinityArg {
         match self {
             AffinityArg::Kernel => Affinity::Kernel,
             AffinityArg::None => Affinity::None,
+        }
+    }
+}
+
+/// `--sched`: ublk_queue's `SchedPolicy`, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchedArg {
+    Batch,
+    Normal,
+}
+
+impl SchedArg {
+    /// The engine's setting of that name.
+    pub fn policy(self) -> SchedPolicy {
+        match self {
+            SchedArg::Batch => SchedPolicy::Batch,
+            SchedArg::Normal => SchedPolicy::Normal,
         }
     }
 }

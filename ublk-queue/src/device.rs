@@ -8,7 +8,9 @@ use ublk_ctrl::{Control, DevSpec};
 use ublk_uapi::{BasicAttrs, DevInfo, Features, ParamBasic, ParamDiscard, Params};
 
 use crate::error::{Error, Result, Warning};
+use crate::queue::ThreadPolicy;
 use crate::queue_set::QueueSet;
+use crate::sched::SchedPolicy;
 use crate::stats::QueueStats;
 use crate::target::Target;
 
@@ -75,6 +77,7 @@ pub struct DeviceBuilder {
     attrs: BasicAttrs,
     discard: Option<DiscardParams>,
     affinity: Affinity,
+    sched: SchedPolicy,
     busy_poll: Duration,
     timeout: Duration,
 }
@@ -100,6 +103,7 @@ impl DeviceBuilder {
             attrs: BasicAttrs::empty(),
             discard: None,
             affinity: Affinity::Kernel,
+            sched: SchedPolicy::Batch,
             busy_poll: Duration::ZERO,
             timeout: ublk_ctrl::DEFAULT_TIMEOUT,
         }
@@ -177,6 +181,12 @@ impl DeviceBuilder {
     /// Where queue threads run.
     pub fn affinity(mut self, affinity: Affinity) -> Self {
         self.affinity = affinity;
+        self
+    }
+
+    /// The scheduling policy of queue threads (SCHED_BATCH by default: see [`SchedPolicy`]).
+    pub fn sched_policy(mut self, policy: SchedPolicy) -> Self {
+        self.sched = policy;
         self
     }
 
@@ -321,6 +331,7 @@ impl DeviceBuilder {
                 info,
                 params,
                 affinity: self.affinity,
+                sched: self.sched,
                 busy_poll: self.busy_poll,
                 timeout: self.timeout,
             }),
@@ -391,6 +402,7 @@ pub(crate) struct Core {
     pub(crate) info: DevInfo,
     pub(crate) params: Params,
     pub(crate) affinity: Affinity,
+    pub(crate) sched: SchedPolicy,
     /// How long a queue thread polls before sleeping (see [`DeviceBuilder::busy_poll`]).
     pub(crate) busy_poll: Duration,
     pub(crate) timeout: Duration,
@@ -432,7 +444,14 @@ impl Core {
         let cpus = self.queue_cpus(warnings);
         let started = cpus
             .into_iter()
-            .try_for_each(|cpus| queues.spawn(&target, cpus, self.busy_poll))
+            .try_for_each(|cpus| {
+                let thread = ThreadPolicy {
+                    cpus,
+                    sched: self.sched,
+                    busy_poll: self.busy_poll,
+                };
+                queues.spawn(&target, thread)
+            })
             .and_then(|()| queues.wait_ready(deadline.saturating_duration_since(Instant::now())));
         match started {
             Ok(ready) => {

@@ -313,6 +313,13 @@ pub enum Warning {
         /// The errno.
         errno: Errno,
     },
+    /// `sched_setscheduler` refused the queue thread's policy; it runs under SCHED_OTHER.
+    SchedPolicyRefused {
+        /// The queue.
+        q: u16,
+        /// The errno.
+        errno: Errno,
+    },
     /// The kernel refused optional io_uring setup flags; the queue runs without them.
     RingFlagsRefused {
         /// The queue.
@@ -336,6 +343,10 @@ impl fmt::Display for Warning {
                     "queue {q}: GET_QUEUE_AFFINITY failed ({reason}); the thread is not pinned"
                 )
             }
+            Warning::SchedPolicyRefused { q, errno } => write!(
+                f,
+                "queue {q}: sched_setscheduler failed ({errno}); the thread runs under SCHED_OTHER"
+            ),
             Warning::AffinityRefused { q, errno } => {
                 write!(
                     f,

@@ -34,6 +34,7 @@ use crate::desc::DescMap;
 use crate::error::{Error, Result, Warning};
 use crate::io_buf::IoBufs;
 use crate::queue_set::Event;
+use crate::sched::{self, SchedPolicy};
 use crate::stats::QueueStats;
 use crate::target::{Handled, IoInfo, QueueInfo, QueueTarget, Request, Target, TargetCqe};
 use crate::target_ring::TargetRing;
@@ -51,11 +52,18 @@ pub(crate) struct QueueSetup {
     pub char_dev: Arc<OwnedFd>,
     /// Readable when the device wants its queues to leave at once.
     pub wake: Arc<OwnedFd>,
+    pub thread: ThreadPolicy,
+    pub stats: Arc<[QueueStats]>,
+}
+
+/// How a queue thread runs: where, under which policy, and whether it polls.
+#[derive(Debug, Clone)]
+pub(crate) struct ThreadPolicy {
     /// The CPUs to pin the thread to, or `None` to leave it unpinned.
     pub cpus: Option<CpuSet>,
+    pub sched: SchedPolicy,
     /// How long to poll for completions before sleeping; zero never polls.
     pub busy_poll: Duration,
-    pub stats: Arc<[QueueStats]>,
 }
 
 /// Where one tag is in its cycle.
@@ -213,7 +221,7 @@ impl<Q: QueueTarget> Queue<Q> {
             ended: 0,
             requests: 0,
             woken: false,
-            busy_poll: (!setup.busy_poll.is_zero()).then_some(setup.busy_poll),
+            busy_poll: (!setup.thread.busy_poll.is_zero()).then_some(setup.thread.busy_poll),
             cqes: Vec::with_capacity(entries as usize * 2),
             stats: Arc::clone(&setup.stats),
         })
@@ -453,10 +461,13 @@ pub(crate) fn run_queue<T: Target>(setup: QueueSetup, target: Arc<T>, events: Se
 fn serve_queue<T: Target>(setup: &QueueSetup, target: &T, events: &Sender<Event>) -> Result<()> {
     let q = setup.q_id;
     let mut warnings = Vec::new();
-    if let Some(cpus) = &setup.cpus
+    if let Some(cpus) = &setup.thread.cpus
         && let Err(errno) = rustix::thread::sched_setaffinity(None, cpus)
     {
         warnings.push(Warning::AffinityRefused { q, errno });
+    }
+    if let Err(errno) = sched::apply(setup.thread.sched) {
+        warnings.push(Warning::SchedPolicyRefused { q, errno });
     }
     // Queue threads sit in the write-back path of their own device: PR_SET_IO_FLUSHER keeps memory
     // reclaim from recursing into it (needs CAP_SYS_RESOURCE; serving goes on without it).

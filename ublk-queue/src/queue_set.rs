@@ -12,12 +12,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rustix::event::EventfdFlags;
-use rustix::thread::CpuSet;
 use ublk_uapi::{DevInfo, Params};
 
 use crate::char_dev;
 use crate::error::{Error, Result, Warning};
-use crate::queue::{QueueSetup, run_queue};
+use crate::queue::{QueueSetup, ThreadPolicy, run_queue};
 use crate::stats::QueueStats;
 use crate::target::Target;
 
@@ -73,14 +72,8 @@ impl QueueSet {
         })
     }
 
-    /// Starts the thread of the next queue, pinned to `cpus` if given, polling for `busy_poll`
-    /// before each sleep.
-    pub(crate) fn spawn<T: Target>(
-        &mut self,
-        target: &Arc<T>,
-        cpus: Option<CpuSet>,
-        busy_poll: Duration,
-    ) -> Result<()> {
+    /// Starts the thread of the next queue, run as `thread` says.
+    pub(crate) fn spawn<T: Target>(&mut self, target: &Arc<T>, thread: ThreadPolicy) -> Result<()> {
         let q = self.threads.len() as u16;
         let Some(char_dev) = &self.char_dev else {
             return Err(Error::QueueExited { q });
@@ -91,8 +84,7 @@ impl QueueSet {
             params: self.params,
             char_dev: Arc::clone(char_dev),
             wake: Arc::clone(&self.wake),
-            cpus,
-            busy_poll,
+            thread,
             stats: Arc::clone(&self.stats),
         };
         let target = Arc::clone(target);

@@ -57,6 +57,7 @@ impl Device {
                 info,
                 params,
                 affinity: Affinity::Kernel,
+                sched: crate::SchedPolicy::Batch,
                 busy_poll: Duration::ZERO,
                 timeout: ublk_ctrl::DEFAULT_TIMEOUT,
             },
