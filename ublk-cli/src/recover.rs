@@ -44,6 +44,7 @@ pub fn run(args: RecoverArgs) -> Result<(), CliError> {
             .recovering
             .timeout(Duration::from_secs(args.timeout))
             .affinity(common.affinity.affinity())
+            .sched_policy(common.sched.policy())
             .busy_poll(Duration::from_micros(common.poll_us));
         add::serve(
             &checked.target,

@@ -10,6 +10,7 @@ use ublk_uapi::{DevInfo, DevState, Features, Params};
 
 use crate::device::{Affinity, Core, Device, SUPPORTED_FEATURES, Serving, SharedCtrl};
 use crate::error::{Error, Result};
+use crate::sched::SchedPolicy;
 use crate::target::Target;
 
 /// The longest pause between two polls of the device's state.
@@ -57,7 +58,7 @@ impl Device {
                 info,
                 params,
                 affinity: Affinity::Kernel,
-                sched: crate::SchedPolicy::Batch,
+                sched: SchedPolicy::Batch,
                 busy_poll: Duration::ZERO,
                 timeout: ublk_ctrl::DEFAULT_TIMEOUT,
             },
@@ -137,6 +138,13 @@ impl Recovering {
     /// Where queue threads run (default: [`Affinity::Kernel`]).
     pub fn affinity(mut self, affinity: Affinity) -> Self {
         self.core.affinity = affinity;
+        self
+    }
+
+    /// The scheduling policy of queue threads (default: [`SchedPolicy::Batch`], as for a new
+    /// device).
+    pub fn sched_policy(mut self, policy: SchedPolicy) -> Self {
+        self.core.sched = policy;
         self
     }
 
