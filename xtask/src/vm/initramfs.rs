@@ -88,7 +88,9 @@ fn tools(kernel: &Kernel, dir: &Path) -> Result<(PathBuf, PathBuf, bool)> {
     for tool in GUEST_TOOLS {
         programs.push((tool, host_program(tool)?));
     }
-    let xtask = std::env::current_exe().at("find", Path::new("xtask executable"))?;
+    // The running xtask itself, through /proc so that a rebuild replacing the file under us
+    // (another `cargo xtask` meanwhile) does not make the stat fail.
+    let xtask = PathBuf::from("/proc/self/exe");
     for path in programs
         .iter()
         .map(|(_, p)| p)
