@@ -186,7 +186,7 @@ fn matrix(args: &Args) -> Result<u8> {
     if plan.create {
         let nonce = vm::console::new_nonce();
         let script = Plan::create_script(&nonce, GUEST_LIB);
-        let smp = args.vm.smp.max(4);
+        let smp = create_smp(&args.vm);
         let (text, status) =
             guest.boot(smp, &script, &nonce, "create", Duration::from_secs(600), 0)?;
         let created = console::read(&text, &nonce);
@@ -214,6 +214,7 @@ fn matrix(args: &Args) -> Result<u8> {
             .map_or_else(|| kernel.release.clone(), str::to_owned),
         other_qemus: seen.other_qemus,
         other_cpu_pct: seen.other_cpu_pct,
+        create_smp: create_smp(&args.vm),
     };
     let command = command_line(args);
     let md = report::markdown(&cells, &creations, &goals, &machine, timing, &command);
@@ -256,6 +257,13 @@ fn explore(guest: &Guest<'_>, file: &Path, timeout: u64) -> Result<u8> {
     let (console, status) = guest.boot(guest.vm.smp, &script, &nonce, "script", timeout, 0)?;
     print!("{console}");
     Ok(status.map_or(1, crate::exit_code))
+}
+
+/// The creation boot's vCPUs: the kernel gives a device no more queues than CPUs, and 4 queues
+/// are timed.
+fn create_smp(vm: &VmArgs) -> u32 {
+    let most = plan::CREATE_QUEUES.into_iter().max().unwrap_or(1);
+    vm.smp.max(u32::from(most))
 }
 
 /// The guest ran to its end marker with status 0 and printed `done`.
@@ -419,8 +427,8 @@ fn save_raw(report: &console::Report, out: &Path) -> Result<()> {
         let name = format!("{}.{}.{}.json", run.case, run.subject, run.rep);
         write(&out.join("fio").join(name), &run.json)?;
     }
-    for log in &report.logs {
-        let name = format!("{}.{}.log", log.case, log.subject);
+    for (i, log) in report.logs.iter().enumerate() {
+        let name = format!("{i:02}.{}.{}.log", log.case, log.subject);
         write(&out.join("logs").join(name), &log.text)?;
     }
     Ok(())

@@ -106,6 +106,8 @@ pub const CASES: &[Case] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Subject {
     UblkNull,
+    /// ublk null with its queue thread polling for [`POLL_US`] before sleeping.
+    UblkNullPoll,
     NullBlk,
     UblkMem,
     UblkLoop,
@@ -113,8 +115,9 @@ pub enum Subject {
 }
 
 impl Subject {
-    pub const ALL: [Subject; 5] = [
+    pub const ALL: [Subject; 6] = [
         Subject::UblkNull,
+        Subject::UblkNullPoll,
         Subject::NullBlk,
         Subject::UblkMem,
         Subject::UblkLoop,
@@ -125,6 +128,7 @@ impl Subject {
     pub fn id(self) -> &'static str {
         match self {
             Subject::UblkNull => "ublk-null",
+            Subject::UblkNullPoll => "ublk-null-poll",
             Subject::NullBlk => "null_blk",
             Subject::UblkMem => "ublk-mem",
             Subject::UblkLoop => "ublk-loop",
@@ -136,6 +140,7 @@ impl Subject {
     pub fn title(self) -> &'static str {
         match self {
             Subject::UblkNull => "ublk null",
+            Subject::UblkNullPoll => "ublk null, poll 100 µs",
             Subject::NullBlk => "null_blk",
             Subject::UblkMem => "ublk mem",
             Subject::UblkLoop => "ublk loop",
@@ -146,7 +151,7 @@ impl Subject {
     /// The kernel driver a ublk subject is compared with.
     pub fn baseline(self) -> Option<Subject> {
         match self {
-            Subject::UblkNull => Some(Subject::NullBlk),
+            Subject::UblkNull | Subject::UblkNullPoll => Some(Subject::NullBlk),
             Subject::UblkLoop => Some(Subject::KernelLoop),
             _ => None,
         }
@@ -155,9 +160,18 @@ impl Subject {
     /// `null`, `mem` or `loop`: a ublk subject and its baseline share it.
     pub fn family(self) -> &'static str {
         match self {
-            Subject::UblkNull | Subject::NullBlk => "null",
+            Subject::UblkNull | Subject::UblkNullPoll | Subject::NullBlk => "null",
             Subject::UblkMem => "mem",
             Subject::UblkLoop | Subject::KernelLoop => "loop",
+        }
+    }
+
+    /// Whether the subject runs in `case`: polling is measured where it matters (QD1) and where
+    /// it costs (QD64 on one queue), not across the whole matrix.
+    pub fn runs_in(self, case: &Case) -> bool {
+        match self {
+            Subject::UblkNullPoll => case.jobs == 1 && case.bs == "4k",
+            _ => true,
         }
     }
 
@@ -180,6 +194,11 @@ pub struct Timing {
 
 /// Tags per queue for every device, ublk and kernel alike.
 pub const DEPTH: u16 = 128;
+
+/// The poll window of [`Subject::UblkNullPoll`] (`ublk add --poll-us`): under emulation a
+/// request's round trip outside the queue thread takes about 50 µs, so a shorter window expires
+/// before the next request arrives.
+pub const POLL_US: u32 = 100;
 
 /// Bytes of the tmpfs file behind both loop subjects, and of the mem device.
 pub const BACKING_MIB: u32 = 256;
@@ -209,15 +228,18 @@ impl Plan {
             .filter_map(|case| {
                 let subjects: Vec<Subject> = Subject::ALL
                     .into_iter()
-                    .filter(|s| {
-                        let partner = match s.baseline() {
-                            Some(b) => b.id(),
-                            None => Subject::ALL
+                    .filter(|s| s.runs_in(case))
+                    .filter(|&s| {
+                        // A subject comes with the subjects it is compared with, either way.
+                        let mut words = vec![case.id, s.family(), s.id()];
+                        words.extend(
+                            Subject::ALL
                                 .into_iter()
-                                .find(|u| u.baseline() == Some(*s))
-                                .map_or("", Subject::id),
-                        };
-                        matches(&[case.id, s.family(), s.id(), partner])
+                                .filter(|&u| u.runs_in(case))
+                                .filter(|&u| u.baseline() == Some(s) || s.baseline() == Some(u))
+                                .map(Subject::id),
+                        );
+                        matches(&words)
                     })
                     .collect();
                 (!subjects.is_empty()).then_some((*case, subjects))
@@ -331,6 +353,7 @@ fn up(subject: Subject, queues: u16) -> String {
     let var = subject.var();
     let line = match subject {
         Subject::UblkNull => format!("ublk_up {var} {queues} null"),
+        Subject::UblkNullPoll => format!("ublk_up {var} {queues} null --poll-us {POLL_US}"),
         Subject::UblkMem => format!("ublk_up {var} {queues} mem --size {BACKING_MIB}M"),
         Subject::UblkLoop => format!("ublk_up {var} {queues} loop --file $B/loop.img"),
         Subject::NullBlk => format!("nullb_up {var} {queues}"),
@@ -342,7 +365,7 @@ fn up(subject: Subject, queues: u16) -> String {
 fn down(subject: Subject, case: &str) -> String {
     let var = subject.var();
     let line = match subject {
-        Subject::UblkNull | Subject::UblkMem | Subject::UblkLoop => {
+        Subject::UblkNull | Subject::UblkNullPoll | Subject::UblkMem | Subject::UblkLoop => {
             format!("ublk_down {var} {case} {}", subject.id())
         }
         Subject::NullBlk => format!("nullb_down {var}"),
@@ -374,13 +397,18 @@ mod tests {
     fn no_filter_selects_everything() {
         let plan = Plan::new(None, T);
         assert_eq!(plan.cases.len(), CASES.len());
-        assert!(
-            plan.cases
-                .iter()
-                .all(|(_, s)| s.len() == Subject::ALL.len())
-        );
+        for (case, subjects) in &plan.cases {
+            let poll = case.jobs == 1 && case.bs == "4k";
+            assert_eq!(
+                subjects.contains(&Subject::UblkNullPoll),
+                poll,
+                "{}",
+                case.id
+            );
+            assert_eq!(subjects.len(), 5 + usize::from(poll), "{}", case.id);
+        }
         assert!(plan.create);
-        assert_eq!(plan.fio_runs(), CASES.len() as u32 * 5 * 3);
+        assert_eq!(plan.fio_runs(), (CASES.len() as u32 * 5 + 4) * 3);
     }
 
     #[test]
@@ -392,10 +420,19 @@ mod tests {
 
         let plan = Plan::new(Some("null_blk"), T);
         assert_eq!(plan.cases.len(), CASES.len());
+        assert_eq!(
+            plan.cases[0].1,
+            [Subject::UblkNull, Subject::UblkNullPoll, Subject::NullBlk]
+        );
+        assert_eq!(plan.cases[4].1, [Subject::UblkNull, Subject::NullBlk]);
+
+        let plan = Plan::new(Some("poll"), T);
+        let ids: Vec<&str> = plan.cases.iter().map(|(c, _)| c.id).collect();
+        assert_eq!(ids, ["rr4k-qd1", "rr4k-qd64", "rw4k-qd1", "rw4k-qd64"]);
         assert!(
             plan.cases
                 .iter()
-                .all(|(_, s)| s == &[Subject::UblkNull, Subject::NullBlk])
+                .all(|(_, s)| s == &[Subject::UblkNullPoll, Subject::NullBlk])
         );
 
         let plan = Plan::new(Some("loop"), T);

@@ -19,6 +19,8 @@ pub struct Machine {
     pub other_qemus: usize,
     /// Host CPU time spent outside our guest during the matrix boot, in percent of the machine.
     pub other_cpu_pct: Option<f64>,
+    /// vCPUs of the boot that timed device creation.
+    pub create_smp: u32,
 }
 
 impl Machine {
@@ -92,10 +94,12 @@ pub fn markdown(
         timing.runs,
         machine.contention()
     );
-    s.push_str(
-        "| Case | Subject | IOPS | MiB/s | Latency µs | IOPS min-max | vs kernel | enters/I/O |\n",
-    );
-    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    if !cells.is_empty() {
+        s.push_str(
+            "| Case | Subject | IOPS | MiB/s | Latency µs | IOPS min-max | vs kernel | enters/I/O |\n",
+        );
+        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    }
     let mut last_case = "";
     for cell in cells {
         let case = if cell.case.id == last_case {
@@ -134,7 +138,11 @@ pub fn markdown(
         );
     }
     if !creations.is_empty() {
-        s.push_str("\nDevice creation (`ublk add null`, add to live, as the server logs it):");
+        let _ = write!(
+            s,
+            "\nDevice creation (`ublk add null`, add to live as the server logs it; {} vCPUs):",
+            machine.create_smp
+        );
         for c in creations {
             let _ = write!(
                 s,
@@ -373,6 +381,7 @@ mod tests {
             guest_kernel: "6.12.0".into(),
             other_qemus: 0,
             other_cpu_pct: Some(3.0),
+            create_smp: 4,
         }
     }
 
@@ -419,7 +428,10 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("- met: ublk null 4K randread QD1 vs null_blk: 0.20x (goal 0.15x)"),
+            md.contains(
+                "- met: ublk null 4K randread QD1 vs null_blk: 0.20x without polling, \
+                 not measured with --poll-us 100 (goal 0.15x)"
+            ),
             "{md}"
         );
         assert!(md.contains("uncontended"), "{md}");
