@@ -35,7 +35,9 @@ pub fn run(id: Option<u32>, all: bool) -> Result<(), CliError> {
 /// server to let go of `/dev/ublkcN`. Works in any state: a dead or quiesced device is deleted too.
 fn delete(ctrl: &mut Control, id: u32) -> Result<(), CliError> {
     ctrl.stop_dev(id)?;
-    match ctrl.del_dev(id) {
+    // Not waiting for openers of /dev/ublkbN: one that never closes would stall `del` until the
+    // deadline; the id is freed when it does.
+    match ctrl.del_dev_nowait(id) {
         // Its server deletes the device itself once stopped, and may have been quicker.
         Ok(()) | Err(CtrlError::NoSuchDevice { .. }) => {}
         Err(e) => return Err(e.into()),

@@ -375,13 +375,17 @@ impl SharedCtrl {
         }
     }
 
-    /// DEL_DEV; a device someone else deleted (`ublk del`) counts as deleted.
+    /// Deletes the device; a device someone else deleted (`ublk del`) counts as deleted.
+    ///
+    /// DEL_DEV_ASYNC where the kernel has it: plain DEL_DEV would wait for every process holding
+    /// `/dev/ublkbN` open to close it, and a stray opener would stall shutdown until the deadline.
+    /// The id is freed at once when nobody holds the disk, else when its last opener closes.
     pub(crate) fn delete(&self, dev_id: u32) -> Result<()> {
         let mut state = self.lock();
         if state.deleted {
             return Ok(());
         }
-        match state.ctrl.del_dev(dev_id) {
+        match state.ctrl.del_dev_nowait(dev_id) {
             Ok(()) | Err(ublk_ctrl::Error::NoSuchDevice { .. }) => {
                 state.deleted = true;
                 Ok(())

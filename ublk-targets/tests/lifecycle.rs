@@ -198,3 +198,39 @@ fn shared_backend_outlives_the_device() {
     drop(fd);
     second.stop().expect("stop");
 }
+
+#[test]
+#[ignore = "needs ublk_drv"]
+fn stopping_does_not_wait_for_a_process_holding_the_disk_open() {
+    // DEL_DEV alone waits until every opener of /dev/ublkbN closes it; a stray opener must not
+    // stall the server's shutdown (nor `ublk del`).
+    let dev = DeviceBuilder::new()
+        .size(SIZE)
+        .add()
+        .unwrap()
+        .serve(Simple::new(Mem::new(SIZE)))
+        .unwrap();
+    let id = dev.id();
+    let holder = open_direct(&dev.block_path());
+    let started = Instant::now();
+    dev.stop().expect("stop with the disk held open");
+    let took = started.elapsed();
+    assert!(
+        took.as_secs() < 10,
+        "stop took {took:?} with the disk held open"
+    );
+    assert!(!ids().contains(&id), "the char device is gone at once");
+    drop(holder);
+    // With the last opener gone the id is free again: a device can be added with it.
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let again = loop {
+        match DeviceBuilder::new().id(id).size(SIZE).add() {
+            Ok(device) => break device,
+            Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("id {id} still taken after its last opener closed: {e}"),
+        }
+    };
+    assert_eq!(again.id(), id);
+}
