@@ -70,6 +70,24 @@
 //! that fetched its tags), and START_DEV is sent from the caller's thread only after every queue
 //! has fetched, because adding the disk reads the partition table through the queues. A queue
 //! makes one `io_uring_enter` per batch of work; [`Serving::stats`] counts them.
+//!
+//! # Performance
+//!
+//! What the queue threads do by default, and the knobs (`cargo xtask bench` measures them; the
+//! README's Performance section has figures):
+//!
+//! - Batching: each ublk completion is handled at once and its commit queued; one
+//!   `io_uring_enter` submits every commit (and target SQE) and waits for the next work.
+//! - [`SchedPolicy::Batch`] (default): queue threads run under SCHED_BATCH, so waking one for a
+//!   new request never preempts the submitter on that CPU. When submitters keep every CPU busy
+//!   (two fio jobs on two CPUs with two queues), they queue until they block and the thread then
+//!   serves the lot; under SCHED_OTHER each request preempted its submitter, which cost two
+//!   thirds of the throughput on a 2-CPU VM.
+//! - [`DeviceBuilder::busy_poll`] (default off): a queue thread polls its ring for a while
+//!   before sleeping. It saves a wake-up per request at low queue depth and costs a CPU while it
+//!   polls; on a host short of CPUs (an emulator sharing them, say) it can cost more than it saves.
+//! - [`Affinity::Kernel`] (default): each thread is pinned to the CPUs the block layer maps to its
+//!   queue; [`Affinity::None`] leaves placement to the scheduler.
 
 mod char_dev;
 mod desc;
