@@ -54,6 +54,10 @@ pub(crate) const SUPPORTED_FEATURES: Features = Features::URING_CMD_COMP_IN_TASK
     .union(Features::UPDATE_SIZE)
     .union(Features::QUIESCE);
 
+/// The largest device id: the driver numbers devices with the minors of its char device region
+/// (`UBLK_MAX_UBLKS` = `1 << MINORBITS`).
+pub(crate) const MAX_DEV_ID: u32 = (1 << 20) - 1;
+
 /// Describes a device to create; [`DeviceBuilder::add`] creates it.
 ///
 /// ```no_run
@@ -227,6 +231,12 @@ impl DeviceBuilder {
         }
         if self.depth == 0 || self.depth > ublk_uapi::offsets::UBLK_MAX_QUEUE_DEPTH {
             return Err(Error::InvalidDepth(self.depth));
+        }
+        if let Some(id) = self.id
+            && id > MAX_DEV_ID
+        {
+            // u32::MAX would even mean "any id" to the kernel.
+            return Err(Error::InvalidId(id));
         }
         let bs = self.block_size;
         if !bs.is_power_of_two() || !(512..=4096).contains(&bs) {
@@ -716,6 +726,17 @@ mod tests {
             .max_io_bytes(1 << 20)
             .validate()
             .expect("valid");
+    }
+
+    #[test]
+    fn ids_must_fit_the_driver_numbering() {
+        valid().id(0).validate().expect("valid");
+        valid().id(MAX_DEV_ID).validate().expect("valid");
+        for id in [MAX_DEV_ID + 1, u32::MAX] {
+            let e = valid().id(id).validate().unwrap_err();
+            assert!(matches!(e, Error::InvalidId(i) if i == id), "{e}");
+            assert!(e.to_string().contains("below 1048576"), "{e}");
+        }
     }
 
     #[test]

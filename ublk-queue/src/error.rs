@@ -33,6 +33,10 @@ pub enum Error {
     #[error("invalid queue depth {0}: it must be 1..=4096 (UBLK_MAX_QUEUE_DEPTH)")]
     InvalidDepth(u16),
 
+    /// The chosen device id is beyond what the driver can number (`UBLK_MAX_UBLKS`).
+    #[error("invalid device id {0}: it must be below {max} (the driver's minor numbers)", max = crate::device::MAX_DEV_ID + 1)]
+    InvalidId(u32),
+
     /// The number of queues is 0 or above the kernel's limit.
     #[error("invalid number of queues {0}: it must be 1..=4096 (UBLK_MAX_NR_QUEUES)")]
     InvalidQueues(u16),

@@ -78,6 +78,9 @@ refused "unknown id" "no ublk device with id 12345" timeout 30 ublk del 12345
 refused "mem without --size" "--size" timeout 30 ublk add mem
 refused "bad size suffix" "unknown size suffix" timeout 30 ublk add mem --size 1X
 refused "size not a number" "not a size" timeout 30 ublk add mem --size lots
+refused "id beyond the driver's numbering" "invalid device id 1048576" timeout 30 ublk add null --id 1048576
+refused "id u32::MAX (the kernel's 'any id')" "invalid device id 4294967295" timeout 30 ublk add null --id 4294967295
+refused "mem bigger than its chunk table can be" "too big" timeout 30 ublk add mem --size 64T
 
 # A taken id is refused and the device holding it is untouched.
 out=$(timeout 60 ublk add null --id 7) || fail "ublk add null --id 7 failed"
