@@ -30,8 +30,8 @@ impl Start {
 #[derive(Debug)]
 pub enum Backend {
     Null,
-    /// A RAM disk of this size, allocated once the device serves.
-    Mem(u64),
+    /// A RAM disk: its chunk table exists, its memory comes as it is written.
+    Mem(Mem),
     /// An opened, checked backing store.
     Loop(Loop),
 }
@@ -42,7 +42,13 @@ impl Backend {
     pub fn open(target: &TargetArgs) -> Result<Backend, CliError> {
         match target {
             TargetArgs::Null { .. } => Ok(Backend::Null),
-            TargetArgs::Mem { size, .. } => Ok(Backend::Mem(*size)),
+            // The chunk table is made before the device, so a size beyond memory fails cleanly.
+            TargetArgs::Mem { size, .. } => Mem::try_new(*size).map(Backend::Mem).map_err(|e| {
+                CliError::Msg(format!(
+                    "a {} RAM disk is too big: {e}",
+                    crate::size::format_size(*size)
+                ))
+            }),
             TargetArgs::Loop {
                 file,
                 size,
@@ -109,7 +115,7 @@ impl Backend {
     pub fn serve(self, start: Start) -> ublk_queue::Result<Serving> {
         match self {
             Backend::Null => start.serve(Null),
-            Backend::Mem(size) => start.serve(Simple::new(Mem::new(size))),
+            Backend::Mem(mem) => start.serve(Simple::new(mem)),
             Backend::Loop(backing) => start.serve(backing),
         }
     }

@@ -53,14 +53,31 @@ impl Mem {
     ///
     /// # Panics
     ///
-    /// If the chunk table does not fit the address space (`size` beyond what a RAM disk can be).
+    /// If the chunk table cannot be allocated; [`Mem::try_new`] reports that as an error instead.
     pub fn new(size: u64) -> Self {
-        let count = usize::try_from(size.div_ceil(CHUNK_BYTES as u64))
-            .expect("the disk size fits the address space");
-        Mem {
+        Self::try_new(size).unwrap_or_else(|e| panic!("a {size}-byte RAM disk: {e}"))
+    }
+
+    /// Like [`Mem::new`], but a chunk table that does not fit in memory (one entry per
+    /// [`CHUNK_BYTES`] of disk) is an `OutOfMemory` error rather than an abort.
+    pub fn try_new(size: u64) -> io::Result<Self> {
+        let too_big = || {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!(
+                    "its table of {} chunks does not fit in memory",
+                    size.div_ceil(CHUNK_BYTES as u64)
+                ),
+            )
+        };
+        let count = usize::try_from(size.div_ceil(CHUNK_BYTES as u64)).map_err(|_| too_big())?;
+        let mut chunks = Vec::new();
+        chunks.try_reserve_exact(count).map_err(|_| too_big())?;
+        chunks.extend((0..count).map(|_| RwLock::new(None)));
+        Ok(Mem {
             size,
-            chunks: (0..count).map(|_| RwLock::new(None)).collect(),
-        }
+            chunks: chunks.into_boxed_slice(),
+        })
     }
 
     /// The size in bytes.
@@ -344,5 +361,13 @@ mod tests {
                 "byte {i} is {b}, expected {winner}"
             );
         }
+    }
+
+    #[test]
+    fn a_chunk_table_too_big_for_memory_is_an_error_not_an_abort() {
+        let e = Mem::try_new(u64::MAX).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::OutOfMemory);
+        assert!(e.to_string().contains("does not fit in memory"), "{e}");
+        assert_eq!(Mem::try_new(1 << 20).unwrap().size(), 1 << 20);
     }
 }
