@@ -6,9 +6,11 @@ use crate::cmd::{self, Cmd};
 use crate::error::Result;
 use crate::project_root;
 
-/// Run every check CI runs, in order, and report each: `cargo fmt --check`, clippy with
-/// `-D warnings`, `cargo doc` with `-D warnings`, the host tests, then the VM tests against a real
-/// ublk kernel (`vm-e2e`) and the harness's own failure detection (`vm-selftest`).
+/// Run every check CI runs: fmt, clippy, docs, host tests, then the VM tests.
+///
+/// In order: `cargo fmt --check`, clippy with `-D warnings`, `cargo doc` with `-D warnings`, the
+/// host tests, then the VM tests against a real ublk kernel (`vm-e2e`) and the harness's own
+/// failure detection (`vm-selftest`).
 ///
 /// Every phase runs even when an earlier one fails, so one run shows everything that is wrong;
 /// the exit status is non-zero if any failed.
