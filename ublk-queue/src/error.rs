@@ -331,6 +331,15 @@ pub enum Warning {
         /// The flags that were dropped.
         flags: SetupFlags,
     },
+    /// The target asked for the I/O buffers to be registered with the ring
+    /// ([`QueueTarget::register_buffers`](crate::QueueTarget::register_buffers)) and the kernel
+    /// refused (pinning them is charged to RLIMIT_MEMLOCK); the target uses plain addresses.
+    BuffersNotRegistered {
+        /// The queue.
+        q: u16,
+        /// The errno from IORING_REGISTER_BUFFERS.
+        errno: Errno,
+    },
 }
 
 impl fmt::Display for Warning {
@@ -363,6 +372,11 @@ impl fmt::Display for Warning {
                     "queue {q}: the kernel refused io_uring flags {flags:?}; running without them"
                 )
             }
+            Warning::BuffersNotRegistered { q, errno } => write!(
+                f,
+                "queue {q}: cannot register the I/O buffers with io_uring ({errno}); serving with \
+                 plain buffers (raise RLIMIT_MEMLOCK)"
+            ),
         }
     }
 }

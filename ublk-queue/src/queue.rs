@@ -25,7 +25,7 @@ use ublk_ring::Ring;
 use ublk_ring::cqueue::Cqe;
 use ublk_ring::opcode::{PollAdd, UringCmd16};
 use ublk_ring::squeue::Entry;
-use ublk_ring::types::{Fd, Fixed};
+use ublk_ring::types::{Fd, Fixed, IoVec};
 use ublk_uapi::io_cmd::{UBLK_IO_RES_ABORT, UBLK_IO_RES_OK};
 use ublk_uapi::{DevInfo, IoCmd, IoCmdOp, Params};
 use zerocopy::IntoBytes;
@@ -87,9 +87,15 @@ pub(crate) enum TagState {
 pub(crate) struct Submitter {
     ring: Ring,
     enters: u64,
+    /// The I/O buffers are registered as this fixed buffer.
+    buf_index: Option<u16>,
 }
 
 impl Submitter {
+    pub(crate) fn buf_index(&self) -> Option<u16> {
+        self.buf_index
+    }
+
     /// Queues `entry`; when the SQ is full, submits what is there first (never drops an entry).
     ///
     /// # Safety
@@ -205,11 +211,29 @@ impl<Q: QueueTarget> Queue<Q> {
             what: "the I/O buffers",
             source,
         })?;
-        let mut submitter = Submitter { ring, enters: 0 };
+        let mut submitter = Submitter {
+            ring,
+            enters: 0,
+            buf_index: None,
+        };
         {
             let mut files = vec![setup.char_dev.as_fd()];
             files.extend(target.fixed_files());
             submitter.ring.register_files(&files)?;
+        }
+        if target.register_buffers() {
+            // One fixed buffer spanning every tag's buffer (the mapping is contiguous).
+            let all = IoVec::new(bufs.ptr(0), usize::from(depth) * buf_bytes);
+            // SAFETY: the mapping outlives the registration: the ring is dropped before `bufs`
+            // (field order in `Queue`), and `bufs` is leaked rather than unmapped when commands may
+            // still be pending. The kernel pins the pages, so they stay valid even then.
+            match unsafe { submitter.ring.register_buffers(&[all]) } {
+                Ok(()) => submitter.buf_index = Some(0),
+                Err(ublk_ring::Error::Register { source, .. }) => {
+                    warnings.push(Warning::BuffersNotRegistered { q, errno: source })
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(Queue {
             submitter,

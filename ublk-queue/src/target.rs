@@ -62,6 +62,18 @@ pub trait QueueTarget {
     fn fixed_files(&self) -> Vec<BorrowedFd<'_>> {
         Vec::new()
     }
+
+    /// Whether to register the queue's I/O buffers with the ring, so SQEs can name them as fixed
+    /// buffer [`TargetRing::buf_index`] (`ReadFixed`/`WriteFixed`): the kernel then skips mapping
+    /// and pinning the pages on every I/O. The cost: every tag's buffer (`depth` x
+    /// [`max_io_bytes`](QueueInfo::max_io_bytes)) is allocated and pinned for the life of the queue.
+    ///
+    /// Called once after [`Target::open_queue`]. If the kernel refuses (RLIMIT_MEMLOCK), the queue
+    /// serves anyway, [`TargetRing::buf_index`] is `None`, and a
+    /// [`Warning::BuffersNotRegistered`](crate::Warning::BuffersNotRegistered) says so.
+    fn register_buffers(&self) -> bool {
+        false
+    }
 }
 
 /// What a target did with a request.

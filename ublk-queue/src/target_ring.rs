@@ -74,6 +74,13 @@ impl<'a> TargetRing<'a> {
         Ok(())
     }
 
+    /// The fixed-buffer index of the queue's I/O buffers, if they are registered with the ring
+    /// ([`QueueTarget::register_buffers`](crate::QueueTarget::register_buffers)): a request's
+    /// buffer ([`IoInfo::buf_ptr`](crate::IoInfo::buf_ptr) and what follows it) lies inside it.
+    pub fn buf_index(&self) -> Option<u16> {
+        self.submitter.buf_index()
+    }
+
     /// The fixed-file index of the `index`-th file [`QueueTarget::fixed_files`] returned
     /// (`/dev/ublkcN` is fixed file 0, the target's files follow).
     ///
