@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use common::{AlignedBuf, assert_same, open_direct, pattern, read_exact, report, write_all};
 use rustix::fs::{FallocateFlags, Mode, OFlags};
 use rustix::io::{Errno, ReadWriteFlags};
-use ublk_queue::{DeviceBuilder, Serving};
+use ublk_queue::{DeviceBuilder, Serving, Warning};
 use ublk_targets::{BackingKind, Loop, LoopBuilder};
 
 /// A backing file in the guest's tmpfs, removed when dropped.
@@ -33,12 +33,21 @@ impl Drop for BackingFile {
 }
 
 fn serve(backing: Loop, queues: u16) -> Serving {
-    backing
+    let dev = backing
         .configure(DeviceBuilder::new().queues(queues).depth(64))
         .add()
         .expect("add")
         .serve(backing)
-        .expect("serve")
+        .expect("serve");
+    // The loop target asks for registered buffers; as root nothing stands in the way.
+    assert!(
+        !dev.warnings()
+            .iter()
+            .any(|w| matches!(w, Warning::BuffersNotRegistered { .. })),
+        "{:?}",
+        dev.warnings()
+    );
+    dev
 }
 
 /// A small deterministic generator, so a failure reproduces.

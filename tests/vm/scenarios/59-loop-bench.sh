@@ -3,6 +3,7 @@
 # random read and write at QD64, runs interleaved, medians. In vm-e2e it is a short guard against
 # gross regressions (ublk below FLOOR x kernel loop fails); for the real figures run e.g.
 #   cargo xtask vm-run --release -- RUNS=7 SECS=10 sh /xtask/scenarios/59-loop-bench.sh
+# (QUEUES=N and UBLK_ARGS="--poll-us 50" vary the ublk side)
 # (with --release, build ublk first: cargo build --release -p ublk-cli).
 set -eu
 # busybox sh runs its own applets before PATH: util-linux tools are called by their full path.
@@ -10,6 +11,7 @@ set -eu
 RUNS=${RUNS:-1}
 SECS=${SECS:-3}
 QUEUES=${QUEUES:-1}
+UBLK_ARGS=${UBLK_ARGS:-} # more `ublk add loop` options, e.g. "--poll-us 50"
 FLOOR=${FLOOR:-10} # percent of the kernel loop driver's IOPS: a sanity floor (vm-e2e runs a debug build)
 me=59-loop-bench
 img=/tmp/bench.img
@@ -33,7 +35,8 @@ cleanup() {
 dd if=/dev/zero of=$img bs=1M count=256 2>/dev/null || fail "cannot create $img"
 kloop=$(/usr/sbin/losetup --direct-io=on -f --show $img) || fail "losetup"
 [ "$(cat /sys/block/${kloop#/dev/}/loop/dio)" = 1 ] || fail "kernel loop is not using direct I/O"
-out=$(ublk add loop --file $img --queues "$QUEUES") || fail "ublk add loop"
+# shellcheck disable=SC2086 # UBLK_ARGS is a list of options.
+out=$(ublk add loop --file $img --queues "$QUEUES" $UBLK_ARGS) || fail "ublk add loop $UBLK_ARGS"
 id=${out%% *}
 ublkb=${out#* }
 grep -q "device $id: $img (file, direct I/O" /run/ublk/server.log || fail "ublk loop is not using direct I/O"

@@ -158,8 +158,9 @@ impl LoopBuilder {
 
 /// A loop device's backing store, opened and checked: the [`Target`] to serve it with.
 ///
-/// Every queue registers the backing file with its io_uring and serves each request with SQEs on
-/// it: READ and WRITE (continued when short; a READ past the end of a shrunken file reads zeroes),
+/// Every queue registers the backing file and its I/O buffers with its io_uring (the buffers are
+/// then allocated and pinned up front: queue depth x the largest I/O, 64 MiB per queue by default)
+/// and serves each request with SQEs on it: READ and WRITE (continued when short; a READ past the end of a shrunken file reads zeroes),
 /// FLUSH as `fdatasync`, FUA writes with `RWF_DSYNC`, DISCARD as a punched hole (on a block device,
 /// its own discard), WRITE_ZEROES as a punched hole or (with NOUNMAP) a zeroed range. No thread is added and the queue thread never
 /// blocks on the backing store.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustix::fs::FallocateFlags;
 use rustix::io::{Errno, ReadWriteFlags};
 use ublk_queue::{Handled, IoFlags, IoInfo, IoOp, QueueTarget, Request, TargetCqe, TargetRing};
-use ublk_ring::opcode::{BlockDiscard, Fallocate, Fsync, Read, Write};
+use ublk_ring::opcode::{BlockDiscard, Fallocate, Fsync, Read, ReadFixed, Write, WriteFixed};
 use ublk_ring::squeue::{Entry, SqeFlags};
 use ublk_ring::types::FsyncFlags;
 
@@ -99,17 +99,27 @@ impl LoopQueue {
         let ptr = io.buf_ptr().wrapping_add(done as usize);
         let offset = io.offset() + u64::from(done);
         let file = ring.file(0);
-        let entry = if io.op() == IoOp::Read {
-            Read::new(file, ptr, left).offset(offset).build()
-        } else {
-            let mut flags = ReadWriteFlags::empty();
-            // FUA: durable when it completes. RWF_DSYNC makes this one write O_DSYNC, which a
-            // block device turns into a FUA write (or write + flush) and a file into write + sync.
-            flags.set(ReadWriteFlags::DSYNC, io.flags().contains(IoFlags::FUA));
-            Write::new(file, ptr, left)
+        let mut flags = ReadWriteFlags::empty();
+        // FUA: durable when it completes. RWF_DSYNC makes this one write O_DSYNC, which a block
+        // device turns into a FUA write (or write + flush) and a file into write + sync.
+        flags.set(
+            ReadWriteFlags::DSYNC,
+            io.op() == IoOp::Write && io.flags().contains(IoFlags::FUA),
+        );
+        // With the buffers registered, the kernel neither maps nor pins the pages per I/O.
+        let entry = match (io.op(), ring.buf_index()) {
+            (IoOp::Read, Some(index)) => ReadFixed::new(file, ptr, left, index)
+                .offset(offset)
+                .build(),
+            (IoOp::Read, None) => Read::new(file, ptr, left).offset(offset).build(),
+            (_, Some(index)) => WriteFixed::new(file, ptr, left, index)
                 .offset(offset)
                 .rw_flags(flags)
-                .build()
+                .build(),
+            (_, None) => Write::new(file, ptr, left)
+                .offset(offset)
+                .rw_flags(flags)
+                .build(),
         };
         // SAFETY: the SQE moves bytes between the backing file (registered with the ring) and the
         // part of the tag's buffer not yet done, which stays the server's until the request
@@ -267,6 +277,10 @@ impl QueueTarget for LoopQueue {
 
     fn fixed_files(&self) -> Vec<BorrowedFd<'_>> {
         vec![self.file.as_fd()]
+    }
+
+    fn register_buffers(&self) -> bool {
+        true
     }
 }
 
