@@ -279,7 +279,22 @@ impl<Q: QueueTarget> Queue<Q> {
             self.reap()?;
             self.stats[usize::from(self.q_id)].publish(self.submitter.enters, self.requests);
         }
+        if self.ended == self.tags.len() {
+            self.release_resources();
+        }
         Ok(())
+    }
+
+    /// Drops the ring's references to the registered files and buffers now, from this thread,
+    /// instead of in the kernel worker that tears the ring down some time after it is closed: a
+    /// target's backing file is then closed by the time the queue has ended (whoever deleted the
+    /// device may unmount it next). Only once every tag has ended: no SQE uses them any more.
+    fn release_resources(&mut self) {
+        // Best effort: on failure the ring's teardown releases them later, as without this.
+        let _ = self.submitter.ring.unregister_files();
+        if self.submitter.buf_index.take().is_some() {
+            let _ = self.submitter.ring.unregister_buffers();
+        }
     }
 
     /// With busy polling on, submits what is queued and watches the ring for up to the poll
