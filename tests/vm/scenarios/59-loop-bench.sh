@@ -12,7 +12,7 @@ RUNS=${RUNS:-1}
 SECS=${SECS:-3}
 QUEUES=${QUEUES:-1}
 UBLK_ARGS=${UBLK_ARGS:-} # more `ublk add loop` options, e.g. "--poll-us 50"
-FLOOR=${FLOOR:-10} # percent of the kernel loop driver's IOPS: a sanity floor (vm-e2e runs a debug build)
+FLOOR=${FLOOR:-25} # percent of the kernel loop driver's IOPS: a sanity floor (vm-e2e runs a debug build)
 me=59-loop-bench
 img=/tmp/bench.img
 id=""
@@ -77,9 +77,16 @@ for rw in randread randwrite; do
     [ $ratio -ge "$FLOOR" ] || fail "ublk loop $rw is below $FLOOR% of the kernel loop driver"
 done
 dev_id=$id
+server=$(ublk list | awk -v id="$id" '$1 == id { print $6 }')
 ublk del "$id" > /dev/null || fail "ublk del"
 id=""
-# The server logs its queues' io_uring_enter calls per request when it stops.
+# The server logs its queues' io_uring_enter calls per request as it exits (ublk del does not
+# wait for that).
+n=0
+while [ -n "$server" ] && kill -0 "$server" 2>/dev/null && [ $n -lt 100 ]; do
+    n=$((n + 1))
+    sleep 0.1
+done
 grep "device $dev_id queue" /run/ublk/server.log || true
 cleanup
 echo "$me: ok"
