@@ -10,7 +10,7 @@ id=""
 img=""
 
 fail() {
-    echo "$me: FAIL: $*"
+    echo "$me: FAIL: $*" >&2
     [ -n "$id" ] && ublk del "$id" >/dev/null 2>&1
     [ -n "$img" ] && rm -f "$img"
     exit 1

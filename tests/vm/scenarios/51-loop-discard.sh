@@ -12,7 +12,7 @@ id=""
 M=1048576
 
 fail() {
-    echo "$me: FAIL: $*"
+    echo "$me: FAIL: $*" >&2
     [ -n "$id" ] && ublk del "$id" >/dev/null 2>&1
     rm -f "$img"
     exit 1

@@ -11,7 +11,7 @@ src=/tmp/$me.src
 id=""
 
 fail() {
-    echo "$me: FAIL: $*"
+    echo "$me: FAIL: $*" >&2
     [ -n "$id" ] && ublk del "$id" >/dev/null 2>&1
     rm -f "$img" "$src"
     exit 1

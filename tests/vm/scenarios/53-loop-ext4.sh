@@ -10,7 +10,7 @@ mnt=/tmp/$me.mnt
 id=""
 
 fail() {
-    echo "$me: FAIL: $*"
+    echo "$me: FAIL: $*" >&2
     umount "$mnt" 2>/dev/null || true
     [ -n "$id" ] && ublk del "$id" >/dev/null 2>&1
     rm -rf "$img" "$mnt" /tmp/$me.sums

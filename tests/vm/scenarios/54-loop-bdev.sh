@@ -14,7 +14,7 @@ kloop=""
 M=1048576
 
 fail() {
-    echo "$me: FAIL: $*"
+    echo "$me: FAIL: $*" >&2
     [ -n "$id" ] && ublk del "$id" >/dev/null 2>&1
     [ -n "$kloop" ] && $LOSETUP -d "$kloop" 2>/dev/null
     rm -f "$img"

@@ -9,7 +9,7 @@ dir=/tmp/$me
 id=""
 
 fail() {
-    echo "$me: FAIL: $*"
+    echo "$me: FAIL: $*" >&2
     [ -n "$id" ] && ublk del "$id" >/dev/null 2>&1
     umount "$dir/ro" 2>/dev/null || true
     rm -rf "$dir"

@@ -19,7 +19,7 @@ id=""
 kloop=""
 
 fail() {
-    echo "$me: FAIL: $*"
+    echo "$me: FAIL: $*" >&2
     cleanup
     exit 1
 }

@@ -99,13 +99,13 @@ impl LoopQueue {
         let ptr = io.buf_ptr().wrapping_add(done as usize);
         let offset = io.offset() + u64::from(done);
         let file = ring.file(0);
-        let mut flags = ReadWriteFlags::empty();
         // FUA: durable when it completes. RWF_DSYNC makes this one write O_DSYNC, which a block
         // device turns into a FUA write (or write + flush) and a file into write + sync.
-        flags.set(
-            ReadWriteFlags::DSYNC,
-            io.op() == IoOp::Write && io.flags().contains(IoFlags::FUA),
-        );
+        let flags = if io.flags().contains(IoFlags::FUA) {
+            ReadWriteFlags::DSYNC
+        } else {
+            ReadWriteFlags::empty()
+        };
         // With the buffers registered, the kernel neither maps nor pins the pages per I/O.
         let entry = match (io.op(), ring.buf_index()) {
             (IoOp::Read, Some(index)) => ReadFixed::new(file, ptr, left, index)
@@ -124,7 +124,7 @@ impl LoopQueue {
         // SAFETY: the SQE moves bytes between the backing file (registered with the ring) and the
         // part of the tag's buffer not yet done, which stays the server's until the request
         // completes, and which no Rust code touches until this SQE's completion comes back.
-        push(ring, io.tag(), Step::Rw, entry)
+        unsafe { push(ring, io.tag(), Step::Rw, entry) }
     }
 
     /// Pushes the SQE(s) for a DISCARD or WRITE_ZEROES `step` over the request's range.
@@ -139,34 +139,28 @@ impl LoopQueue {
         };
         let keep = FallocateFlags::KEEP_SIZE;
         let punch = FallocateFlags::PUNCH_HOLE | keep;
-        match step {
-            Step::BlockDiscard => push(
-                ring,
-                io.tag(),
-                step,
-                BlockDiscard::new(file, io.offset(), io.len()).build(),
-            ),
+        let entry = match step {
+            Step::BlockDiscard => BlockDiscard::new(file, io.offset(), io.len()).build(),
             // On a block device a punched hole is blkdev_issue_zeroout(NOFALLBACK): WRITE_ZEROES
             // that may unmap, what the kernel's loop driver sends for DISCARD.
-            Step::Discard | Step::ZeroPunch => push(ring, io.tag(), step, falloc(punch)),
+            Step::Discard | Step::ZeroPunch => falloc(punch),
             // On a block device this is BLKZEROOUT (blkdev_issue_zeroout, NOUNMAP).
-            Step::ZeroRange => push(
-                ring,
-                io.tag(),
-                step,
-                falloc(FallocateFlags::ZERO_RANGE | keep),
-            ),
-            Step::ZeroPunchLinked => {
-                // Each SQE posts its own CQE; if the punch fails, the allocation is cancelled.
-                let first = falloc(punch).flags(SqeFlags::IO_LINK);
-                match push(ring, io.tag(), Step::ZeroPunchLinked, first) {
-                    Handled::Queued => push(ring, io.tag(), Step::ZeroAllocate, falloc(keep)),
-                    failed => failed,
-                }
-            }
+            Step::ZeroRange => falloc(FallocateFlags::ZERO_RANGE | keep),
+            // Each SQE posts its own CQE; if the punch fails, the allocation is cancelled.
+            Step::ZeroPunchLinked => falloc(punch).flags(SqeFlags::IO_LINK),
+            // Not range steps: a bug here, failed rather than guessed at.
             Step::Rw | Step::Sync | Step::ZeroAllocate => {
-                Handled::Done(-Errno::INVAL.raw_os_error())
+                return Handled::Done(-Errno::INVAL.raw_os_error());
             }
+        };
+        // SAFETY: fallocate and discard SQEs name the registered backing file and no memory.
+        let pushed = unsafe { push(ring, io.tag(), step, entry) };
+        match (step, pushed) {
+            // SAFETY: as above.
+            (Step::ZeroPunchLinked, Handled::Queued) => unsafe {
+                push(ring, io.tag(), Step::ZeroAllocate, falloc(keep))
+            },
+            (_, pushed) => pushed,
         }
     }
 
@@ -237,7 +231,8 @@ impl QueueTarget for LoopQueue {
             }
             IoOp::Flush => {
                 let entry = Fsync::new(ring.file(0)).flags(FsyncFlags::DATASYNC).build();
-                push(ring, io.tag(), Step::Sync, entry)
+                // SAFETY: an fsync SQE names the registered backing file and no memory.
+                unsafe { push(ring, io.tag(), Step::Sync, entry) }
             }
             IoOp::Discard if self.block_discard => {
                 self.push_range_op(&io, Step::BlockDiscard, ring)
@@ -286,9 +281,13 @@ impl QueueTarget for LoopQueue {
 
 /// Pushes `entry` for `tag` as `step`: `Queued`, or the request fails with EIO if the ring is
 /// failing.
-fn push(ring: &mut TargetRing<'_>, tag: u16, step: Step, entry: Entry) -> Handled {
-    // SAFETY: the callers' entries point at the backing file (registered with the ring) and at
-    // most at the tag's own buffer, which stays valid and untouched until the completion returns.
+///
+/// # Safety
+///
+/// As for [`TargetRing::push`]: what `entry` points at stays valid, and untouched by Rust code,
+/// until its completion comes back.
+unsafe fn push(ring: &mut TargetRing<'_>, tag: u16, step: Step, entry: Entry) -> Handled {
+    // SAFETY: forwarded to our caller.
     match unsafe { ring.push_with(tag, step as u16, entry) } {
         Ok(()) => Handled::Queued,
         Err(_) => Handled::Done(-Errno::IO.raw_os_error()),
