@@ -46,7 +46,8 @@ fn delete(ctrl: &mut Control, id: u32) -> Result<(), CliError> {
     let server = ctrl
         .dev_info(id)
         .ok()
-        .and_then(|info| Pid::from_raw(info.ublksrv_pid))
+        // A dead device's server pid is -1, which `Pid::from_raw` refuses with a panic.
+        .and_then(|info| Pid::from_raw(info.ublksrv_pid.max(0)))
         .and_then(|pid| {
             pidfd_open(pid, PidfdFlags::empty())
                 .ok()
