@@ -16,19 +16,6 @@ fail() {
     exit 1
 }
 devices() { ls /sys/class/ublk-char 2>/dev/null | wc -l; }
-# del_wait ID: `ublk del ID`, then wait (bounded) for its server to exit: `ublk del` does not wait
-# for that, and the server holds the backing file until it has.
-del_wait() {
-    server=$(ublk list | awk -v id="$1" '$1 == id { print $6 }')
-    ublk del "$1" > /dev/null || fail "ublk del $1"
-    n=0
-    while [ -n "$server" ] && kill -0 "$server" 2>/dev/null; do
-        n=$((n + 1))
-        [ $n -lt 100 ] || fail "server $server of device $1 still running 10 s after ublk del"
-        sleep 0.1
-    done
-}
-
 # refused WHAT EXPECTED_TEXT -- ARGS...: `ublk add loop ARGS` fails saying EXPECTED_TEXT, makes nothing.
 refused() {
     what=$1
@@ -75,11 +62,12 @@ for f in "$dir/ro.img" "$dir/ro/disk.img"; do
     dev=${out#* }
     [ "$(blockdev --getro "$dev")" = 1 ] || fail "$dev is not read-only"
     dd if="$dev" of=/dev/null bs=1M 2>/dev/null || fail "reading $dev"
-    del_wait "$id"
+    ublk del "$id" > /dev/null || fail "ublk del"
     id=""
     echo "$me: --read-only over $f serves a read-only device"
 done
-umount "$dir/ro" || fail "the read-only mount is still busy after the servers exited"
+# `ublk del` returns once the server has exited and so closed the backing file.
+umount "$dir/ro" || fail "the read-only mount is still busy after ublk del returned"
 
 # --size creates a missing file sparse, and grows a short one.
 out=$(ublk add loop --file "$dir/new.img" --size 32M) || fail "--size did not create the file"
