@@ -80,6 +80,6 @@ dev_id=$id
 ublk del "$id" > /dev/null || fail "ublk del"
 id=""
 # The server logs its queues' io_uring_enter calls per request as it exits; ublk del waits for it.
-grep "device $dev_id queue" /run/ublk/server.log || true
+grep "device $dev_id queue" /run/ublk/server.log | tail -n "$QUEUES" || true
 cleanup
 echo "$me: ok"
