@@ -156,43 +156,16 @@ fn matrix(args: &Args) -> Result<u8> {
         if dir.exists() {
             fs::remove_dir_all(&dir).at("remove", &dir)?;
         }
+        fs::create_dir_all(&dir).at("create", &dir)?;
     }
-    fs::create_dir_all(out.join("fio")).at("create", &out.join("fio"))?;
-    fs::create_dir_all(out.join("logs")).at("create", &out.join("logs"))?;
-    let mut report = console::Report::default();
-    let mut seen = host_load::Seen::default();
     let mut guest_failures = Vec::new();
-    if !plan.cases.is_empty() {
-        let runs = plan.fio_runs();
-        eprintln!(
-            "[xtask] bench: {} cases, {runs} fio runs of {} s (+{} s ramp): about {} min under TCG",
-            plan.cases.len(),
-            timing.runtime,
-            timing.ramp,
-            (runs * (timing.runtime + timing.ramp + 2) + 60).div_ceil(60)
-        );
-        let nonce = vm::console::new_nonce();
-        let script = plan.matrix_script(&nonce, GUEST_LIB);
-        let limit = u64::from(runs) * u64::from(timing.runtime + timing.ramp + 10) + 600;
-        let timeout = vm::timeout(args.timeout).unwrap_or(Duration::from_secs(limit));
-        let watcher = host_load::Watcher::start();
-        let (text, status) = guest.boot(args.vm.smp, &script, &nonce, "matrix", timeout, runs)?;
-        seen = watcher.finish();
-        report = console::read(&text, &nonce);
-        if let Err(why) = status.and_then(|s| check_done(s, report.done)) {
-            guest_failures.push(format!("matrix boot: {why}"));
-        }
-    }
+    let (mut report, seen) = if plan.cases.is_empty() {
+        (console::Report::default(), host_load::Seen::default())
+    } else {
+        matrix_boot(&guest, &plan, args.timeout, &mut guest_failures)?
+    };
     if plan.create {
-        let nonce = vm::console::new_nonce();
-        let script = Plan::create_script(&nonce, GUEST_LIB);
-        let smp = create_smp(&args.vm);
-        let (text, status) =
-            guest.boot(smp, &script, &nonce, "create", Duration::from_secs(600), 0)?;
-        let created = console::read(&text, &nonce);
-        if let Err(why) = status.and_then(|s| check_done(s, created.done)) {
-            guest_failures.push(format!("creation boot ({smp} vCPUs): {why}"));
-        }
+        let created = create_boot(&guest, &mut guest_failures)?;
         report.created = created.created;
         report.logs.extend(created.logs);
     }
@@ -240,6 +213,49 @@ fn matrix(args: &Args) -> Result<u8> {
         eprintln!("[xtask] bench: {failed_runs} fio run(s) failed; see target/bench/fio/");
     }
     Ok(u8::from(!guest_failures.is_empty() || failed_runs > 0))
+}
+
+/// The fio matrix in one boot, watched for host contention.
+fn matrix_boot(
+    guest: &Guest<'_>,
+    plan: &Plan,
+    timeout: u64,
+    failures: &mut Vec<String>,
+) -> Result<(console::Report, host_load::Seen)> {
+    let t = plan.timing;
+    let runs = plan.fio_runs();
+    eprintln!(
+        "[xtask] bench: {} cases, {runs} fio runs of {} s (+{} s ramp): about {} min under TCG",
+        plan.cases.len(),
+        t.runtime,
+        t.ramp,
+        (runs * (t.runtime + t.ramp + 2) + 60).div_ceil(60)
+    );
+    let nonce = vm::console::new_nonce();
+    let script = plan.matrix_script(&nonce, GUEST_LIB);
+    let limit = u64::from(runs) * u64::from(t.runtime + t.ramp + 10) + 600;
+    let timeout = vm::timeout(timeout).unwrap_or(Duration::from_secs(limit));
+    let watcher = host_load::Watcher::start();
+    let (text, status) = guest.boot(guest.vm.smp, &script, &nonce, "matrix", timeout, runs)?;
+    let seen = watcher.finish();
+    let report = console::read(&text, &nonce);
+    if let Err(why) = status.and_then(|s| check_done(s, report.done)) {
+        failures.push(format!("matrix boot: {why}"));
+    }
+    Ok((report, seen))
+}
+
+/// Device creation timed in its own boot, with enough vCPUs for every queue count.
+fn create_boot(guest: &Guest<'_>, failures: &mut Vec<String>) -> Result<console::Report> {
+    let nonce = vm::console::new_nonce();
+    let script = Plan::create_script(&nonce, GUEST_LIB);
+    let smp = create_smp(guest.vm);
+    let (text, status) = guest.boot(smp, &script, &nonce, "create", Duration::from_secs(600), 0)?;
+    let report = console::read(&text, &nonce);
+    if let Err(why) = status.and_then(|s| check_done(s, report.done)) {
+        failures.push(format!("creation boot ({smp} vCPUs): {why}"));
+    }
+    Ok(report)
 }
 
 /// `--script FILE`: runs FILE after lib.sh in the bench guest, console to stdout.
