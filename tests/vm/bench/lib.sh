@@ -30,7 +30,8 @@ ublk_up() {
     mkfifo "$B/$var.fifo"
     ublk add "$target" --queues "$queues" --depth "$DEPTH" --foreground "$@" \
         > "$B/$var.fifo" 2> "$B/$var.log" &
-    eval "pid_$var=$!"
+    pid=$!
+    eval "pid_$var=$pid"
     # The server prints "ID /dev/ublkbID" once the device is live; EOF means it failed.
     read -r id dev < "$B/$var.fifo" || true
     rm -f "$B/$var.fifo"
@@ -40,18 +41,26 @@ ublk_up() {
         eval "$var="
         return 1
     fi
-    eval "id_$var=$id $var=$dev"
+    eval "id_$var=$id $var=$dev ticks_$var=$(cpu_ticks "$pid")"
     tune "$dev"
 }
 
-# ublk_down VAR CASE SUBJECT: deletes the device, waits for its server to exit, prints its log.
+# The CPU time process PID has used (utime + stime of all its threads), in clock ticks.
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null
+}
+
+# ublk_down VAR CASE SUBJECT: deletes the device, waits for its server to exit, prints its log
+# and the CPU time the server used while live (clock ticks; USER_HZ is 100 on Linux).
 ublk_down() {
     var=$1
-    eval "id=\$id_$var pid=\$pid_$var"
+    eval "id=\$id_$var pid=\$pid_$var ticks=\$ticks_$var"
+    ticks=$(( $(cpu_ticks "$pid") - ${ticks:-0} ))
     [ -n "$id" ] && ublk del "$id" > /dev/null
     [ -n "$pid" ] && wait "$pid"
     mark log case=$2 subject=$3
     cat "$B/$var.log"
+    echo "bench: server cpu_ticks=$ticks hz=100"
     mark log-end
     eval "id_$var= pid_$var= $var="
 }

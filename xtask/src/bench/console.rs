@@ -92,6 +92,21 @@ impl ServerLog {
     }
 }
 
+impl ServerLog {
+    /// The CPU time the server used while the device was live, from lib.sh's
+    /// `bench: server cpu_ticks=N hz=H` line.
+    pub fn cpu(&self) -> Option<Duration> {
+        let line = self
+            .text
+            .lines()
+            .find(|l| l.starts_with("bench: server "))?;
+        let f = fields(line.trim_start_matches("bench: server "));
+        let ticks: u64 = field(&f, "cpu_ticks").parse().ok()?;
+        let hz: u64 = field(&f, "hz").parse().ok().filter(|&hz| hz > 0)?;
+        Some(Duration::from_micros(ticks * 1_000_000 / hz))
+    }
+}
+
 /// Rust's `{:.1?}` of a Duration: `850.2µs`, `12.3ms`, `1.5s`, `120ns`.
 pub fn parse_debug_duration(text: &str) -> Option<Duration> {
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
@@ -256,6 +271,7 @@ mod tests {
             "ublk[9]: INFO: device 0 is live at /dev/ublkb0 after 12.5ms".into(),
             "ublk[9]: INFO: device 0 queue 0: 1000 requests, 30 io_uring_enter calls (0.030 per request)".into(),
             "ublk[9]: INFO: device 0 queue 1: 500 requests, 20 io_uring_enter calls (0.040 per request)".into(),
+            "bench: server cpu_ticks=250 hz=100".into(),
             m("log-end"),
             m("created queues=4 hw_queues=2"),
             m("log case=create4 subject=ublk-null"),
@@ -291,6 +307,8 @@ mod tests {
             })
         );
         assert_eq!(r.logs[1].queue_totals(), None);
+        assert_eq!(r.logs[0].cpu(), Some(Duration::from_millis(2500)));
+        assert_eq!(r.logs[1].cpu(), None);
         assert_eq!(
             r.created,
             [Created {

@@ -96,9 +96,10 @@ pub fn markdown(
     );
     if !cells.is_empty() {
         s.push_str(
-            "| Case | Subject | IOPS | MiB/s | Latency µs | IOPS min-max | vs kernel | enters/I/O |\n",
+            "| Case | Subject | IOPS | MiB/s | Latency µs | IOPS min-max | vs kernel | enters/I/O \
+             | server CPU µs/I/O |\n",
         );
-        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     }
     let mut last_case = "";
     for cell in cells {
@@ -111,7 +112,7 @@ pub fn markdown(
         if let Some(why) = &cell.skipped {
             let _ = writeln!(
                 s,
-                "| {case} | {} | skipped: {why} | | | | | |",
+                "| {case} | {} | skipped: {why} | | | | | | |",
                 cell.subject.title()
             );
             continue;
@@ -127,7 +128,7 @@ pub fn markdown(
         };
         let _ = writeln!(
             s,
-            "| {case} | {}{failed} | {} | {} | {} | {} | {vs} | {} |",
+            "| {case} | {}{failed} | {} | {} | {} | {} | {vs} | {} | {} |",
             cell.subject.title(),
             opt(cell.iops(), si),
             opt(cell.bw_mib(), |b| format!("{b:.0}")),
@@ -135,6 +136,7 @@ pub fn markdown(
             cell.spread()
                 .map_or("-".into(), |(a, b)| format!("{}-{}", si(a), si(b))),
             opt(cell.enters_per_io(), |e| format!("{e:.3}")),
+            opt(cell.cpu_us_per_io(), |c| format!("{c:.1}")),
         );
     }
     if !creations.is_empty() {
@@ -231,7 +233,7 @@ pub fn summary_json(
                 "    {{\"case\": {}, \"title\": {}, \"subject\": {}, \"queues\": {}, \"jobs\": {}, \
                  \"iodepth\": {}, \"iops_median\": {}, \"iops_runs\": [{}], \"mib_s_median\": {}, \
                  \"lat_us_median\": {}, \"failed_runs\": {}, \"baseline\": {}, \"ratio\": {}, \
-                 \"enters_per_io\": {}, \"skipped\": {}}}",
+                 \"enters_per_io\": {}, \"server_cpu_us_per_io\": {}, \"skipped\": {}}}",
                 q(c.case.id),
                 q(c.case.title),
                 q(c.subject.id()),
@@ -246,6 +248,7 @@ pub fn summary_json(
                 c.subject.baseline().map_or("null".into(), |b| q(b.id())),
                 num(results::ratio(cells, c)),
                 num(c.enters_per_io()),
+                num(c.cpu_us_per_io()),
                 c.skipped.as_deref().map_or("null".into(), q),
             )
         })
@@ -396,6 +399,7 @@ mod tests {
             }],
             failed: 0,
             totals: None,
+            server_cpu: None,
             skipped: None,
         };
         let mut loop_cell = mk(Subject::UblkLoop, 0.0);
@@ -419,7 +423,9 @@ mod tests {
         let goals = results::goals(&cells, &[]);
         let md = markdown(&cells, &[], &goals, &machine(), t, "cargo xtask bench");
         assert!(
-            md.contains("| 4K randread QD1 | ublk null | 20.0k | 78 | 50.0 | 20.0k-20.0k | 0.20x null_blk | - |"),
+            md.contains(
+                "| 4K randread QD1 | ublk null | 20.0k | 78 | 50.0 | 20.0k-20.0k | 0.20x null_blk | - | - |"
+            ),
             "{md}"
         );
         assert!(md.contains("|  | null_blk | 100.0k |"), "{md}");

@@ -26,6 +26,8 @@ pub struct Cell {
     pub failed: u32,
     /// The ublk server's queue counters over the case (all runs and ramps).
     pub totals: Option<QueueTotals>,
+    /// The ublk server's CPU time over the case.
+    pub server_cpu: Option<Duration>,
     /// Why the subject did not run, if the guest said.
     pub skipped: Option<String>,
 }
@@ -48,6 +50,13 @@ impl Cell {
         let iops = self.samples.iter().map(|s| s.iops);
         let min = iops.clone().reduce(f64::min)?;
         Some((min, iops.reduce(f64::max)?))
+    }
+
+    /// The ublk server's CPU time per completed request, in µs.
+    pub fn cpu_us_per_io(&self) -> Option<f64> {
+        let requests = self.totals?.requests;
+        let cpu = self.server_cpu?;
+        (requests > 0).then(|| cpu.as_secs_f64() * 1e6 / requests as f64)
     }
 
     /// `io_uring_enter` calls per completed request on the queue threads.
@@ -147,6 +156,7 @@ pub fn cells(plan: &Plan, report: &console::Report) -> Vec<Cell> {
                 samples: vec![],
                 failed: 0,
                 totals: None,
+                server_cpu: None,
                 skipped: report
                     .skips
                     .iter()
@@ -163,11 +173,12 @@ pub fn cells(plan: &Plan, report: &console::Report) -> Vec<Cell> {
                     _ => cell.failed += 1,
                 }
             }
-            cell.totals = report
+            let log = report
                 .logs
                 .iter()
-                .find(|l| l.case == case.id && l.subject == subject.id())
-                .and_then(console::ServerLog::queue_totals);
+                .find(|l| l.case == case.id && l.subject == subject.id());
+            cell.totals = log.and_then(console::ServerLog::queue_totals);
+            cell.server_cpu = log.and_then(console::ServerLog::cpu);
             out.push(cell);
         }
     }
@@ -351,6 +362,7 @@ mod tests {
                 .collect(),
             failed: 0,
             totals: None,
+            server_cpu: None,
             skipped: None,
         }
     }
@@ -422,7 +434,9 @@ mod tests {
         report.logs.push(console::ServerLog {
             case: "rr4k-qd64-2j".into(),
             subject: "ublk-null".into(),
-            text: "x queue 0: 100 requests, 5 io_uring_enter calls\n".into(),
+            text: "x queue 0: 100 requests, 5 io_uring_enter calls\n\
+                   bench: server cpu_ticks=1 hz=100\n"
+                .into(),
         });
         report
             .skips
@@ -431,6 +445,7 @@ mod tests {
         let null = find(&cells, "rr4k-qd64-2j", Subject::UblkNull).unwrap();
         assert_eq!((null.samples.len(), null.failed), (1, 1));
         assert_eq!(null.enters_per_io(), Some(0.05));
+        assert_eq!(null.cpu_us_per_io(), Some(100.0));
         let lp = find(&cells, "rr4k-qd64-2j", Subject::UblkLoop).unwrap();
         assert_eq!(lp.skipped.as_deref(), Some("not available"));
     }
