@@ -85,6 +85,12 @@ pub enum Error {
         "this kernel cannot wait with a timeout (no IORING_FEAT_EXT_ARG, Linux 5.11): push a Timeout entry instead"
     )]
     ExtArgUnsupported,
+
+    /// The kernel lacks `IORING_FEAT_MIN_TIMEOUT` (Linux 6.12), so an enter cannot gather.
+    #[error(
+        "this kernel cannot wait with a minimum wait time (no IORING_FEAT_MIN_TIMEOUT, Linux 6.12): use submit_and_wait_timeout instead"
+    )]
+    MinTimeoutUnsupported,
 }
 
 impl From<crate::squeue::SqFull> for Error {

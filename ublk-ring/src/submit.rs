@@ -13,8 +13,11 @@
 //!   wait short after a submit shows up as "fewer than `want` CQEs ready" and we enter again
 //!   too. Either way EINTR never reaches the caller and no completion is lost: CQEs stay in
 //!   the ring until the caller reaps them.
-//! * **ETIME** (timed wait only): the deadline passed. The kernel reports it only when the CQ
-//!   is empty; if completions arrived the wait returns success.
+//! * **ETIME** (timed wait only): the enter's timespec ran out. The kernel reports it only when
+//!   the CQ is empty; if completions arrived the wait returns success. One enter waits at most a
+//!   day (see `MAX_ENTER_WAIT`), so ETIME before the caller's own deadline means: enter again.
+//! * **Gathering** (`min_wait_usec`): when the minimum wait passes with fewer than `want` CQEs
+//!   but at least one, the kernel returns success (or ETIME): the caller reaps what is there.
 //! * **EBUSY / EAGAIN**: the kernel cannot take more requests now (older kernels return EBUSY
 //!   while CQEs sit on the overflow list; EAGAIN means no request memory). Completions belong
 //!   to the caller, so we do not reap them here: if CQEs are ready, or held on the overflow
@@ -54,7 +57,7 @@ impl Ring {
     /// [`Error::Enter`] for other `io_uring_enter` failures.
     #[inline]
     pub fn submit(&mut self) -> Result<usize> {
-        self.submit_with(0, None, sys_enter)
+        self.submit_with(0, Wait::Plain, sys_enter)
     }
 
     /// Submits every queued entry and waits until at least `want` CQEs (capped at the CQ size)
@@ -69,7 +72,7 @@ impl Ring {
     /// As [`submit`](Self::submit).
     #[inline]
     pub fn submit_and_wait(&mut self, want: u32) -> Result<usize> {
-        self.submit_with(want, None, sys_enter)
+        self.submit_with(want, Wait::Plain, sys_enter)
     }
 
     /// Like [`submit_and_wait`](Self::submit_and_wait), but gives up after `timeout`.
@@ -88,22 +91,43 @@ impl Ring {
         }
         // A deadline too far out to represent is no deadline at all.
         let deadline = Instant::now().checked_add(timeout);
-        self.submit_with(want, Some(deadline), sys_enter)
+        self.submit_with(want, Wait::Until(deadline), sys_enter)
+    }
+
+    /// Submits every queued entry and gathers completions: waits until `want` CQEs are ready,
+    /// but once `min_wait` has passed, returns as soon as there is any. With none ready it
+    /// sleeps on until the first. Returns how many entries the kernel consumed.
+    ///
+    /// This is how a server batches under load without adding latency when idle: ask for the
+    /// batch it expects, and bound what a short batch costs by `min_wait`. It uses the kernel's
+    /// `min_wait_usec` (`IORING_FEAT_MIN_TIMEOUT`, Linux 6.12), which also keeps the task asleep
+    /// while fewer than `want` completions are ready (with `DEFER_TASKRUN`, lazily woken work
+    /// does not even wake it). `min_wait` is rounded down to whole microseconds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MinTimeoutUnsupported`] on kernels without `IORING_FEAT_MIN_TIMEOUT`, otherwise
+    /// as [`submit`](Self::submit).
+    pub fn submit_and_gather(&mut self, want: u32, min_wait: Duration) -> Result<usize> {
+        if !self.features().contains(Features::MIN_TIMEOUT) {
+            return Err(Error::MinTimeoutUnsupported);
+        }
+        let min_wait_usec = u32::try_from(min_wait.as_micros()).unwrap_or(u32::MAX);
+        self.submit_with(want, Wait::Gather { min_wait_usec }, sys_enter)
     }
 
     /// The submit loop, with the syscall passed in so tests can play the kernel's answers.
-    /// `deadline` is `None` for an untimed wait, `Some(None)` for one too far out to matter.
     #[inline(always)]
     pub(crate) fn submit_with(
         &mut self,
         want: u32,
-        deadline: Option<Option<Instant>>,
+        wait: Wait,
         mut enter: impl FnMut(
             BorrowedFd<'_>,
             u32,
             u32,
             IoringEnterFlags,
-            Option<&Timespec>,
+            Option<&EnterArg>,
         ) -> Result<u32, Errno>,
     ) -> Result<usize> {
         let want = want.min(self.cq.entries());
@@ -121,23 +145,11 @@ impl Ring {
             if to_submit == 0 && !flags.contains(IoringEnterFlags::GETEVENTS) {
                 return Ok(submitted);
             }
-            let result = match deadline {
-                None => enter(fd, to_submit, want, flags, None),
-                Some(deadline) => {
-                    let left = deadline.map_or(Duration::MAX, |d| {
-                        d.saturating_duration_since(Instant::now())
-                    });
-                    let ts = Timespec::from(left);
-                    enter(
-                        fd,
-                        to_submit,
-                        want,
-                        flags | IoringEnterFlags::EXT_ARG,
-                        Some(&ts),
-                    )
-                }
-            };
-            match result {
+            let arg = wait.enter_arg();
+            if arg.is_some() {
+                flags |= IoringEnterFlags::EXT_ARG;
+            }
+            match enter(fd, to_submit, want, flags, arg.as_ref()) {
                 Ok(n) if n < to_submit => {
                     submitted += n as usize;
                     if n == 0 {
@@ -148,16 +160,29 @@ impl Ring {
                 }
                 Ok(n) => {
                     submitted += n as usize;
-                    if want == 0 || self.cq.ready() >= want {
+                    let ready = self.cq.ready();
+                    if want == 0 || ready >= want {
                         return Ok(submitted);
                     }
-                    // The wait was cut short (a signal after a submit, or the deadline).
-                    if deadline.is_some_and(|d| d.is_some_and(|d| Instant::now() >= d)) {
-                        return self.timed_out(submitted);
+                    // The wait was cut short: a signal after a submit, a deadline, or (when
+                    // gathering) the minimum wait, after which any completion will do.
+                    match wait {
+                        Wait::Gather { .. } if ready > 0 => return Ok(submitted),
+                        Wait::Until(deadline) if passed(deadline) => {
+                            return self.timed_out(submitted);
+                        }
+                        _ => {}
                     }
                 }
                 Err(Errno::INTR) => {}
-                Err(Errno::TIME) if deadline.is_some() => return self.timed_out(submitted),
+                // Each enter waits at most MAX_ENTER_WAIT: only our own deadline ends the call.
+                Err(Errno::TIME) => match wait {
+                    Wait::Until(deadline) if passed(deadline) => {
+                        return self.timed_out(submitted);
+                    }
+                    Wait::Gather { .. } if self.cq.ready() > 0 => return Ok(submitted),
+                    _ => {}
+                },
                 Err(e @ (Errno::BUSY | Errno::AGAIN)) => return self.pushed_back(submitted, e),
                 Err(e) => return Err(Error::Enter(e)),
             }
@@ -207,30 +232,89 @@ fn enter_target(
     }
 }
 
-/// `io_uring_enter`, with an `io_uring_getevents_arg` carrying `timeout` when there is one.
+/// How long one enter may wait at most, whatever the caller's deadline. The kernel adds the
+/// relative timespec to the current time (`ktime_add`, which does not saturate); a day keeps that
+/// sum far from overflow on every kernel. A longer deadline just takes several enters.
+const MAX_ENTER_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How an enter waits once `want` is set (see the public methods).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    /// Until `want` CQEs are ready.
+    Plain,
+    /// Until `want` CQEs are ready or the deadline passes (`None`: too far out to represent).
+    Until(Option<Instant>),
+    /// Until `want` CQEs are ready or, after `min_wait_usec`, any one is.
+    Gather { min_wait_usec: u32 },
+}
+
+impl Wait {
+    /// The extended argument for the next enter, if this kind of wait needs one.
+    fn enter_arg(self) -> Option<EnterArg> {
+        match self {
+            Wait::Plain => None,
+            Wait::Until(deadline) => {
+                let left = deadline.map_or(MAX_ENTER_WAIT, |d| {
+                    d.saturating_duration_since(Instant::now())
+                        .min(MAX_ENTER_WAIT)
+                });
+                Some(EnterArg {
+                    ts: Timespec::from(left),
+                    min_wait_usec: 0,
+                })
+            }
+            // The min wait needs an overall timeout beside it: without one the kernel ends the
+            // whole wait (with ETIME) when the min wait passes, even with nothing ready.
+            Wait::Gather { min_wait_usec } => Some(EnterArg {
+                ts: Timespec::from(MAX_ENTER_WAIT),
+                min_wait_usec,
+            }),
+        }
+    }
+}
+
+/// Whether a deadline (`None`: too far out to represent) has passed.
+fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// What an `IORING_ENTER_EXT_ARG` enter carries besides the counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EnterArg {
+    ts: Timespec,
+    min_wait_usec: u32,
+}
+
+/// `io_uring_enter`, with an `io_uring_getevents_arg` when there is an [`EnterArg`].
 #[inline]
 fn sys_enter(
     fd: BorrowedFd<'_>,
     to_submit: u32,
     min_complete: u32,
     flags: IoringEnterFlags,
-    timeout: Option<&Timespec>,
+    arg: Option<&EnterArg>,
 ) -> Result<u32, Errno> {
-    match timeout {
+    match arg {
         // SAFETY: no argument pointer is passed and EXT_ARG is not set. The memory named by the
         // SQEs being submitted is covered by the safety contract of `SubmissionQueue::push`.
         None => unsafe { rustix::io_uring::io_uring_enter(fd, to_submit, min_complete, flags) },
-        Some(ts) => {
-            let arg = io_uring_getevents_arg {
+        Some(arg) => {
+            let getevents = io_uring_getevents_arg {
                 sigmask: io_uring_ptr::null(),
                 sigmask_sz: 0,
-                min_wait_usec: 0,
-                ts: io_uring_ptr::new(std::ptr::from_ref(ts).cast_mut().cast::<c_void>()),
+                min_wait_usec: arg.min_wait_usec,
+                ts: io_uring_ptr::new(std::ptr::from_ref(&arg.ts).cast_mut().cast::<c_void>()),
             };
-            // SAFETY: EXT_ARG is set (by `submit_with`) and `arg` and the timespec it points
-            // to outlive the call; the kernel only reads them. SQE memory: as above.
+            // SAFETY: EXT_ARG is set (by `submit_with`) and `getevents` and the timespec it
+            // points to outlive the call; the kernel only reads them. SQE memory: as above.
             unsafe {
-                rustix::io_uring::io_uring_enter_arg(fd, to_submit, min_complete, flags, Some(&arg))
+                rustix::io_uring::io_uring_enter_arg(
+                    fd,
+                    to_submit,
+                    min_complete,
+                    flags,
+                    Some(&getevents),
+                )
             }
         }
     }
@@ -266,7 +350,7 @@ mod tests {
         // A kernel that takes one SQE per call and, like the real one after a short submit,
         // returns without waiting.
         let n = ring
-            .submit_with(10, None, |fd, to_submit, want, flags, ts| {
+            .submit_with(10, Wait::Plain, |fd, to_submit, want, flags, ts| {
                 calls += 1;
                 if to_submit > 1 {
                     sys_enter(fd, 1, 0, flags - IoringEnterFlags::GETEVENTS, ts)
@@ -286,7 +370,7 @@ mod tests {
         push_nops(&mut ring, 4, 0);
         let mut interrupted = 0;
         let n = ring
-            .submit_with(4, None, |fd, to_submit, want, flags, ts| {
+            .submit_with(4, Wait::Plain, |fd, to_submit, want, flags, ts| {
                 if interrupted < 3 {
                     // What the kernel does on a signal before it submitted anything.
                     interrupted += 1;
@@ -308,7 +392,7 @@ mod tests {
         for errno in [Errno::BUSY, Errno::AGAIN] {
             // The kernel pushes back; two CQEs wait to be reaped, so `want` counts as met.
             let n = ring
-                .submit_with(3, None, |_, _, _, _, _| Err(errno))
+                .submit_with(3, Wait::Plain, |_, _, _, _, _| Err(errno))
                 .expect("Ok: reap first");
             assert_eq!(n, 0);
             assert_eq!(ring.submission().len(), 3, "nothing dropped");
@@ -323,7 +407,7 @@ mod tests {
         let mut ring = Ring::new(8).expect("ring");
         push_nops(&mut ring, 1, 0);
         let err = ring
-            .submit_with(1, None, |_, _, _, _, _| Err(Errno::BUSY))
+            .submit_with(1, Wait::Plain, |_, _, _, _, _| Err(Errno::BUSY))
             .expect_err("busy");
         assert!(matches!(err, Error::Busy(Errno::BUSY)), "{err}");
         assert_eq!(ring.submit_and_wait(1).expect("later it goes through"), 1);
@@ -335,7 +419,7 @@ mod tests {
         push_nops(&mut ring, 1, 0);
         let mut calls = 0;
         let err = ring
-            .submit_with(0, None, |_, _, _, _, _| {
+            .submit_with(0, Wait::Plain, |_, _, _, _, _| {
                 calls += 1;
                 Ok(0)
             })
@@ -362,7 +446,7 @@ mod tests {
         let index = ring.registered.expect("registered").index;
         push_nops(&mut ring, 1, 0);
         let mut seen = None;
-        ring.submit_with(1, None, |fd, to_submit, want, flags, ts| {
+        ring.submit_with(1, Wait::Plain, |fd, to_submit, want, flags, ts| {
             seen = Some((
                 fd.as_raw_fd(),
                 flags.contains(IoringEnterFlags::REGISTERED_RING),
@@ -375,7 +459,7 @@ mod tests {
         std::thread::spawn(move || {
             push_nops(&mut ring, 1, 1);
             let mut seen = None;
-            ring.submit_with(1, None, |fd, to_submit, want, flags, ts| {
+            ring.submit_with(1, Wait::Plain, |fd, to_submit, want, flags, ts| {
                 seen = Some((
                     fd.as_raw_fd(),
                     flags.contains(IoringEnterFlags::REGISTERED_RING),
@@ -393,7 +477,7 @@ mod tests {
     fn submit_with_nothing_to_do_makes_no_syscall() {
         let mut ring = Ring::new(8).expect("ring");
         let n = ring
-            .submit_with(0, None, |_, _, _, _, _| panic!("no enter expected"))
+            .submit_with(0, Wait::Plain, |_, _, _, _, _| panic!("no enter expected"))
             .expect("noop");
         assert_eq!(n, 0);
     }

@@ -169,6 +169,104 @@ fn timed_wait_returns_ok_once_completions_arrive() {
     );
 }
 
+#[test]
+fn a_timeout_too_long_to_represent_still_waits() {
+    // Duration::MAX saturates the timespec; the ring caps each enter at a day and waits on.
+    let mut ring = Ring::new(4).expect("ring");
+    let ts = Timespec::from(Duration::from_millis(30));
+    push(&mut ring, &Timeout::new(&ts).build().user_data(1));
+    let started = Instant::now();
+    ring.submit_and_wait_timeout(1, Duration::MAX)
+        .expect("waits for the timer");
+    assert!(
+        started.elapsed() >= Duration::from_millis(25),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        ring.completion().map(|c| c.user_data()).collect::<Vec<_>>(),
+        [1]
+    );
+}
+
+/// A ring that can gather (`IORING_FEAT_MIN_TIMEOUT`), or `None` on kernels before 6.12.
+fn gathering_ring() -> Option<Ring> {
+    let ring = Ring::new(8).expect("ring");
+    if ring.features().contains(Features::MIN_TIMEOUT) {
+        Some(ring)
+    } else {
+        let err = Ring::new(4)
+            .expect("ring")
+            .submit_and_gather(1, Duration::from_millis(1))
+            .expect_err("no MIN_TIMEOUT");
+        assert!(matches!(err, Error::MinTimeoutUnsupported), "{err}");
+        None
+    }
+}
+
+#[test]
+fn gather_returns_once_want_completions_are_ready() {
+    let Some(mut ring) = gathering_ring() else {
+        return;
+    };
+    for i in 0..4 {
+        push(&mut ring, &Nop::new().build().user_data(i));
+    }
+    let started = Instant::now();
+    assert_eq!(
+        ring.submit_and_gather(4, Duration::from_secs(5))
+            .expect("gather"),
+        4
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "waited out the min wait"
+    );
+    assert_eq!(ring.completion().count(), 4);
+}
+
+#[test]
+fn gather_settles_for_fewer_after_the_min_wait() {
+    let Some(mut ring) = gathering_ring() else {
+        return;
+    };
+    // One completion now; a 5 s timer bounds the test should the min wait be ignored.
+    let guard = Timespec::from(Duration::from_secs(5));
+    push(&mut ring, &Timeout::new(&guard).build().user_data(9));
+    push(&mut ring, &Nop::new().build().user_data(1));
+    let started = Instant::now();
+    ring.submit_and_gather(4, Duration::from_millis(20))
+        .expect("gather");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(15), "{waited:?}");
+    assert!(waited < Duration::from_secs(4), "{waited:?}");
+    assert_eq!(
+        ring.completion().map(|c| c.user_data()).collect::<Vec<_>>(),
+        [1]
+    );
+}
+
+#[test]
+fn gather_with_nothing_ready_sleeps_past_the_min_wait_until_the_first() {
+    let Some(mut ring) = gathering_ring() else {
+        return;
+    };
+    let ts = Timespec::from(Duration::from_millis(60));
+    push(&mut ring, &Timeout::new(&ts).build().user_data(1));
+    let started = Instant::now();
+    ring.submit_and_gather(4, Duration::from_millis(5))
+        .expect("gather");
+    assert!(
+        started.elapsed() >= Duration::from_millis(50),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        ring.completion().map(|c| c.user_data()).collect::<Vec<_>>(),
+        [1]
+    );
+}
+
 fn libc_etime() -> i32 {
     rustix::io::Errno::TIME.raw_os_error()
 }
