@@ -67,6 +67,9 @@ pub fn builder_for(target: &TargetArgs) -> DeviceBuilder {
         .sched_policy(common.sched.policy())
         .busy_poll(Duration::from_micros(common.poll_us))
         .size(size);
+    if let Some(batching) = common.batching() {
+        builder = builder.batching(batching);
+    }
     if let Some(id) = common.id {
         builder = builder.id(id);
     }

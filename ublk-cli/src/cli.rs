@@ -1,9 +1,10 @@
 //! The command line, as clap reads it. Every flag's help here is what `--help` prints.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ublk_queue::{Affinity, SchedPolicy};
+use ublk_queue::{Affinity, Batching, SchedPolicy};
 use ublk_uapi::Features;
 
 use crate::size::parse_size;
@@ -204,6 +205,17 @@ pub struct CommonArgs {
     /// (0: never). Saves a thread wake-up per request at low queue depth; costs CPU while polling.
     #[arg(long, default_value_t = 0, value_name = "US")]
     pub poll_us: u64,
+    /// Under load, queue threads gather up to N requests per wake-up before serving them, which
+    /// saves a system call per request; they adapt to the load, so low queue depths see no added
+    /// latency. 1: serve each request as it arrives. Default: 16 for null and mem; 1 for loop,
+    /// whose requests wait on backing I/O that gathering would delay.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub batch: Option<u16>,
+    /// The longest a queue thread waits for a batch that does not fill before it serves what it
+    /// has, in microseconds; 0 turns batching off. Default 50 (giving it turns batching on for
+    /// loop too, with --batch 16 unless that is given).
+    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub batch_wait_us: Option<u32>,
     /// Serve in the foreground (for systemd): SIGINT/SIGTERM stop and delete the device and exit 0.
     #[arg(long)]
     pub foreground: bool,
@@ -220,6 +232,20 @@ pub struct CommonArgs {
 pub enum AffinityArg {
     Kernel,
     None,
+}
+
+impl CommonArgs {
+    /// The queue threads' batching policy, or `None` for the target's own.
+    pub fn batching(&self) -> Option<Batching> {
+        if self.batch.is_none() && self.batch_wait_us.is_none() {
+            return None;
+        }
+        let default = Batching::default();
+        let wait = self
+            .batch_wait_us
+            .map_or(default.wait(), |us| Duration::from_micros(u64::from(us)));
+        Some(Batching::new(self.batch.unwrap_or(default.max()), wait))
+    }
 }
 
 impl AffinityArg {
@@ -361,6 +387,31 @@ mod tests {
             RecoveryMode::Reissue.features(),
             Features::USER_RECOVERY | Features::USER_RECOVERY_REISSUE
         );
+    }
+
+    #[test]
+    fn batching_is_the_targets_unless_a_flag_is_given() {
+        let batching = |args: &[&str]| {
+            let argv = ["ublk", "add", "null"].iter().chain(args);
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Command::Add { target }) => Ok(target.common().batching()),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let us = Duration::from_micros;
+        assert_eq!(batching(&[]), Ok(None));
+        assert_eq!(
+            batching(&["--batch", "8"]),
+            Ok(Some(Batching::new(8, us(50))))
+        );
+        assert_eq!(
+            batching(&["--batch-wait-us", "100"]),
+            Ok(Some(Batching::new(16, us(100))))
+        );
+        assert_eq!(batching(&["--batch", "1"]), Ok(Some(Batching::OFF)));
+        assert_eq!(batching(&["--batch-wait-us", "0"]), Ok(Some(Batching::OFF)));
+        assert!(batching(&["--batch", "0"]).unwrap_err().contains("--batch"));
     }
 
     #[test]

@@ -40,12 +40,15 @@ pub fn run(args: RecoverArgs) -> Result<(), CliError> {
         }
         // Queue threads run as the record's options say, like the first server's did.
         let common = checked.target.common();
-        let recovering = checked
+        let mut recovering = checked
             .recovering
             .timeout(Duration::from_secs(args.timeout))
             .affinity(common.affinity.affinity())
             .sched_policy(common.sched.policy())
             .busy_poll(Duration::from_micros(common.poll_us));
+        if let Some(batching) = common.batching() {
+            recovering = recovering.batching(batching);
+        }
         add::serve(
             &checked.target,
             Start::Recover(recovering),

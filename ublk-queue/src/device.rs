@@ -7,6 +7,7 @@ use rustix::thread::CpuSet;
 use ublk_ctrl::{Control, DevSpec};
 use ublk_uapi::{BasicAttrs, DevInfo, Features, ParamBasic, ParamDiscard, Params};
 
+use crate::batch::Batching;
 use crate::error::{Error, Result, Warning};
 use crate::queue::ThreadPolicy;
 use crate::queue_set::QueueSet;
@@ -83,6 +84,7 @@ pub struct DeviceBuilder {
     affinity: Affinity,
     sched: SchedPolicy,
     busy_poll: Duration,
+    batching: Option<Batching>,
     timeout: Duration,
 }
 
@@ -109,6 +111,7 @@ impl DeviceBuilder {
             affinity: Affinity::Kernel,
             sched: SchedPolicy::Batch,
             busy_poll: Duration::ZERO,
+            batching: None,
             timeout: ublk_ctrl::DEFAULT_TIMEOUT,
         }
     }
@@ -203,6 +206,21 @@ impl DeviceBuilder {
     /// microseconds keeps one CPU per queue busy), and it takes that CPU from the submitters.
     pub fn busy_poll(mut self, window: Duration) -> Self {
         self.busy_poll = window;
+        self
+    }
+
+    /// How queue threads batch requests under load; unless set, as the target prefers
+    /// ([`Target::batching`]: [`Batching::default`], up to 16 per return from the kernel and at
+    /// most 50 µs of waiting for a batch that does not fill, or off for targets with I/O of their
+    /// own, such as loop).
+    ///
+    /// A sleeping queue thread asks the kernel for a batch of completions and adapts its size to
+    /// the load: at low depth it returns for each request (no added latency), under load it
+    /// returns once per batch, which saves a system call per I/O and commits requests together.
+    /// A batch that does not fill costs at most the wait, and the thread backs off from trying
+    /// again. [`Batching::OFF`] returns for every request.
+    pub fn batching(mut self, batching: Batching) -> Self {
+        self.batching = Some(batching);
         self
     }
 
@@ -343,6 +361,7 @@ impl DeviceBuilder {
                 affinity: self.affinity,
                 sched: self.sched,
                 busy_poll: self.busy_poll,
+                batching: self.batching,
                 timeout: self.timeout,
             }),
         })
@@ -419,6 +438,9 @@ pub(crate) struct Core {
     pub(crate) sched: SchedPolicy,
     /// How long a queue thread polls before sleeping (see [`DeviceBuilder::busy_poll`]).
     pub(crate) busy_poll: Duration,
+    /// How queue threads batch requests (see [`DeviceBuilder::batching`]); `None`: as the
+    /// target prefers.
+    pub(crate) batching: Option<Batching>,
     pub(crate) timeout: Duration,
 }
 
@@ -454,6 +476,7 @@ impl Core {
     ) -> Result<QueueSet> {
         let deadline = Instant::now() + self.timeout;
         let mut queues = QueueSet::open(self.info, self.params, deadline)?;
+        let batching = self.batching.unwrap_or_else(|| target.batching());
         let target = Arc::new(target);
         let cpus = self.queue_cpus(warnings);
         let started = cpus
@@ -463,6 +486,7 @@ impl Core {
                     cpus,
                     sched: self.sched,
                     busy_poll: self.busy_poll,
+                    batching,
                 };
                 queues.spawn(&target, thread)
             })

@@ -78,6 +78,11 @@
 //!
 //! - Batching: each ublk completion is handled at once and its commit queued; one
 //!   `io_uring_enter` submits every commit (and target SQE) and waits for the next work.
+//! - [`DeviceBuilder::batching`] (default: the target's choice, [`Target::batching`]): under
+//!   load a sleeping queue thread waits for a batch of requests, up to 16, before it returns to
+//!   serve them, and adapts the batch to the load so QD1 sees no added latency. For the null
+//!   target at QD64 this cut `io_uring_enter` calls from about 0.75 to about 0.15 per request at
+//!   the same throughput; the loop target turns it off, as gathering delays its backing I/O.
 //! - [`SchedPolicy::Batch`] (default): queue threads run under SCHED_BATCH, so waking one for a
 //!   new request never preempts the submitter on that CPU. When submitters keep every CPU busy
 //!   (two fio jobs on two CPUs with two queues), they queue until they block and the thread then
@@ -89,6 +94,7 @@
 //! - [`Affinity::Kernel`] (default): each thread is pinned to the CPUs the block layer maps to its
 //!   queue; [`Affinity::None`] leaves placement to the scheduler.
 
+mod batch;
 mod char_dev;
 mod desc;
 mod device;
@@ -104,6 +110,7 @@ mod target;
 mod target_ring;
 mod user_data;
 
+pub use batch::Batching;
 pub use device::{Affinity, Device, DeviceBuilder, DiscardParams, Serving, StopHandle};
 pub use error::{Error, Result, Warning};
 pub use recovery::Recovering;

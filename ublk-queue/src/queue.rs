@@ -2,7 +2,8 @@
 //!
 //! The thread owns the queue's io_uring, with `/dev/ublkcN` as fixed file 0. It sends one
 //! FETCH_REQ per tag, each naming that tag's buffer, then loops: one `io_uring_enter` submits
-//! everything queued and waits for at least one completion; each ublk completion hands a request to
+//! everything queued and waits for the next batch of completions (one at low load, more under
+//! load: see [`crate::batch`]); each ublk completion hands a request to
 //! the target, each target completion goes back to the target, and every finished request is
 //! committed with COMMIT_AND_FETCH_REQ, which also fetches the tag's next request. Commits are
 //! submitted with the next enter, so a busy queue makes one system call per batch, not per I/O.
@@ -25,11 +26,12 @@ use ublk_ring::Ring;
 use ublk_ring::cqueue::Cqe;
 use ublk_ring::opcode::{PollAdd, UringCmd16};
 use ublk_ring::squeue::Entry;
-use ublk_ring::types::{Fd, Fixed, IoVec};
+use ublk_ring::types::{Fd, Features, Fixed, IoVec};
 use ublk_uapi::io_cmd::{UBLK_IO_RES_ABORT, UBLK_IO_RES_OK};
 use ublk_uapi::{DevInfo, IoCmd, IoCmdOp, Params};
 use zerocopy::IntoBytes;
 
+use crate::batch::{Batching, Gather};
 use crate::desc::DescMap;
 use crate::error::{Error, Result, Warning};
 use crate::io_buf::IoBufs;
@@ -64,6 +66,7 @@ pub(crate) struct ThreadPolicy {
     pub sched: SchedPolicy,
     /// How long to poll for completions before sleeping; zero never polls.
     pub busy_poll: Duration,
+    pub batching: Batching,
 }
 
 /// Where one tag is in its cycle.
@@ -89,6 +92,8 @@ pub(crate) struct Submitter {
     enters: u64,
     /// The I/O buffers are registered as this fixed buffer.
     buf_index: Option<u16>,
+    /// The kernel can end a wait after a minimum time (IORING_FEAT_MIN_TIMEOUT, Linux 6.12).
+    min_timeout: bool,
 }
 
 impl Submitter {
@@ -127,6 +132,22 @@ impl Submitter {
         Ok(())
     }
 
+    /// Submits and waits for `want` completions, or any once `wait` has passed. Kernels without
+    /// a minimum wait (before 6.12) get a plain timeout instead: when nothing arrived by then the
+    /// call returns with nothing, the batch target drops to 1 and the next wait is untimed.
+    fn submit_and_gather(&mut self, want: u32, wait: Duration) -> Result<()> {
+        self.enters += 1;
+        let waited = if self.min_timeout {
+            self.ring.submit_and_gather(want, wait)
+        } else {
+            self.ring.submit_and_wait_timeout(want, wait)
+        };
+        match waited {
+            Ok(_) | Err(ublk_ring::Error::TimedOut) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Submits what is queued and, if the kernel flagged deferred completion work for us
     /// (IORING_SQ_TASKRUN, from DEFER_TASKRUN + TASKRUN_FLAG), runs it; never waits. Enters the
     /// kernel only for one of those two reasons, so it is cheap to call in a polling loop.
@@ -161,6 +182,8 @@ struct Queue<Q: QueueTarget> {
     woken: bool,
     /// `None`: sleep in `io_uring_enter` as soon as there is nothing to reap.
     busy_poll: Option<Duration>,
+    /// How many completions the next sleep waits for.
+    gather: Gather,
     /// Reused between batches: completions copied out of the CQ.
     cqes: Vec<Cqe>,
     stats: Arc<[QueueStats]>,
@@ -211,10 +234,12 @@ impl<Q: QueueTarget> Queue<Q> {
             what: "the I/O buffers",
             source,
         })?;
+        let min_timeout = ring.features().contains(Features::MIN_TIMEOUT);
         let mut submitter = Submitter {
             ring,
             enters: 0,
             buf_index: None,
+            min_timeout,
         };
         {
             let mut files = vec![setup.char_dev.as_fd()];
@@ -246,6 +271,8 @@ impl<Q: QueueTarget> Queue<Q> {
             requests: 0,
             woken: false,
             busy_poll: (!setup.thread.busy_poll.is_zero()).then_some(setup.thread.busy_poll),
+            // Each tag brings one completion per round at most, plus its target SQEs'.
+            gather: Gather::new(setup.thread.batching, entries),
             cqes: Vec::with_capacity(entries as usize * 2),
             stats: Arc::clone(&setup.stats),
         })
@@ -267,16 +294,17 @@ impl<Q: QueueTarget> Queue<Q> {
             self.push_command(IoCmdOp::FetchReq, tag, 0)?;
         }
         self.submitter.submit()?;
-        self.reap()
+        self.reap().map(drop)
     }
 
     /// Serves until every tag has ended (or the device asked the queue to leave).
     fn run(&mut self) -> Result<()> {
         while !self.finished() {
             if !self.poll()? {
-                self.submitter.submit_and_wait(1)?;
+                self.sleep()?;
             }
-            self.reap()?;
+            let got = self.reap()?;
+            self.gather.record(got);
             self.stats[usize::from(self.q_id)].publish(self.submitter.enters, self.requests);
         }
         if self.ended == self.tags.len() {
@@ -294,6 +322,14 @@ impl<Q: QueueTarget> Queue<Q> {
         let _ = self.submitter.ring.unregister_files();
         if self.submitter.buf_index.take().is_some() {
             let _ = self.submitter.ring.unregister_buffers();
+        }
+    }
+
+    /// Submits what is queued and sleeps until the batch target is met (see [`crate::batch`]).
+    fn sleep(&mut self) -> Result<()> {
+        match self.gather.target() {
+            1 => self.submitter.submit_and_wait(1),
+            want => self.submitter.submit_and_gather(want, self.gather.wait()),
         }
     }
 
@@ -320,15 +356,18 @@ impl<Q: QueueTarget> Queue<Q> {
         self.woken || self.ended == self.tags.len()
     }
 
-    /// Handles every completion that is ready, including those posted while handling.
-    fn reap(&mut self) -> Result<()> {
+    /// Handles every completion that is ready, including those posted while handling; returns
+    /// how many there were.
+    fn reap(&mut self) -> Result<u32> {
         let mut cqes = std::mem::take(&mut self.cqes);
+        let mut handled = 0u32;
         let result = loop {
             cqes.clear();
             cqes.extend(self.submitter.ring.completion());
             if cqes.is_empty() {
-                break Ok(());
+                break Ok(handled);
             }
+            handled = handled.saturating_add(cqes.len() as u32);
             if let Err(e) = cqes.iter().try_for_each(|cqe| self.dispatch(cqe)) {
                 break Err(e);
             }

@@ -8,6 +8,7 @@ use rustix::io::Errno;
 use ublk_ctrl::Control;
 use ublk_uapi::{DevInfo, DevState, Features, Params};
 
+use crate::batch::Batching;
 use crate::device::{Affinity, Core, Device, SUPPORTED_FEATURES, Serving, SharedCtrl};
 use crate::error::{Error, Result};
 use crate::sched::SchedPolicy;
@@ -60,6 +61,7 @@ impl Device {
                 affinity: Affinity::Kernel,
                 sched: SchedPolicy::Batch,
                 busy_poll: Duration::ZERO,
+                batching: None,
                 timeout: ublk_ctrl::DEFAULT_TIMEOUT,
             },
         })
@@ -153,6 +155,14 @@ impl Recovering {
     /// polls.
     pub fn busy_poll(mut self, window: Duration) -> Self {
         self.core.busy_poll = window;
+        self
+    }
+
+    /// How queue threads batch requests (see
+    /// [`DeviceBuilder::batching`](crate::DeviceBuilder::batching)); as the target prefers
+    /// unless set.
+    pub fn batching(mut self, batching: Batching) -> Self {
+        self.core.batching = Some(batching);
         self
     }
 

@@ -15,6 +15,7 @@ use rustix::io::Errno;
 use ublk_ring::cqueue::{Cqe, CqeFlags};
 use ublk_uapi::{DevInfo, IoDesc, IoFlags, IoOp, Params};
 
+use crate::batch::Batching;
 use crate::target_ring::TargetRing;
 
 /// A backend for a whole device: opens one [`QueueTarget`] per hardware queue.
@@ -31,6 +32,17 @@ pub trait Target: Send + Sync + 'static {
     ///
     /// An error fails the queue, and [`Device::serve`](crate::Device::serve) tears the device down.
     fn open_queue(&self, q: &QueueInfo) -> io::Result<Self::Queue>;
+
+    /// How queue threads batch requests for this target unless the device was told otherwise
+    /// ([`DeviceBuilder::batching`](crate::DeviceBuilder::batching)).
+    ///
+    /// The default, [`Batching::default`], suits targets that finish requests at once (in
+    /// memory, say). A target whose requests wait on I/O of their own should return
+    /// [`Batching::OFF`]: holding requests back to gather a batch delays that I/O and costs more
+    /// concurrency than the batch saves.
+    fn batching(&self) -> Batching {
+        Batching::default()
+    }
 }
 
 /// One queue's target: serves the requests of its queue, on its queue thread.

@@ -10,7 +10,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ublk_queue::{DeviceBuilder, DiscardParams, QueueInfo, Target};
+use ublk_queue::{Batching, DeviceBuilder, DiscardParams, QueueInfo, Target};
 
 use crate::error::Error;
 pub use queue::LoopQueue;
@@ -250,5 +250,12 @@ impl Target for Loop {
             block_discard: self.block_discard,
         };
         Ok(LoopQueue::new(Arc::clone(&self.file), config, q.depth()))
+    }
+
+    /// Off: each request is passed on to the backing file at once. Gathering a batch first
+    /// delays that I/O, and measured at QD64 over tmpfs it cost about a tenth of the throughput
+    /// while saving nothing the backing I/O's own completions do not already batch.
+    fn batching(&self) -> Batching {
+        Batching::OFF
     }
 }
