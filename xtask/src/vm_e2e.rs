@@ -100,6 +100,7 @@ pub fn run(args: &Args) -> Result<u8> {
         );
     }
     if !args.no_scenarios {
+        payload.files.push(vm::scenario_lib());
         for script in vm::scenarios(&args.scenario_dir)? {
             let name = script
                 .file_name()

@@ -14,12 +14,10 @@
 set -eu
 
 N=70-recovery-kill9-loop
-fail() {
-    echo "$N: FAIL: $*" >&2
-    [ -f /tmp/r70.fio ] && sed "s/^/$N: fio: /" /tmp/r70.fio >&2
-    tail -20 /run/ublk/server.log 2>/dev/null | sed "s/^/$N: server.log: /" >&2
-    exit 1
-}
+FIO_LOG=/tmp/r70.fio
+# shellcheck source=../lib.sh
+. /xtask/lib.sh
+
 cleanup() {
     [ -z "${fio_pid:-}" ] || kill -9 "$fio_pid" 2>/dev/null || true
     ublk del --all >/dev/null 2>&1 || true
@@ -29,35 +27,6 @@ trap cleanup EXIT
 IMG=/tmp/r70.img
 SIZE_MB=256
 JOB="--name=r70 --rw=randwrite --bs=4k --size=128M --verify=crc32c --verify_fatal=1 --randrepeat=1"
-
-# Device $1's object in `ublk list --json`.
-entry() {
-    timeout 30 ublk list --json | tr '{' '\n' | grep "\"id\":$1,"
-}
-
-# The value of scalar key $2 in device $1's `ublk list --json` entry.
-field() {
-    entry "$1" | sed "s/.*\"$2\":\"\{0,1\}\([^,\"]*\).*/\1/"
-}
-
-# wait_state ID STATE: up to 60 s (a full queue is noticed only at the 30 s request timeout).
-wait_state() {
-    tries=0
-    until [ "$(field "$1" state)" = "$2" ]; do
-        tries=$((tries + 1))
-        [ "$tries" -le 600 ] || fail "device $1 is $(field "$1" state), not $2, after 60 s"
-        sleep 0.1
-    done
-}
-
-running() {
-    case $(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) in '' | Z) return 1 ;; esac
-}
-
-# Sectors written to /dev/ublkb$1 so far (field 7 of the block stat file).
-written() {
-    awk '{ print $7 }' "/sys/block/ublkb$1/stat"
-}
 
 # Waits until at least 2048 more sectors (1 MiB) were written to device $1 than $2.
 wait_written_past() {

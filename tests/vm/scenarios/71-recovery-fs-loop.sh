@@ -8,41 +8,18 @@
 set -eu
 
 N=71-recovery-fs-loop
+FIO_LOG=/tmp/r71.fio
+# shellcheck source=../lib.sh
+. /xtask/lib.sh
+
 MNT=/tmp/r71.mnt
 IMG=/tmp/r71.img
-fail() {
-    echo "$N: FAIL: $*" >&2
-    [ -f /tmp/r71.fio ] && sed "s/^/$N: fio: /" /tmp/r71.fio >&2
-    tail -20 /run/ublk/server.log 2>/dev/null | sed "s/^/$N: server.log: /" >&2
-    exit 1
-}
 cleanup() {
     [ -z "${fio_pid:-}" ] || kill -9 "$fio_pid" 2>/dev/null || true
     umount "$MNT" 2>/dev/null || true
     ublk del --all >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-
-entry() {
-    timeout 30 ublk list --json | tr '{' '\n' | grep "\"id\":$1,"
-}
-field() {
-    entry "$1" | sed "s/.*\"$2\":\"\{0,1\}\([^,\"]*\).*/\1/"
-}
-wait_state() {
-    tries=0
-    until [ "$(field "$1" state)" = "$2" ]; do
-        tries=$((tries + 1))
-        [ "$tries" -le 600 ] || fail "device $1 is $(field "$1" state), not $2, after 60 s"
-        sleep 0.1
-    done
-}
-running() {
-    case $(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) in '' | Z) return 1 ;; esac
-}
-written() {
-    awk '{ print $7 }' "/sys/block/ublkb$1/stat"
-}
 
 ublk add loop --help >/dev/null 2>&1 || fail "this ublk has no loop target (ublk add loop --file)"
 

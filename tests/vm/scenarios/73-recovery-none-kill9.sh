@@ -6,41 +6,15 @@
 set -eu
 
 N=73-recovery-none-kill9
-fail() {
-    echo "$N: FAIL: $*" >&2
-    [ -f /tmp/r73.fio ] && sed "s/^/$N: fio: /" /tmp/r73.fio >&2
-    exit 1
-}
+FIO_LOG=/tmp/r73.fio
+# shellcheck source=../lib.sh
+. /xtask/lib.sh
+
 cleanup() {
     [ -z "${fio_pid:-}" ] || kill -9 "$fio_pid" 2>/dev/null || true
     ublk del --all >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-
-entry() {
-    timeout 30 ublk list --json | tr '{' '\n' | grep "\"id\":$1,"
-}
-field() {
-    entry "$1" | sed "s/.*\"$2\":\"\{0,1\}\([^,\"]*\).*/\1/"
-}
-running() {
-    case $(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) in '' | Z) return 1 ;; esac
-}
-# Processes in D state, as pid:comm; waits up to 5 s for transient ones to leave it.
-d_state() {
-    tries=0
-    while :; do
-        found=
-        for d in /proc/[0-9]*; do
-            [ "$(sed 's/^.*) //' "$d/stat" 2>/dev/null | cut -d' ' -f1)" = D ] || continue
-            found="$found ${d#/proc/}:$(cat "$d/comm" 2>/dev/null)"
-        done
-        [ -n "$found" ] && [ "$tries" -lt 50 ] || break
-        tries=$((tries + 1))
-        sleep 0.1
-    done
-    echo "$found"
-}
 
 out=$(timeout 60 ublk add mem --size 256M --queues 2 2>/tmp/add.err) || fail "ublk add mem exited $?: $(cat /tmp/add.err)"
 id=${out%% *}

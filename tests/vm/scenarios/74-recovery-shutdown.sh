@@ -12,25 +12,15 @@
 set -eu
 
 N=74-recovery-shutdown
-fail() {
-    echo "$N: FAIL: $*" >&2
-    exit 1
-}
+# shellcheck source=../lib.sh
+. /xtask/lib.sh
+
 cleanup() {
     [ -z "${fio_pid:-}" ] || kill -9 "$fio_pid" 2>/dev/null || true
     ublk del --all >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
-entry() {
-    timeout 30 ublk list --json | tr '{' '\n' | grep "\"id\":$1,"
-}
-field() {
-    entry "$1" | sed "s/.*\"$2\":\"\{0,1\}\([^,\"]*\).*/\1/"
-}
-running() {
-    case $(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) in '' | Z) return 1 ;; esac
-}
 # wait_exit PID SECS WHAT: fails if PID still runs after SECS seconds; prints the tenths waited.
 wait_exit() {
     tries=0
@@ -40,20 +30,6 @@ wait_exit() {
         sleep 0.1
     done
     echo "$tries"
-}
-d_state() {
-    tries=0
-    while :; do
-        found=
-        for d in /proc/[0-9]*; do
-            [ "$(sed 's/^.*) //' "$d/stat" 2>/dev/null | cut -d' ' -f1)" = D ] || continue
-            found="$found ${d#/proc/}:$(cat "$d/comm" 2>/dev/null)"
-        done
-        [ -n "$found" ] && [ "$tries" -lt 50 ] || break
-        tries=$((tries + 1))
-        sleep 0.1
-    done
-    echo "$found"
 }
 nothing_left() {
     json=$(timeout 30 ublk list --json) || fail "$1: ublk list failed"

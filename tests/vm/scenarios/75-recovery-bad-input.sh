@@ -7,26 +7,10 @@
 set -eu
 
 N=75-recovery-bad-input
-fail() {
-    echo "$N: FAIL: $*" >&2
-    exit 1
-}
-trap 'ublk del --all >/dev/null 2>&1 || true' EXIT
+# shellcheck source=../lib.sh
+. /xtask/lib.sh
 
-entry() {
-    timeout 30 ublk list --json | tr '{' '\n' | grep "\"id\":$1,"
-}
-field() {
-    entry "$1" | sed "s/.*\"$2\":\"\{0,1\}\([^,\"]*\).*/\1/"
-}
-wait_state() {
-    tries=0
-    until [ "$(field "$1" state)" = "$2" ]; do
-        tries=$((tries + 1))
-        [ "$tries" -le 600 ] || fail "device $1 is $(field "$1" state), not $2, after 60 s"
-        sleep 0.1
-    done
-}
+trap 'ublk del --all >/dev/null 2>&1 || true' EXIT
 
 # refused LABEL WORDS COMMAND...: exit 1 or 2, one stderr line with "error", WORDS in it.
 refused() {

@@ -263,6 +263,18 @@ pub fn timeout(secs: u64) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
+/// The helpers scenario scripts source, and where the guest has them.
+pub const SCENARIO_LIB: &str = "tests/vm/lib.sh";
+pub const GUEST_SCENARIO_LIB: &str = "/xtask/lib.sh";
+
+/// The scenario helpers' `(guest path, host path)` for a payload.
+pub fn scenario_lib() -> (String, PathBuf) {
+    (
+        GUEST_SCENARIO_LIB.to_owned(),
+        crate::project_root().join(SCENARIO_LIB),
+    )
+}
+
 /// The default scenario directory, and where relative `--scenario-dir` paths start.
 pub const SCENARIO_DIR: &str = "tests/vm/scenarios";
 
@@ -280,7 +292,8 @@ pub fn scenarios(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// What every guest carries: `ublk` (if built) in /xtask/bin, the scenario scripts in
-/// /xtask/scenarios, so `vm-run`/`vm-shell` users can run them by hand.
+/// /xtask/scenarios and their helpers in /xtask/lib.sh, so `vm-run`/`vm-shell` users can run them
+/// by hand.
 pub fn base_payload(release: bool) -> Result<Payload> {
     let profile = if release { "release" } else { "debug" };
     let ublk = crate::project_root()
@@ -306,6 +319,7 @@ pub fn base_payload(release: bool) -> Result<Payload> {
             .files
             .push((format!("/xtask/scenarios/{name}"), script));
     }
+    payload.files.push(scenario_lib());
     Ok(payload)
 }
 
