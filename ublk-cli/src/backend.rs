@@ -2,7 +2,7 @@
 //! device's backing store is opened and checked here, so a bad path fails before anything is made.
 
 use ublk_queue::{DeviceBuilder, Recovering, Serving, Simple, Target};
-use ublk_targets::{BackingKind, Loop, LoopBuilder, Mem, Null};
+use ublk_targets::{BackingKind, Inline, Loop, LoopBuilder, Mem, Null};
 
 use crate::cli::TargetArgs;
 use crate::error::CliError;
@@ -54,11 +54,13 @@ impl Backend {
                 size,
                 buffered,
                 read_only,
+                backing_io,
                 common,
             } => {
                 let mut builder = LoopBuilder::new(file)
                     .buffered(*buffered)
-                    .read_only(*read_only);
+                    .read_only(*read_only)
+                    .backing_io(backing_io.backing_io());
                 if let Some(size) = size {
                     builder = builder.size(*size);
                 }
@@ -91,7 +93,7 @@ impl Backend {
             return None;
         };
         Some(format!(
-            "{} ({}, {} I/O, {}-byte blocks{})",
+            "{} ({}, {} I/O{}, {}-byte blocks{})",
             backing.path().display(),
             match backing.kind() {
                 BackingKind::File => "file",
@@ -101,6 +103,11 @@ impl Backend {
                 "direct"
             } else {
                 "buffered"
+            },
+            match backing.inline() {
+                Inline::Never => "",
+                Inline::Small => ", small copies inline",
+                Inline::Always => ", copied inline",
             },
             backing.block_size(),
             if backing.is_read_only() {

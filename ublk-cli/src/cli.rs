@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ublk_queue::{Affinity, Batching, SchedPolicy};
+use ublk_targets::BackingIo;
 use ublk_uapi::Features;
 
 use crate::size::parse_size;
@@ -117,9 +118,36 @@ pub enum TargetArgs {
         /// Open the backing store read-only and make the device read-only.
         #[arg(long)]
         read_only: bool,
+        /// Where reads and writes run: `auto`, for a file on tmpfs or ramfs (memory copies that
+        /// never wait), copies reads of up to 64 KiB inline on the queue thread, and writes of up
+        /// to 64 KiB while no other is in flight, and uses io_uring for the rest and for other
+        /// backing stores; `async` always uses io_uring, so the queue thread never blocks;
+        /// `inline` always copies on the queue thread, one request at a time (only for backing
+        /// stores that never wait).
+        #[arg(long, value_enum, default_value_t = BackingIoArg::Auto, value_name = "MODE")]
+        backing_io: BackingIoArg,
         #[command(flatten)]
         common: CommonArgs,
     },
+}
+
+/// `--backing-io`: ublk_targets' `BackingIo`, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackingIoArg {
+    Auto,
+    Async,
+    Inline,
+}
+
+impl BackingIoArg {
+    /// The loop target's setting of that name.
+    pub fn backing_io(self) -> BackingIo {
+        match self {
+            BackingIoArg::Auto => BackingIo::Auto,
+            BackingIoArg::Async => BackingIo::Async,
+            BackingIoArg::Inline => BackingIo::Inline,
+        }
+    }
 }
 
 impl TargetArgs {
@@ -315,6 +343,8 @@ mod tests {
             "--size",
             "256M",
             "--buffered",
+            "--backing-io",
+            "async",
             "--queues",
             "2",
         ])
@@ -326,12 +356,14 @@ mod tests {
                     size,
                     buffered,
                     read_only,
+                    backing_io,
                     common,
                 },
         } = cli.command
         else {
             panic!()
         };
+        assert_eq!(backing_io, BackingIoArg::Async);
         assert_eq!(file, PathBuf::from("/tmp/disk.img"));
         assert_eq!(size, Some(256 << 20));
         assert!(buffered && !read_only);

@@ -25,6 +25,6 @@ mod mem;
 mod null;
 
 pub use error::Error;
-pub use loop_target::{BackingKind, Loop, LoopBuilder, LoopQueue, LoopWarning};
+pub use loop_target::{BackingIo, BackingKind, Inline, Loop, LoopBuilder, LoopQueue, LoopWarning};
 pub use mem::{CHUNK_BYTES, Mem};
 pub use null::{Null, NullQueue};

@@ -12,7 +12,7 @@ use common::{AlignedBuf, assert_same, open_direct, pattern, read_exact, report, 
 use rustix::fs::{FallocateFlags, Mode, OFlags};
 use rustix::io::{Errno, ReadWriteFlags};
 use ublk_queue::{DeviceBuilder, Serving, Warning};
-use ublk_targets::{BackingKind, Loop, LoopBuilder};
+use ublk_targets::{BackingIo, BackingKind, Inline, Loop, LoopBuilder};
 
 /// A backing file in the guest's tmpfs, removed when dropped.
 struct BackingFile(PathBuf);
@@ -69,15 +69,25 @@ fn blocks(path: &Path) -> u64 {
 /// Writes the whole device in 1 MiB requests, then 400 writes of 512 B to 1 MiB at random
 /// block-aligned offsets (some with FUA), reads everything back through the device, stops it and
 /// compares the backing file byte for byte with what was written.
-fn round_trip(name: &str, buffered: bool, queues: u16) {
+///
+/// `io` says where READ and WRITE run; the backing files are in /tmp, tmpfs in the guest, where
+/// `Auto` means inline.
+fn round_trip(name: &str, buffered: bool, queues: u16, io: BackingIo) {
     let size: u64 = 64 << 20;
     let file = BackingFile::new(name);
     let backing = LoopBuilder::new(&file.0)
         .size(size)
         .buffered(buffered)
+        .backing_io(io)
         .open()
         .expect("backing file");
     assert_eq!(backing.is_direct(), !buffered, "{:?}", backing.warnings());
+    let inline = match io {
+        BackingIo::Auto => Inline::Small,
+        BackingIo::Async => Inline::Never,
+        BackingIo::Inline => Inline::Always,
+    };
+    assert_eq!(backing.inline(), inline, "{io:?} on tmpfs");
     let bs = u64::from(backing.block_size());
     let dev = serve(backing, queues);
     let fd = open_direct(&dev.block_path());
@@ -130,19 +140,37 @@ fn round_trip(name: &str, buffered: bool, queues: u16) {
 #[test]
 #[ignore = "needs ublk_drv"]
 fn loop_direct_1_queue_round_trip_matches_the_backing_file() {
-    round_trip("direct-1q", false, 1);
+    round_trip("direct-1q", false, 1, BackingIo::Auto);
 }
 
 #[test]
 #[ignore = "needs ublk_drv"]
 fn loop_direct_2_queues_round_trip_matches_the_backing_file() {
-    round_trip("direct-2q", false, 2);
+    round_trip("direct-2q", false, 2, BackingIo::Auto);
+}
+
+#[test]
+#[ignore = "needs ublk_drv"]
+fn loop_async_direct_2_queues_round_trip_matches_the_backing_file() {
+    round_trip("async-direct-2q", false, 2, BackingIo::Async);
+}
+
+#[test]
+#[ignore = "needs ublk_drv"]
+fn loop_async_buffered_1_queue_round_trip_matches_the_backing_file() {
+    round_trip("async-buffered-1q", true, 1, BackingIo::Async);
+}
+
+#[test]
+#[ignore = "needs ublk_drv"]
+fn loop_inline_direct_2_queues_round_trip_matches_the_backing_file() {
+    round_trip("inline-direct-2q", false, 2, BackingIo::Inline);
 }
 
 #[test]
 #[ignore = "needs ublk_drv"]
 fn loop_buffered_2_queues_round_trip_matches_the_backing_file() {
-    round_trip("buffered-2q", true, 2);
+    round_trip("buffered-2q", true, 2, BackingIo::Auto);
 }
 
 /// `fallocate` on the block device reaches the target as DISCARD (PUNCH_HOLE | NO_HIDE_STALE),
@@ -240,10 +268,17 @@ fn blkdiscard(device: &str, offset: u64, len: u64) {
 #[test]
 #[ignore = "needs ublk_drv"]
 fn loop_reads_past_the_end_of_a_shrunken_file_are_zeroes() {
+    for io in [BackingIo::Inline, BackingIo::Async] {
+        reads_past_the_end_of_a_shrunken_file_are_zeroes(io);
+    }
+}
+
+fn reads_past_the_end_of_a_shrunken_file_are_zeroes(io: BackingIo) {
     let size: u64 = 8 << 20;
-    let file = BackingFile::new("shrunk");
+    let file = BackingFile::new(&format!("shrunk-{io:?}"));
     let backing = LoopBuilder::new(&file.0)
         .size(size)
+        .backing_io(io)
         .open()
         .expect("backing");
     let dev = serve(backing, 1);

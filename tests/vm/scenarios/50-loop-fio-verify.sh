@@ -1,7 +1,10 @@
 #!/bin/sh
 # Loop target data integrity: fio verify=crc32c over the whole device, block sizes 512 B - 1 MiB,
-# iodepth 1 and 128, 1 and 2 queues, direct and buffered backing; afterwards the backing file, read
-# directly once the device is deleted, is byte-identical to what the device held.
+# iodepth 1 and 128, 1 and 2 queues, direct and buffered backing, each with small reads and writes
+# copied inline (the default on tmpfs) and, for direct backing, all as io_uring SQEs
+# (--backing-io async);
+# afterwards the backing file, read directly once the device is deleted, is byte-identical to what
+# the device held.
 set -eu
 
 me=50-loop-fio-verify
@@ -16,18 +19,21 @@ fail() {
     exit 1
 }
 
-for mode in direct buffered; do
+for mode in direct buffered direct-async; do
     for queues in 1 2; do
         img=/tmp/$me-$mode-$queues.img
         rm -f "$img"
         flag=""
         [ $mode = buffered ] && flag=--buffered
+        [ $mode = direct-async ] && flag="--backing-io async"
+        # shellcheck disable=SC2086 # flag is a list of options.
         out=$(ublk add loop --file "$img" --size $SIZE --queues $queues $flag) || fail "ublk add loop"
         id=${out%% *}
         dev=${out#* }
         line=$(grep "device $id: $img" /run/ublk/server.log | tail -1)
         case "$mode:$line" in
-            direct:*"direct I/O"* | buffered:*"buffered I/O"*) ;;
+            direct:*"direct I/O, small copies inline"* | buffered:*"buffered I/O, small copies inline"*) ;;
+            direct-async:*"direct I/O,"*) ;;
             *) fail "$mode backing not in effect: '$line'" ;;
         esac
         for qd in 1 128; do

@@ -1,6 +1,7 @@
 //! One queue of a loop device: each request becomes SQEs on the backing store, registered as the
 //! queue ring's fixed file, and completes when their CQEs say it is done.
 
+use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use ublk_ring::opcode::{BlockDiscard, Fallocate, Fsync, Read, ReadFixed, Write, 
 use ublk_ring::squeue::{Entry, SqeFlags};
 use ublk_ring::types::FsyncFlags;
 
-use crate::loop_target::BackingKind;
+use crate::loop_target::{BackingKind, Inline};
 
 /// What an SQE does, carried in its sub-id so its completion knows what comes next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +60,8 @@ pub(crate) struct QueueConfig {
     pub read_only: bool,
     /// A block device that can discard: DISCARD goes to it as `BLOCK_URING_CMD_DISCARD`.
     pub block_discard: bool,
+    /// Which READs and WRITEs run inline on the queue thread (see [`crate::BackingIo`]).
+    pub inline: Inline,
 }
 
 /// One queue of a [`Loop`](crate::Loop) device.
@@ -76,6 +79,10 @@ pub struct LoopQueue {
     punch_refused: bool,
     /// The file system refused FALLOC_FL_ZERO_RANGE (EOPNOTSUPP; tmpfs does): punch and allocate.
     zero_range_refused: bool,
+    /// Which READs and WRITEs run inline on this thread.
+    inline: Inline,
+    /// READ and WRITE SQEs on the ring now.
+    rw_in_flight: u32,
 }
 
 impl LoopQueue {
@@ -88,7 +95,44 @@ impl LoopQueue {
             done: vec![0; usize::from(depth)],
             punch_refused: false,
             zero_range_refused: false,
+            inline: config.inline,
+            rw_in_flight: 0,
         }
+    }
+
+    /// Serves a READ or WRITE inline: positioned reads or writes on this thread until all of it
+    /// is done (short transfers continue, a READ past the end of the file reads zeroes).
+    fn rw_inline(&self, req: &mut Request<'_>) -> Handled {
+        let io = req.info();
+        let fd = self.file.as_fd();
+        let len = req.buf().len();
+        // FUA: durable when it completes, as for the ring's writes.
+        let flags = if io.flags().contains(IoFlags::FUA) {
+            ReadWriteFlags::DSYNC
+        } else {
+            ReadWriteFlags::empty()
+        };
+        let mut done = 0;
+        while done < len {
+            let offset = io.offset() + done as u64;
+            let moved = if io.op() == IoOp::Read {
+                rustix::io::pread(fd, &mut req.buf_mut()[done..], offset)
+            } else {
+                rustix::io::pwritev2(fd, &[IoSlice::new(&req.buf()[done..])], offset, flags)
+            };
+            match moved {
+                Ok(0) if io.op() == IoOp::Read && self.kind == BackingKind::File => {
+                    // End of file, as in `rw_done`: zeroes, like a hole.
+                    req.buf_mut()[done..].fill(0);
+                    done = len;
+                }
+                Ok(0) => return Handled::Done(-Errno::IO.raw_os_error()),
+                Ok(n) => done += n,
+                Err(Errno::INTR) => {}
+                Err(errno) => return Handled::Done(-errno.raw_os_error()),
+            }
+        }
+        Handled::Done(len as i32)
     }
 
     /// Pushes the READ or WRITE of what is left of request `io`.
@@ -124,7 +168,11 @@ impl LoopQueue {
         // SAFETY: the SQE moves bytes between the backing file (registered with the ring) and the
         // part of the tag's buffer not yet done, which stays the server's until the request
         // completes, and which no Rust code touches until this SQE's completion comes back.
-        unsafe { push(ring, io.tag(), Step::Rw, entry) }
+        let pushed = unsafe { push(ring, io.tag(), Step::Rw, entry) };
+        if pushed == Handled::Queued {
+            self.rw_in_flight += 1;
+        }
+        pushed
     }
 
     /// Pushes the SQE(s) for a DISCARD or WRITE_ZEROES `step` over the request's range.
@@ -217,7 +265,7 @@ impl LoopQueue {
 }
 
 impl QueueTarget for LoopQueue {
-    fn handle(&mut self, req: Request<'_>, ring: &mut TargetRing<'_>) -> Handled {
+    fn handle(&mut self, mut req: Request<'_>, ring: &mut TargetRing<'_>) -> Handled {
         let io = req.info();
         let writes = matches!(io.op(), IoOp::Write | IoOp::Discard | IoOp::WriteZeroes);
         if writes && self.read_only {
@@ -225,6 +273,15 @@ impl QueueTarget for LoopQueue {
             return Handled::Done(-Errno::ROFS.raw_os_error());
         }
         match io.op() {
+            IoOp::Read | IoOp::Write
+                if self.inline.applies(
+                    io.op() == IoOp::Write,
+                    u32::try_from(io.len()).unwrap_or(u32::MAX),
+                    self.rw_in_flight,
+                ) =>
+            {
+                self.rw_inline(&mut req)
+            }
             IoOp::Read | IoOp::Write => {
                 self.done[usize::from(io.tag())] = 0;
                 self.push_rw(&io, ring)
@@ -250,7 +307,10 @@ impl QueueTarget for LoopQueue {
         let res = cqe.result();
         let refused = res == -Errno::OPNOTSUPP.raw_os_error();
         match Step::from_sub(cqe.sub()) {
-            Some(Step::Rw) => self.rw_done(io, res, ring),
+            Some(Step::Rw) => {
+                self.rw_in_flight = self.rw_in_flight.saturating_sub(1);
+                self.rw_done(io, res, ring)
+            }
             Some(Step::BlockDiscard) if refused => {
                 self.block_discard = false;
                 self.push_range_op(io, Step::Discard, ring)
@@ -320,6 +380,7 @@ mod tests {
             kind,
             read_only: false,
             block_discard: false,
+            inline: Inline::Never,
         };
         let mut q = LoopQueue::new(Arc::clone(&file), config(BackingKind::File), 4);
         assert_eq!(q.zeroing(IoFlags::empty()), Step::ZeroPunch);
