@@ -82,7 +82,8 @@
 //!   load a sleeping queue thread waits for a batch of requests, up to 16, before it returns to
 //!   serve them, and adapts the batch to the load so QD1 sees no added latency. For the null
 //!   target at QD64 this cut `io_uring_enter` calls from about 0.75 to about 0.15 per request at
-//!   the same throughput; the loop target turns it off, as gathering delays its backing I/O.
+//!   the same throughput; the loop target turns it off while its requests may go to io_uring, as
+//!   gathering delays that backing I/O.
 //! - [`SchedPolicy::Batch`] (default): queue threads run under SCHED_BATCH, so waking one for a
 //!   new request never preempts the submitter on that CPU. When submitters keep every CPU busy
 //!   (two fio jobs on two CPUs with two queues), they queue until they block and the thread then
