@@ -236,7 +236,8 @@ pub struct CommonArgs {
     /// Under load, queue threads gather up to N requests per wake-up before serving them, which
     /// saves a system call per request; they adapt to the load, so low queue depths see no added
     /// latency. 1: serve each request as it arrives. Default: 16 for null and mem; 1 for loop,
-    /// whose requests wait on backing I/O that gathering would delay.
+    /// whose requests wait on backing I/O that gathering would delay (16 with --backing-io
+    /// inline, where none do).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub batch: Option<u16>,
     /// The longest a queue thread waits for a batch that does not fill before it serves what it
