@@ -2,6 +2,7 @@
 # sets N (its name) first, and FIO_LOG if fail() should show a fio output file, then sources it:
 #     N=70-recovery-kill9-loop FIO_LOG=/tmp/r70.fio
 #     . /xtask/lib.sh
+#     trap cleanup EXIT
 
 # fail MESSAGE...: reports the failure (with fio's output and the server log's tail) and exits 1.
 fail() {
@@ -55,4 +56,52 @@ d_state() {
 # written ID: sectors written to /dev/ublkbID so far (field 7 of the block stat file).
 written() {
     awk '{ print $7 }' "/sys/block/ublkb$1/stat"
+}
+
+# ios ID: requests completed on /dev/ublkbID so far (reads plus writes, fields 1 and 5).
+ios() {
+    awk '{ print $1 + $5 }' "/sys/block/ublkb$1/stat"
+}
+
+# wait_io COUNTER ID MORE: waits up to 60 s, while fio ($fio_pid) runs, until `COUNTER ID`
+# (written or ios) has grown by MORE from now; fails if fio exits first or the count stalls.
+wait_io() {
+    from=$("$1" "$2")
+    tries=0
+    while [ "$("$1" "$2")" -lt $((from + $3)) ]; do
+        running "$fio_pid" || fail "fio exited before $1 on device $2 grew by $3"
+        tries=$((tries + 1))
+        [ "$tries" -le 600 ] || fail "no I/O reaches device $2 ($1 grew by less than $3 in 60 s)"
+        sleep 0.1
+    done
+}
+
+# refused LABEL WORDS COMMAND...: COMMAND must fail (exit 1 for our errors, 2 for clap's) with one
+# stderr line containing "error" and WORDS (case-insensitive), print nothing on stdout and not
+# panic. Then, if the scenario set REFUSED_CHECK, `$REFUSED_CHECK LABEL` runs (15 checks that
+# nothing was left behind).
+refused() {
+    label=$1 words=$2
+    shift 2
+    rc=0
+    "$@" >/tmp/bad.out 2>/tmp/bad.err || rc=$?
+    shown="'$*' (exit $rc, stderr: $(cat /tmp/bad.err))"
+    [ "$rc" -ne 0 ] || fail "$label: $shown succeeded; stdout: $(cat /tmp/bad.out)"
+    [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ] || fail "$label: $shown: expected exit status 1 or 2 (124+ means timeout or a signal)"
+    ! grep -q panicked /tmp/bad.out /tmp/bad.err || fail "$label: $shown panicked"
+    [ ! -s /tmp/bad.out ] || fail "$label: $shown printed on stdout: $(cat /tmp/bad.out)"
+    errors=$(grep -ci error /tmp/bad.err || true)
+    [ "$errors" -eq 1 ] || fail "$label: $shown: expected one error line on stderr, got $errors"
+    line=$(grep -i error /tmp/bad.err)
+    # clap names a missing argument on the line after its error line, so search all of stderr.
+    grep -qiF -- "$words" /tmp/bad.err || fail "$label: $shown: stderr does not mention '$words'"
+    case $line in *"$words"*) ;; *) line="$line $(grep -F -- "$words" /tmp/bad.err | head -1)" ;; esac
+    [ -z "${REFUSED_CHECK:-}" ] || "$REFUSED_CHECK" "$label"
+    echo "$N: ok: $label: exit $rc: $line"
+}
+
+# cleanup: what a scenario's EXIT trap does: kill fio ($fio_pid) if it runs, delete every device.
+cleanup() {
+    [ -z "${fio_pid:-}" ] || kill -9 "$fio_pid" 2>/dev/null || true
+    ublk del --all >/dev/null 2>&1 || true
 }

@@ -9,10 +9,10 @@
 set -eu
 
 N=15-cli-bad-input
-fail() {
-    echo "$N: FAIL: $*" >&2
-    exit 1
-}
+REFUSED_CHECK=nothing_left
+# shellcheck source=../lib.sh
+. /xtask/lib.sh
+
 MODULE=/lib/modules/xtask/ublk_drv.ko
 cleanup() {
     [ -e /dev/ublk-control ] || insmod "$MODULE" || echo "$N: cannot reload $MODULE" >&2
@@ -38,27 +38,6 @@ nothing_left() {
     [ -z "$procs" ] || fail "$1: ublk processes left behind: $procs"
 }
 
-# refused LABEL WORDS COMMAND...: COMMAND must fail with one stderr line containing "error" and
-# WORDS (case-insensitive), print nothing on stdout, not panic, and leave nothing behind.
-refused() {
-    label=$1 words=$2
-    shift 2
-    rc=0
-    "$@" >/tmp/bad.out 2>/tmp/bad.err || rc=$?
-    shown="'$*' (exit $rc, stderr: $(cat /tmp/bad.err))"
-    [ "$rc" -ne 0 ] || fail "$label: $shown succeeded; stdout: $(cat /tmp/bad.out)"
-    [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ] || fail "$label: $shown: expected exit status 1 or 2 (124+ means timeout or a signal)"
-    ! grep -q panicked /tmp/bad.out /tmp/bad.err || fail "$label: $shown panicked"
-    [ ! -s /tmp/bad.out ] || fail "$label: $shown printed on stdout: $(cat /tmp/bad.out)"
-    errors=$(grep -ci error /tmp/bad.err || true)
-    [ "$errors" -eq 1 ] || fail "$label: $shown: expected one error line on stderr, got $errors"
-    line=$(grep -i error /tmp/bad.err)
-    # clap names a missing argument on the line after its error line, so search all of stderr.
-    grep -qiF -- "$words" /tmp/bad.err || fail "$label: $shown: stderr does not mention '$words'"
-    case $line in *"$words"*) ;; *) line="$line $(grep -F -- "$words" /tmp/bad.err | head -1)" ;; esac
-    nothing_left "$label"
-    echo "$N: ok: $label: exit $rc: $line"
-}
 
 nothing_left "before the first case"
 

@@ -18,26 +18,12 @@ FIO_LOG=/tmp/r70.fio
 # shellcheck source=../lib.sh
 . /xtask/lib.sh
 
-cleanup() {
-    [ -z "${fio_pid:-}" ] || kill -9 "$fio_pid" 2>/dev/null || true
-    ublk del --all >/dev/null 2>&1 || true
-}
 trap cleanup EXIT
 
 IMG=/tmp/r70.img
 SIZE_MB=256
 JOB="--name=r70 --rw=randwrite --bs=4k --size=128M --verify=crc32c --verify_fatal=1 --randrepeat=1"
 
-# Waits until at least 2048 more sectors (1 MiB) were written to device $1 than $2.
-wait_written_past() {
-    tries=0
-    while [ "$(written "$1")" -lt $(($2 + 2048)) ]; do
-        running "$fio_pid" || fail "fio exited before the kill"
-        tries=$((tries + 1))
-        [ "$tries" -le 600 ] || fail "no writes reach device $1"
-        sleep 0.1
-    done
-}
 
 ublk add loop --help >/dev/null 2>&1 || fail "this ublk has no loop target (ublk add loop --file)"
 
@@ -56,7 +42,7 @@ fio --eta=never $JOB --filename="$dev" --ioengine=io_uring --direct=1 --iodepth=
 fio_pid=$!
 
 for round in 1 2; do
-    wait_written_past "$id" "$(written "$id")"
+    wait_io written "$id" 2048 # 1 MiB
     old=$(field "$id" pid)
     kill -9 "$old" || fail "round $round: cannot kill server $old"
     wait_state "$id" QUIESCED

@@ -39,14 +39,7 @@ echo "$N: device $id: ext4 mounted on $MNT, 8 MiB file written and synced"
 fio --eta=never --name=r71 --directory="$MNT" --rw=write --bs=64k --size=64M --ioengine=psync \
     --rate=8m --fsync_on_close=1 --verify=crc32c --verify_fatal=1 --output=/tmp/r71.fio &
 fio_pid=$!
-start=$(written "$id")
-tries=0
-while [ "$(written "$id")" -lt $((start + 8192)) ]; do
-    running "$fio_pid" || fail "fio exited before the kill"
-    tries=$((tries + 1))
-    [ "$tries" -le 600 ] || fail "no writes reach the device"
-    sleep 0.1
-done
+wait_io written "$id" 8192 # 4 MiB
 
 old=$(field "$id" pid)
 kill -9 "$old" || fail "cannot kill server $old"

@@ -13,15 +13,8 @@ FIO_LOG=/tmp/r72.fio
 # shellcheck source=../lib.sh
 . /xtask/lib.sh
 
-cleanup() {
-    [ -z "${fio_pid:-}" ] || kill -9 "$fio_pid" 2>/dev/null || true
-    ublk del --all >/dev/null 2>&1 || true
-}
 trap cleanup EXIT
 
-ios() {
-    awk '{ print $1 + $5 }' "/sys/block/ublkb$1/stat"
-}
 
 out=$(timeout 60 ublk add mem --size 256M --recovery reissue --queues 2 2>/tmp/add.err) ||
     fail "ublk add mem --recovery reissue exited $?: $(cat /tmp/add.err)"
@@ -34,14 +27,7 @@ fio --eta=never --name=r72 --filename="$dev" --ioengine=io_uring --direct=1 --rw
 fio_pid=$!
 
 for round in 1 2; do
-    start=$(ios "$id")
-    tries=0
-    while [ "$(ios "$id")" -lt $((start + 1000)) ]; do
-        running "$fio_pid" || fail "round $round: fio exited early"
-        tries=$((tries + 1))
-        [ "$tries" -le 600 ] || fail "round $round: no I/O reaches the device"
-        sleep 0.1
-    done
+    wait_io ios "$id" 1000
     old=$(field "$id" pid)
     kill -9 "$old" || fail "round $round: cannot kill server $old"
     wait_state "$id" QUIESCED

@@ -10,10 +10,6 @@ FIO_LOG=/tmp/r73.fio
 # shellcheck source=../lib.sh
 . /xtask/lib.sh
 
-cleanup() {
-    [ -z "${fio_pid:-}" ] || kill -9 "$fio_pid" 2>/dev/null || true
-    ublk del --all >/dev/null 2>&1 || true
-}
 trap cleanup EXIT
 
 out=$(timeout 60 ublk add mem --size 256M --queues 2 2>/tmp/add.err) || fail "ublk add mem exited $?: $(cat /tmp/add.err)"
@@ -22,13 +18,7 @@ dev=${out#* }
 fio --eta=never --name=r73 --filename="$dev" --ioengine=io_uring --direct=1 --rw=randrw --bs=4k --iodepth=32 \
     --time_based --runtime=60 --output=/tmp/r73.fio 2>/tmp/r73.err &
 fio_pid=$!
-start=$(awk '{ print $1 + $5 }' "/sys/block/ublkb$id/stat")
-tries=0
-while [ "$(awk '{ print $1 + $5 }' "/sys/block/ublkb$id/stat")" -lt $((start + 1000)) ]; do
-    tries=$((tries + 1))
-    [ "$tries" -le 600 ] || fail "no I/O reaches the device"
-    sleep 0.1
-done
+wait_io ios "$id" 1000
 
 server=$(field "$id" pid)
 kill -9 "$server" || fail "cannot kill server $server"

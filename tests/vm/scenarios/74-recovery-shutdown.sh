@@ -15,10 +15,6 @@ N=74-recovery-shutdown
 # shellcheck source=../lib.sh
 . /xtask/lib.sh
 
-cleanup() {
-    [ -z "${fio_pid:-}" ] || kill -9 "$fio_pid" 2>/dev/null || true
-    ublk del --all >/dev/null 2>&1 || true
-}
 trap cleanup EXIT
 
 # wait_exit PID SECS WHAT: fails if PID still runs after SECS seconds; prints the tenths waited.
@@ -50,13 +46,7 @@ start_fio() {
     fio --eta=never --name=r74 --filename="$dev" --ioengine=io_uring --direct=1 --rw=randrw --bs=4k \
         --iodepth=32 --time_based --runtime=120 --output=/tmp/r74.fio 2>/tmp/r74.err &
     fio_pid=$!
-    start=$(awk '{ print $1 + $5 }' "/sys/block/ublkb$id/stat")
-    tries=0
-    while [ "$(awk '{ print $1 + $5 }' "/sys/block/ublkb$id/stat")" -lt $((start + 1000)) ]; do
-        tries=$((tries + 1))
-        [ "$tries" -le 600 ] || fail "no I/O reaches $dev"
-        sleep 0.1
-    done
+    wait_io ios "$id" 1000
 }
 # fio_failed WHAT: fio must exit (within 15 s) with a non-zero status.
 fio_failed() {

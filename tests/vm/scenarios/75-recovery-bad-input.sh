@@ -10,22 +10,7 @@ N=75-recovery-bad-input
 # shellcheck source=../lib.sh
 . /xtask/lib.sh
 
-trap 'ublk del --all >/dev/null 2>&1 || true' EXIT
-
-# refused LABEL WORDS COMMAND...: exit 1 or 2, one stderr line with "error", WORDS in it.
-refused() {
-    label=$1 words=$2
-    shift 2
-    rc=0
-    "$@" >/tmp/bad.out 2>/tmp/bad.err || rc=$?
-    shown="'$*' (exit $rc, stderr: $(cat /tmp/bad.err))"
-    [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ] || fail "$label: $shown: expected exit status 1 or 2"
-    ! grep -q panicked /tmp/bad.err || fail "$label: $shown panicked"
-    [ ! -s /tmp/bad.out ] || fail "$label: $shown printed on stdout: $(cat /tmp/bad.out)"
-    [ "$(grep -ci error /tmp/bad.err)" -eq 1 ] || fail "$label: $shown: expected one error line"
-    grep -qiF -- "$words" /tmp/bad.err || fail "$label: $shown: stderr does not mention '$words'"
-    echo "$N: ok: $label: $(grep -i error /tmp/bad.err)"
-}
+trap cleanup EXIT
 
 refused "unknown id" "no ublk device with id 4242" timeout 30 ublk recover 4242
 
