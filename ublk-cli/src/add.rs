@@ -33,16 +33,15 @@ pub fn run(target: TargetArgs) -> Result<(), CliError> {
     let builder = backend.configure(builder_for(&target));
     builder.validate()?;
     let common = target.common();
-    if common.foreground || common.ready_fd.is_some() {
+    if common.serve.here() {
         let args = user_args(&target);
-        let ready_fd = common.ready_fd;
         serve(
             &target,
             Start::Add(builder),
             backend,
             args,
-            &common.record_dir,
-            ready_fd,
+            &common.serve.record_dir,
+            common.serve.ready_fd,
         )
     } else {
         // The background server opens the backing store again, for itself.

@@ -69,7 +69,14 @@ pub struct RecoverArgs {
     /// the old server's hands), and for each step after.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub timeout: u64,
-    /// Serve in the foreground: SIGINT/SIGTERM stop and delete the device and exit 0.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Where the server runs and how it reports: options `add` and `recover` share.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Serve in the foreground (for systemd): SIGINT/SIGTERM stop and delete the device and exit 0.
     #[arg(long)]
     pub foreground: bool,
     /// Internal: the background server reports readiness on this file descriptor.
@@ -78,6 +85,14 @@ pub struct RecoverArgs {
     /// Internal: where the device records are (tests use a scratch directory).
     #[arg(long, hide = true, default_value = crate::record::RECORD_DIR)]
     pub record_dir: PathBuf,
+}
+
+impl ServeArgs {
+    /// Whether this process serves the device (in the foreground, or as the background server
+    /// a parent started) rather than starting a background server.
+    pub fn here(&self) -> bool {
+        self.foreground || self.ready_fd.is_some()
+    }
 }
 
 /// The target to serve, with its own options.
@@ -245,15 +260,8 @@ pub struct CommonArgs {
     /// loop too, with --batch 16 unless that is given).
     #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub batch_wait_us: Option<u32>,
-    /// Serve in the foreground (for systemd): SIGINT/SIGTERM stop and delete the device and exit 0.
-    #[arg(long)]
-    pub foreground: bool,
-    /// Internal: the background server reports readiness on this file descriptor.
-    #[arg(long, hide = true)]
-    pub ready_fd: Option<i32>,
-    /// Internal: where the background server's record directory is (tests use a scratch one).
-    #[arg(long, hide = true, default_value = crate::record::RECORD_DIR)]
-    pub record_dir: PathBuf,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// `--affinity`: ublk_queue's `Affinity`, by name.
@@ -330,7 +338,7 @@ mod tests {
             (common.queues, common.depth, common.block_size),
             (2, 128, 512)
         );
-        assert!(!common.foreground);
+        assert!(!common.serve.foreground);
     }
 
     #[test]
@@ -453,7 +461,10 @@ mod tests {
         let Command::Recover(args) = cli.command else {
             panic!()
         };
-        assert_eq!((args.id, args.timeout, args.foreground), (3, 60, false));
+        assert_eq!(
+            (args.id, args.timeout, args.serve.foreground),
+            (3, 60, false)
+        );
         assert!(Cli::try_parse_from(["ublk", "recover"]).is_err());
         assert!(Cli::try_parse_from(["ublk", "recover", "x"]).is_err());
     }

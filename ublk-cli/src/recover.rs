@@ -29,9 +29,9 @@ pub struct Checked {
 /// Runs `ublk recover`.
 pub fn run(args: RecoverArgs) -> Result<(), CliError> {
     // Bad input is refused here, before any process is started or the device touched.
-    let checked = check(args.id, &args.record_dir)?;
+    let checked = check(args.id, &args.serve.record_dir)?;
     let backend = open_backend(&checked)?;
-    if args.foreground || args.ready_fd.is_some() {
+    if args.serve.here() {
         if let Backend::Mem(_) = backend {
             log::warn!(
                 "device {}: a mem device's data died with its old server: it now reads as zeroes",
@@ -54,8 +54,8 @@ pub fn run(args: RecoverArgs) -> Result<(), CliError> {
             Start::Recover(recovering),
             backend,
             checked.record.args,
-            &args.record_dir,
-            args.ready_fd,
+            &args.serve.record_dir,
+            args.serve.ready_fd,
         )
     } else {
         // The background server opens the backing store again, for itself.
