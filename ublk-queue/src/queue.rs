@@ -92,8 +92,6 @@ pub(crate) struct Submitter {
     enters: u64,
     /// The I/O buffers are registered as this fixed buffer.
     buf_index: Option<u16>,
-    /// The kernel can end a wait after a minimum time (IORING_FEAT_MIN_TIMEOUT, Linux 6.12).
-    min_timeout: bool,
 }
 
 impl Submitter {
@@ -137,7 +135,8 @@ impl Submitter {
     /// call returns with nothing, the batch target drops to 1 and the next wait is untimed.
     fn submit_and_gather(&mut self, want: u32, wait: Duration) -> Result<()> {
         self.enters += 1;
-        let waited = if self.min_timeout {
+        // IORING_FEAT_MIN_TIMEOUT (Linux 6.12): the kernel can end a wait after a minimum time.
+        let waited = if self.ring.features().contains(Features::MIN_TIMEOUT) {
             self.ring.submit_and_gather(want, wait)
         } else {
             self.ring.submit_and_wait_timeout(want, wait)
@@ -234,12 +233,10 @@ impl<Q: QueueTarget> Queue<Q> {
             what: "the I/O buffers",
             source,
         })?;
-        let min_timeout = ring.features().contains(Features::MIN_TIMEOUT);
         let mut submitter = Submitter {
             ring,
             enters: 0,
             buf_index: None,
-            min_timeout,
         };
         {
             let mut files = vec![setup.char_dev.as_fd()];
