@@ -106,12 +106,7 @@ impl LoopQueue {
         let io = req.info();
         let fd = self.file.as_fd();
         let len = req.buf().len();
-        // FUA: durable when it completes, as for the ring's writes.
-        let flags = if io.flags().contains(IoFlags::FUA) {
-            ReadWriteFlags::DSYNC
-        } else {
-            ReadWriteFlags::empty()
-        };
+        let flags = write_flags(&io);
         let mut done = 0;
         while done < len {
             let offset = io.offset() + done as u64;
@@ -143,13 +138,7 @@ impl LoopQueue {
         let ptr = io.buf_ptr().wrapping_add(done as usize);
         let offset = io.offset() + u64::from(done);
         let file = ring.file(0);
-        // FUA: durable when it completes. RWF_DSYNC makes this one write O_DSYNC, which a block
-        // device turns into a FUA write (or write + flush) and a file into write + sync.
-        let flags = if io.flags().contains(IoFlags::FUA) {
-            ReadWriteFlags::DSYNC
-        } else {
-            ReadWriteFlags::empty()
-        };
+        let flags = write_flags(io);
         // With the buffers registered, the kernel neither maps nor pins the pages per I/O.
         let entry = match (io.op(), ring.buf_index()) {
             (IoOp::Read, Some(index)) => ReadFixed::new(file, ptr, left, index)
@@ -336,6 +325,17 @@ impl QueueTarget for LoopQueue {
 
     fn register_buffers(&self) -> bool {
         true
+    }
+}
+
+/// The `RWF_*` flags of a WRITE of `io`. FUA: durable when it completes. RWF_DSYNC makes this one
+/// write O_DSYNC, which a block device turns into a FUA write (or write + flush) and a file into
+/// write + sync.
+fn write_flags(io: &IoInfo) -> ReadWriteFlags {
+    if io.flags().contains(IoFlags::FUA) {
+        ReadWriteFlags::DSYNC
+    } else {
+        ReadWriteFlags::empty()
     }
 }
 
