@@ -224,8 +224,8 @@ fn summarize(plan: &[Planned], items: &[Item], guest: &std::result::Result<i32, 
             "{verdict} {} {}: {detail}",
             planned.kind, planned.name
         ));
-        for name in item.map(|i| i.failures.as_slice()).unwrap_or_default() {
-            report.lines.push(format!("       failed: {name}"));
+        for failure in item.map(|i| i.failures.as_slice()).unwrap_or_default() {
+            report.lines.push(format!("       failed: {failure}"));
         }
     }
     if let Err(why) = guest {
@@ -306,7 +306,7 @@ mod tests {
                 name: "fail.sh".into(),
                 status: Some(1),
                 tests: None,
-                failures: vec![],
+                failures: vec!["fail: FAIL: it broke".into()],
             },
         ];
         let report = summarize(&plan, &items, &Ok(1));
@@ -318,6 +318,7 @@ mod tests {
                 "FAIL test b (lib): exit status 134",
                 "ok   scenario 00-smoke.sh: exit status 0",
                 "FAIL scenario fail.sh: exit status 1",
+                "       failed: fail: FAIL: it broke",
             ]
         );
     }

@@ -11,7 +11,8 @@ use crate::vm::{self, VmArgs};
 /// Check that the harness detects failures: exit 0 only if every check below holds.
 ///
 /// 1. `vm-e2e --no-tests --scenario-dir tests/vm/selftest` (pass.sh exits 0, fail.sh exits 1)
-///    exits non-zero, reports pass.sh ok and fail.sh FAIL, and sums up `1 passed, 1 failed`.
+///    exits non-zero, reports pass.sh ok and fail.sh FAIL with the reason it printed, and sums up
+///    `1 passed, 1 failed`.
 /// 2. `vm-run -- exit 7` exits with status 7 (the guest's status reaches xtask's).
 /// 3. `vm-run -- poweroff -f` (the guest dies before its end marker) fails and says why.
 #[derive(Debug, clap::Args)]
@@ -67,6 +68,11 @@ pub fn run(args: &Args) -> Result<u8> {
     check(
         "vm-e2e reports fail.sh as FAIL",
         out.contains("FAIL scenario fail.sh: exit status 1"),
+        &e2e,
+    );
+    check(
+        "vm-e2e repeats fail.sh's FAIL line in its summary",
+        out.contains("       failed: fail: FAIL: fail.sh exits 1 on purpose"),
         &e2e,
     );
     check(

@@ -91,8 +91,17 @@ refused "not root: features" "/dev/ublk-control" as_nobody ublk features
 # Without CAP_SYS_ADMIN (a new user namespace) the control device opens but ADD_DEV is refused.
 refused "no CAP_SYS_ADMIN: add" "CAP_SYS_ADMIN" timeout 30 unshare -U ublk add null
 
-# Without ublk_drv. Only possible with no device left, which nothing_left just checked.
-rmmod ublk_drv || fail "cannot unload ublk_drv"
+# Without ublk_drv. Only possible with no device left, which nothing_left just checked, and no
+# file of it open. A process's last references can outlive it briefly: io_uring frees an exited
+# process's rings (and the files their requests hold) from a kernel worker, so allow 10 s.
+refs() { cat /sys/module/ublk_drv/refcnt 2>/dev/null || echo "?"; }
+tries=0
+until [ "$(refs)" = 0 ]; do
+    tries=$((tries + 1))
+    [ "$tries" -le 100 ] || fail "ublk_drv still has $(refs) reference(s) 10 s after its last device was deleted"
+    sleep 0.1
+done
+rmmod ublk_drv || fail "cannot unload ublk_drv (references: $(refs))"
 refused "no ublk_drv: add" "modprobe ublk_drv" timeout 30 ublk add null
 refused "no ublk_drv: features" "modprobe ublk_drv" timeout 30 ublk features
 insmod "$MODULE" || fail "cannot reload $MODULE"

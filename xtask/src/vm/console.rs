@@ -59,7 +59,8 @@ pub struct Item {
     pub status: Option<i32>,
     /// Totals of libtest's `test result:` lines, if it printed any.
     pub tests: Option<(u64, u64)>,
-    /// Tests libtest reported as `test NAME ... FAILED`.
+    /// Tests libtest reported as `test NAME ... FAILED`, or a scenario's `NAME: FAIL: why` lines
+    /// (so the summary at the end of a long console says why, not only that, it failed).
     pub failures: Vec<String>,
 }
 
@@ -89,6 +90,11 @@ pub fn items(console: &str, nonce: &str) -> Vec<Item> {
             if let Some(item) = items.last_mut() {
                 item.failures.push(name.to_owned());
             }
+        } else if let Some(item) = items.last_mut()
+            && item.kind == "scenario"
+            && let Some(why) = scenario_failure(line)
+        {
+            item.failures.push(why.to_owned());
         } else if line.contains(&done) {
             if let Some(item) = items.last_mut() {
                 let prefix = format!("{done}{} {} status=", item.kind, item.name);
@@ -107,6 +113,11 @@ pub fn items(console: &str, nonce: &str) -> Vec<Item> {
 /// `test some::name ... FAILED` -> `some::name`.
 fn failed_test(line: &str) -> Option<&str> {
     line.strip_prefix("test ")?.strip_suffix(" ... FAILED")
+}
+
+/// `15-cli-bad-input: FAIL: size 0: ...` -> the whole line (every scenario's `fail` prints that).
+fn scenario_failure(line: &str) -> Option<&str> {
+    line.contains(": FAIL: ").then_some(line)
 }
 
 /// `test result: FAILED. 1 passed; 2 failed; 0 ignored; ...` -> (1, 2).
@@ -175,6 +186,8 @@ mod tests {
             begin_marker("n", "scenario", "00-smoke.sh"),
             done_marker("n", "scenario", "00-smoke.sh", 0),
             begin_marker("n", "scenario", "10-crash.sh"),
+            "10-crash: ok: step one".into(),
+            "10-crash: FAIL: step two: device 1 is gone".into(),
             "Kernel panic".into(),
         ]
         .join("\r\n");
@@ -201,7 +214,7 @@ mod tests {
                     name: "10-crash.sh".into(),
                     status: None,
                     tests: None,
-                    failures: vec![],
+                    failures: vec!["10-crash: FAIL: step two: device 1 is gone".into()],
                 },
             ]
         );
