@@ -203,7 +203,10 @@ impl DeviceBuilder {
     /// A request that finds its queue thread asleep costs a wake-up on top of the round trip; a
     /// polling thread picks it up at once, which matters most at low queue depth. The price is CPU:
     /// after every batch the thread spins for up to `window` (a device with a request every few
-    /// microseconds keeps one CPU per queue busy), and it takes that CPU from the submitters.
+    /// microseconds keeps one CPU per queue busy), CPU that submitters sharing it do not get. And
+    /// a polling thread enters the kernel once or twice per request instead of once per batch:
+    /// on Linux 6.12 a new request reaches the thread as deferred work that runs only when it
+    /// enters.
     pub fn busy_poll(mut self, window: Duration) -> Self {
         self.busy_poll = window;
         self
