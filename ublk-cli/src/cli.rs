@@ -245,7 +245,8 @@ pub struct CommonArgs {
     #[arg(long, value_enum, default_value_t = SchedArg::Batch)]
     pub sched: SchedArg,
     /// Queue threads poll for new requests for up to this many microseconds before sleeping
-    /// (0: never). Saves a thread wake-up per request at low queue depth; costs CPU while polling.
+    /// (0: never). Saves the thread's wake-ups; costs CPU while polling, and a system call per
+    /// request or two instead of one per batch.
     #[arg(long, default_value_t = 0, value_name = "US")]
     pub poll_us: u64,
     /// Under load, queue threads gather up to N requests per wake-up before serving them, which
