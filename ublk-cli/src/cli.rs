@@ -324,6 +324,40 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Every subcommand's options, as `ublk SUB [SUB2] --flag`, hidden ones left out.
+    fn documented_flags(cmd: &clap::Command, path: &str, out: &mut Vec<(String, String)>) {
+        for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+            if let Some(long) = arg.get_long()
+                && !["help", "version"].contains(&long)
+            {
+                out.push((path.to_owned(), format!("--{long}")));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            documented_flags(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn the_readme_documents_every_flag() {
+        let readme = include_str!("../../README.md");
+        let mut flags = Vec::new();
+        documented_flags(&Cli::command(), "ublk", &mut flags);
+        assert!(flags.len() > 10, "found only {flags:?}");
+        // `--all` must not count as documented because `--allow` is.
+        let mentions = |flag: &str| {
+            readme.match_indices(flag).any(|(at, _)| {
+                let next = readme[at + flag.len()..].chars().next();
+                !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+        };
+        let missing: Vec<_> = flags.iter().filter(|(_, flag)| !mentions(flag)).collect();
+        assert!(
+            missing.is_empty(),
+            "flags README.md never mentions: {missing:?}"
+        );
+    }
+
     #[test]
     fn add_mem_parses_sizes_and_defaults() {
         let cli =

@@ -89,6 +89,45 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Every option of every subcommand, as (`xtask SUB`, `--flag`), hidden ones left out.
+    fn flags(cmd: &clap::Command, path: &str, out: &mut Vec<(String, String)>) {
+        for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+            if let Some(long) = arg.get_long()
+                && !["help", "version"].contains(&long)
+            {
+                out.push((path.to_owned(), format!("--{long}")));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            flags(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn the_readmes_document_every_flag() {
+        let docs = [
+            include_str!("../../README.md"),
+            include_str!("../../tests/vm/README.md"),
+        ]
+        .concat();
+        let mut all = Vec::new();
+        flags(&Cli::command(), "xtask", &mut all);
+        assert!(all.len() > 10, "found only {all:?}");
+        // `--run` must not count as documented because `--runs` is.
+        let mentions = |flag: &str| {
+            docs.match_indices(flag).any(|(at, _)| {
+                let next = docs[at + flag.len()..].chars().next();
+                !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+        };
+        let mut missing: Vec<_> = all.iter().filter(|(_, flag)| !mentions(flag)).collect();
+        missing.dedup();
+        assert!(
+            missing.is_empty(),
+            "flags neither README.md nor tests/vm/README.md mentions: {missing:?}"
+        );
+    }
+
     #[test]
     fn exit_code_keeps_failures_non_zero() {
         assert_eq!(exit_code(0), 0);
