@@ -13,6 +13,11 @@ fn push(ring: &mut Ring, e: &Entry) {
     unsafe { ring.submission().push(e).expect("free slot") };
 }
 
+/// The user data of every completion ready now, reaping them.
+fn reaped(ring: &mut Ring) -> Vec<u64> {
+    ring.completion().map(|c| c.user_data()).collect()
+}
+
 #[test]
 fn nop_round_trip_carries_user_data() {
     let mut ring = Ring::new(8).expect("ring");
@@ -163,10 +168,7 @@ fn timed_wait_returns_ok_once_completions_arrive() {
             .expect("partial"),
         1
     );
-    assert_eq!(
-        ring.completion().map(|c| c.user_data()).collect::<Vec<_>>(),
-        [2]
-    );
+    assert_eq!(reaped(&mut ring), [2]);
 }
 
 #[test]
@@ -183,10 +185,7 @@ fn a_timeout_too_long_to_represent_still_waits() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(
-        ring.completion().map(|c| c.user_data()).collect::<Vec<_>>(),
-        [1]
-    );
+    assert_eq!(reaped(&mut ring), [1]);
 }
 
 /// A ring that can gather (`IORING_FEAT_MIN_TIMEOUT`), or `None` on kernels before 6.12.
@@ -240,10 +239,7 @@ fn gather_settles_for_fewer_after_the_min_wait() {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(15), "{waited:?}");
     assert!(waited < Duration::from_secs(4), "{waited:?}");
-    assert_eq!(
-        ring.completion().map(|c| c.user_data()).collect::<Vec<_>>(),
-        [1]
-    );
+    assert_eq!(reaped(&mut ring), [1]);
 }
 
 #[test]
@@ -261,10 +257,7 @@ fn gather_with_nothing_ready_sleeps_past_the_min_wait_until_the_first() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(
-        ring.completion().map(|c| c.user_data()).collect::<Vec<_>>(),
-        [1]
-    );
+    assert_eq!(reaped(&mut ring), [1]);
 }
 
 fn libc_etime() -> i32 {
