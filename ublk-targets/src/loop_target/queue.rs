@@ -100,6 +100,14 @@ impl LoopQueue {
         }
     }
 
+    /// Whether an `op` that transferred nothing (end of file) completes with zeroes: a READ of a
+    /// file shorter than the device (truncated behind our back) reads as zeroes there, like a
+    /// hole. Anything else that moved nothing (a block device that ended early, a write that
+    /// stored nothing) has no progress to continue from and fails with EIO.
+    fn reads_zeroes_at_eof(&self, op: IoOp) -> bool {
+        op == IoOp::Read && self.kind == BackingKind::File
+    }
+
     /// Serves a READ or WRITE inline: positioned reads or writes on this thread until all of it
     /// is done (short transfers continue, a READ past the end of the file reads zeroes).
     fn rw_inline(&self, req: &mut Request<'_>) -> Handled {
@@ -116,8 +124,7 @@ impl LoopQueue {
                 rustix::io::pwritev2(fd, &[IoSlice::new(&req.buf()[done..])], offset, flags)
             };
             match moved {
-                Ok(0) if io.op() == IoOp::Read && self.kind == BackingKind::File => {
-                    // End of file, as in `rw_done`: zeroes, like a hole.
+                Ok(0) if self.reads_zeroes_at_eof(io.op()) => {
                     req.buf_mut()[done..].fill(0);
                     done = len;
                 }
@@ -226,9 +233,7 @@ impl LoopQueue {
         let done = self.done[tag];
         match res {
             res if res < 0 => Handled::Done(res),
-            // End of file: a file shorter than the device (truncated behind our back) reads as
-            // zeroes there, like a hole.
-            0 if io.op() == IoOp::Read && self.kind == BackingKind::File => {
+            0 if self.reads_zeroes_at_eof(io.op()) => {
                 // SAFETY: the tag's buffer holds `len` bytes and is the server's until the request
                 // completes; no SQE of this request is in flight (this was its only one), so
                 // nothing else writes these bytes now.
