@@ -90,9 +90,7 @@ impl ServerLog {
         }
         (totals.queues > 0).then_some(totals)
     }
-}
 
-impl ServerLog {
     /// The CPU time the server used while the device was live, from lib.sh's
     /// `bench: server cpu_ticks=N hz=H` line.
     pub fn cpu(&self) -> Option<Duration> {

@@ -264,8 +264,8 @@ pub fn timeout(secs: u64) -> Option<Duration> {
 }
 
 /// The helpers scenario scripts source, and where the guest has them.
-pub const SCENARIO_LIB: &str = "tests/vm/lib.sh";
-pub const GUEST_SCENARIO_LIB: &str = "/xtask/lib.sh";
+const SCENARIO_LIB: &str = "tests/vm/lib.sh";
+const GUEST_SCENARIO_LIB: &str = "/xtask/lib.sh";
 
 /// The scenario helpers' `(guest path, host path)` for a payload.
 pub fn scenario_lib() -> (String, PathBuf) {
