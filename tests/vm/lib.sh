@@ -32,9 +32,23 @@ wait_state() {
     done
 }
 
+# proc_state PID: the state letter of PID (R, S, D, Z ...), empty if it is gone. The comm field
+# may hold spaces, so take what follows its closing parenthesis.
+proc_state() {
+    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1
+}
+
 # running PID: whether PID exists and is not a zombie.
 running() {
-    case $(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) in '' | Z) return 1 ;; esac
+    case $(proc_state "$1") in '' | Z) return 1 ;; esac
+}
+
+# ublk_processes: the pids of running (not zombie) processes named `ublk`.
+ublk_processes() {
+    for d in /proc/[0-9]*; do
+        [ "$(cat "$d/comm" 2>/dev/null)" = ublk ] && running "${d#/proc/}" && echo "${d#/proc/}"
+    done
+    true
 }
 
 # d_state: processes in D state, as pid:comm; waits up to 5 s for transient ones to leave it.
@@ -43,7 +57,7 @@ d_state() {
     while :; do
         found=
         for d in /proc/[0-9]*; do
-            [ "$(sed 's/^.*) //' "$d/stat" 2>/dev/null | cut -d' ' -f1)" = D ] || continue
+            [ "$(proc_state "${d#/proc/}")" = D ] || continue
             found="$found ${d#/proc/}:$(cat "$d/comm" 2>/dev/null)"
         done
         [ -n "$found" ] && [ "$tries" -lt 50 ] || break

@@ -10,37 +10,14 @@ set -eu
 
 N=10-cli-lifecycle
 ROUNDS=20
-# On stderr, so a failure inside $(...) is still shown.
-fail() {
-    echo "$N: FAIL: $*" >&2
-    exit 1
-}
+# shellcheck source=../lib.sh
+. /xtask/lib.sh
 # A failure must not leave devices behind for the next scenario.
-trap 'ublk del --all >/dev/null 2>&1 || true' EXIT
+trap cleanup EXIT
 
 # Wall clock in microseconds: busybox `date` has no %N, adjtimex shows tv_sec and tv_usec.
 now_us() {
     adjtimex | awk '/time.tv_sec/ { s = $2 } /time.tv_usec/ { u = $2 } END { printf "%d%06d\n", s, u }'
-}
-
-# The state letter of process $1 (R, S, D, Z ...), empty if it is gone. The comm field may hold
-# spaces, so take what follows its closing parenthesis.
-proc_state() {
-    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1
-}
-
-# Pids of live (not zombie) processes named `ublk`.
-ublk_processes() {
-    for d in /proc/[0-9]*; do
-        [ "$(cat "$d/comm" 2>/dev/null)" = ublk ] || continue
-        pid=${d#/proc/}
-        case $(proc_state "$pid") in '' | Z) continue ;; esac
-        echo "$pid"
-    done
-}
-
-running() {
-    case $(proc_state "$1") in '' | Z) return 1 ;; esac
 }
 
 list_json() {

@@ -20,15 +20,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Pids of live (not zombie) processes named `ublk`.
-ublk_processes() {
-    for d in /proc/[0-9]*; do
-        [ "$(cat "$d/comm" 2>/dev/null)" = ublk ] || continue
-        case $(sed 's/^.*) //' "$d/stat" 2>/dev/null | cut -d' ' -f1) in '' | Z) continue ;; esac
-        echo "${d#/proc/}"
-    done
-}
-
 nothing_left() {
     json=$(timeout 30 ublk list --json) || fail "$1: ublk list --json failed"
     [ "$json" = "[]" ] || fail "$1: devices left behind: $json"

@@ -8,10 +8,8 @@
 set -eu
 
 N=40-sigterm-under-load
-fail() {
-    echo "$N: FAIL: $*" >&2
-    exit 1
-}
+# shellcheck source=../lib.sh
+. /xtask/lib.sh
 cleanup() {
     for pid in ${FIO_PID:-} ${SERVER_PID:-}; do kill -9 "$pid" 2>/dev/null || true; done
     ublk del --all >/dev/null 2>&1 || true
@@ -21,14 +19,6 @@ trap cleanup EXIT
 # Wall clock in microseconds: busybox `date` has no %N, adjtimex shows tv_sec and tv_usec.
 now_us() {
     adjtimex | awk '/time.tv_sec/ { s = $2 } /time.tv_usec/ { u = $2 } END { printf "%d%06d\n", s, u }'
-}
-
-# The state letter of process $1 (R, S, D, Z ...), empty if it is gone.
-proc_state() {
-    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1
-}
-running() {
-    case $(proc_state "$1") in '' | Z) return 1 ;; esac
 }
 
 # deadline SECS: the time SECS seconds from now; past DEADLINE: whether it has come.
@@ -51,20 +41,6 @@ wait_exit() {
     done
 }
 
-# Processes in D state (uninterruptible sleep), as "pid(comm)".
-d_state() {
-    for d in /proc/[0-9]*; do
-        [ "$(proc_state "${d#/proc/}")" = D ] && echo "${d#/proc/}($(cat "$d/comm" 2>/dev/null))"
-    done
-    true
-}
-
-ublk_processes() {
-    for d in /proc/[0-9]*; do
-        [ "$(cat "$d/comm" 2>/dev/null)" = ublk ] && running "${d#/proc/}" && echo "${d#/proc/}"
-    done
-    true
-}
 
 # under_load TARGET SIGNAL ADD-ARGS...
 under_load() {
@@ -123,11 +99,9 @@ under_load() {
     [ "$fio_rc" -ne 0 ] || fail "$what: fio exited 0 although its device went away under it: $(tail -5 /tmp/fio.out)"
     [ "$fio_total_s" -lt 45 ] || fail "$what: fio ran ${fio_total_s} s of its 60 s despite the device going away"
 
-    until=$(deadline 5)
-    while stuck=$(d_state) && [ -n "$stuck" ]; do
-        ! past "$until" || fail "$what: processes in D state 5 s after fio exited: $stuck"
-        sleep 0.1
-    done
+    # d_state waits up to 5 s for transient D states to clear.
+    stuck=$(d_state)
+    [ -z "$stuck" ] || fail "$what: processes in D state 5 s after fio exited: $stuck"
     [ ! -e "$dev" ] || fail "$what: $dev still exists after the server exited"
     [ ! -e "/dev/ublkc$id" ] || fail "$what: /dev/ublkc$id still exists after the server exited"
     json=$(timeout 30 ublk list --json) || fail "$what: ublk list --json failed"
