@@ -5,17 +5,14 @@
 DEPTH=128
 SECS=${SECS:-3}
 fiorun() { # dev qd
-    fio --name=x --filename="$1" --ioengine=io_uring --direct=1 --rw=randread --bs=4k \
-        --iodepth="$2" --time_based --runtime="$SECS" --ramp_time=1 --eta=never \
-        --output-format=json 2>/dev/null | awk -F: '/"iops"/ { v=$2; gsub(/[ ,]/, "", v); if (v+0 > 0) { print int(v); exit } }'
+    fio_json "$1" --rw=randread --bs=4k --iodepth="$2" --ramp_time=1 | json_iops
 }
 one() { # label qd args...
     label=$1 qd=$2; shift 2
     ublk_up U 1 null "$@" || return
     iops=$(fiorun "$U" "$qd")
-    ublk del "$id_U" >/dev/null; wait "$pid_U"
-    echo "RESULT qd=$qd null-$label iops=$iops enters=$(grep -o '([0-9.]* per request)' "$B/U.log" | tail -1)"
-    id_U= pid_U=
+    ublk_stop U
+    echo "RESULT qd=$qd null-$label iops=$iops enters/io=$(enters_per_request U)"
 }
 nullb_up N 1
 for rep in 1 2 3 4 5 6 7; do

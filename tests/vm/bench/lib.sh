@@ -50,19 +50,49 @@ cpu_ticks() {
     awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null
 }
 
-# ublk_down VAR CASE SUBJECT: deletes the device, waits for its server to exit, prints its log
-# and the CPU time the server used while live (clock ticks; USER_HZ is 100 on Linux).
-ublk_down() {
-    var=$1
-    eval "id=\$id_$var pid=\$pid_$var ticks=\$ticks_$var"
-    ticks=$(( $(cpu_ticks "$pid") - ${ticks:-0} ))
+# ublk_stop VAR: deletes the device ublk_up started as VAR and waits for its server to exit; its
+# log stays in $B/VAR.log.
+ublk_stop() {
+    eval "id=\$id_$1 pid=\$pid_$1"
     [ -n "$id" ] && ublk del "$id" > /dev/null
     [ -n "$pid" ] && wait "$pid"
+    eval "id_$1= pid_$1= $1="
+}
+
+# ublk_down VAR CASE SUBJECT: ublk_stop, then prints the server's log and the CPU time it used
+# while live (clock ticks; USER_HZ is 100 on Linux).
+ublk_down() {
+    var=$1
+    eval "pid=\$pid_$var ticks=\$ticks_$var"
+    ticks=$(( $(cpu_ticks "$pid") - ${ticks:-0} ))
+    ublk_stop "$var"
     mark log case=$2 subject=$3
     cat "$B/$var.log"
     echo "bench: server cpu_ticks=$ticks hz=100"
     mark log-end
-    eval "id_$var= pid_$var= $var="
+}
+
+# For the experiment scripts (cargo xtask bench --script):
+
+# enters_per_request VAR: the io_uring_enter calls per request of VAR's queue threads (the mean
+# over its queues), from the log of a server that has stopped.
+enters_per_request() {
+    grep -o '([0-9.]* per request)' "$B/$1.log" | tr -d '()' |
+        awk '{ s += $1; n++ } END { if (n) printf "%.3f", s / n }'
+}
+
+# fio_json DEV FIO-ARGS...: one time-based fio run of $SECS s on DEV (io_uring, direct I/O); its
+# JSON report on stdout.
+fio_json() {
+    dev=$1
+    shift
+    fio --name=x --filename="$dev" --ioengine=io_uring --direct=1 --time_based --runtime="$SECS" \
+        --eta=never --output-format=json "$@" 2>/dev/null
+}
+
+# json_iops: the IOPS of the fio JSON report on stdin (its first non-zero "iops").
+json_iops() {
+    awk -F: '/"iops"/ { v=$2; gsub(/[ ,]/, "", v); if (v+0 > 0) { print int(v); exit } }'
 }
 
 # nullb_up VAR QUEUES: a null_blk device (configfs) with QUEUES submit queues of depth $DEPTH.

@@ -5,9 +5,7 @@
 DEPTH=128
 SECS=${SECS:-3}
 fiorun() { # dev qd rw bs
-    fio --name=x --filename="$1" --ioengine=io_uring --direct=1 --rw="$3" --bs="${4:-4k}" \
-        --iodepth="$2" --time_based --runtime="$SECS" --ramp_time=1 --eta=never \
-        --output-format=json 2>/dev/null | awk -F: '/"iops"/ { v=$2; gsub(/[ ,]/, "", v); if (v+0 > 0) { print int(v); exit } }'
+    fio_json "$1" --rw="$3" --bs="${4:-4k}" --iodepth="$2" --ramp_time=1 | json_iops
 }
 one() { # label qd rw bs args...
     label=$1 qd=$2 rw=$3 bs=$4; shift 4
@@ -15,9 +13,8 @@ one() { # label qd rw bs args...
     t0=$(cpu_ticks "$pid_U")
     iops=$(fiorun "$U" "$qd" "$rw" "$bs")
     t1=$(cpu_ticks "$pid_U")
-    ublk del "$id_U" >/dev/null; wait "$pid_U"
-    echo "RESULT $rw/$bs qd=$qd loop-$label iops=$iops ticks=$((t1 - t0)) enters=$(grep -o '([0-9.]* per request)' "$B/U.log" | tail -1)"
-    id_U= pid_U=
+    ublk_stop U
+    echo "RESULT $rw/$bs qd=$qd loop-$label iops=$iops ticks=$((t1 - t0)) enters/io=$(enters_per_request U)"
 }
 dd if=/dev/zero of=/tmp/bench/l.img bs=1M count=256 2>/dev/null
 for rep in 1 2 3 4; do

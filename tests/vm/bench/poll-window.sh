@@ -7,9 +7,7 @@ DEPTH=128
 SECS=${SECS:-4}
 
 fiorun() { # dev qd jobs
-    fio --name=x --filename="$1" --ioengine=io_uring --direct=1 --rw=randread --bs=4k \
-        --iodepth="$2" --numjobs="$3" --group_reporting --time_based --runtime="$SECS" --eta=never \
-        --output-format=json 2>/dev/null | awk -F: '/"iops"/ { v=$2; gsub(/[ ,]/, "", v); if (v+0 > 0) { print int(v); exit } }'
+    fio_json "$1" --rw=randread --bs=4k --iodepth="$2" --numjobs="$3" --group_reporting | json_iops
 }
 
 one() { # label qd jobs args...
@@ -19,11 +17,9 @@ one() { # label qd jobs args...
     t0=$(cpu_ticks "$pid_U")
     iops=$(fiorun "$U" "$qd" "$jobs")
     t1=$(cpu_ticks "$pid_U")
-    ublk del "$id_U" >/dev/null
-    wait "$pid_U"
-    enters=$(grep -o '([0-9.]* per request)' "$B/U.log" | tr -d '()' | awk '{ s += $1; n++ } END { if (n) printf "%.3f", s / n }')
+    ublk_stop U
+    enters=$(enters_per_request U)
     echo "RESULT case=qd$qd-j$jobs null-$label iops=$iops server_us/io=$(awk -v t=$((t1 - t0)) -v n="$iops" -v s="$SECS" 'BEGIN { printf "%.1f", t * 10000 / (n * s) }') enters/io=$enters"
-    id_U= pid_U=
 }
 
 nullb_up N 2

@@ -8,9 +8,7 @@ SECS=${SECS:-4}
 
 # fio on $1 at depth $2: "iops usr% sys% ctx" from its JSON.
 fiorun() {
-    fio --name=x --filename="$1" --ioengine=io_uring --direct=1 --rw=randread --bs=4k \
-        --iodepth="$2" --time_based --runtime="$SECS" --eta=never \
-        --output-format=json 2>/dev/null | awk -F: '
+    fio_json "$1" --rw=randread --bs=4k --iodepth="$2" | awk -F: '
         /"iops"/ && !iops { v=$2; gsub(/[ ,]/, "", v); if (v+0 > 0) iops=int(v) }
         /"usr_cpu"/ { u=$2; gsub(/[ ,]/, "", u) }
         /"sys_cpu"/ { s=$2; gsub(/[ ,]/, "", s) }
@@ -39,11 +37,8 @@ one() { # label qd args...
     t0=$(cpu_ticks "$pid_U") s0=$(switches "$pid_U")
     f=$(fiorun "$U" "$qd")
     t1=$(cpu_ticks "$pid_U") s1=$(switches "$pid_U")
-    ublk del "$id_U" >/dev/null
-    wait "$pid_U"
-    enters=$(grep -o '([0-9.]* per request)' "$B/U.log" | tail -1 | tr -d '()' | cut -d' ' -f1)
-    report "null-$label" "$qd" "$f" "$((t1 - t0)) $((s1 - s0)) enters/io=$enters"
-    id_U= pid_U=
+    ublk_stop U
+    report "null-$label" "$qd" "$f" "$((t1 - t0)) $((s1 - s0)) enters/io=$(enters_per_request U)"
 }
 
 nullb_up N 1
