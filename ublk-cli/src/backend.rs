@@ -1,37 +1,25 @@
-//! What serves a device, made from the target's options before the device exists: a loop
-//! device's backing store is opened and checked here, so a bad path fails before anything is made.
+//! The backend of a device, made from the target's options before the device exists (a loop
+//! device's backing store is opened and checked here, so a bad path fails before anything is
+//! made), and served as one [`Target`] whichever it is.
 
-use ublk_queue::{DeviceBuilder, Recovering, Serving, Simple, Target};
-use ublk_targets::{BackingKind, Inline, Loop, LoopBuilder, Mem, Null};
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use ublk_queue::{
+    Batching, DeviceBuilder, Handled, IoInfo, QueueInfo, QueueTarget, Request, Simple, SimpleQueue,
+    Target, TargetCqe, TargetRing,
+};
+use ublk_targets::{BackingKind, Inline, Loop, LoopBuilder, LoopQueue, Mem, Null, NullQueue};
 
 use crate::cli::TargetArgs;
 use crate::error::CliError;
 
-/// How a server gets its device.
-#[derive(Debug)]
-pub enum Start {
-    /// A new device, created (ADD_DEV + SET_PARAMS) right before it is served.
-    Add(DeviceBuilder),
-    /// A device whose server died, taken over (user recovery).
-    Recover(Recovering),
-}
-
-impl Start {
-    /// Creates or takes over the device, and serves it with `target`.
-    fn serve<T: Target>(self, target: T) -> ublk_queue::Result<Serving> {
-        match self {
-            Start::Add(builder) => builder.add()?.serve(target),
-            Start::Recover(recovering) => recovering.serve(target),
-        }
-    }
-}
-
 /// The backend of one device.
 #[derive(Debug)]
 pub enum Backend {
-    Null,
+    Null(Null),
     /// A RAM disk: its chunk table exists, its memory comes as it is written.
-    Mem(Mem),
+    Mem(Simple<Mem>),
     /// An opened, checked backing store.
     Loop(Loop),
 }
@@ -41,14 +29,16 @@ impl Backend {
     /// grown as `--size` says) and its warnings logged.
     pub fn open(target: &TargetArgs) -> Result<Backend, CliError> {
         match target {
-            TargetArgs::Null { .. } => Ok(Backend::Null),
+            TargetArgs::Null { .. } => Ok(Backend::Null(Null)),
             // The chunk table is made before the device, so a size beyond memory fails cleanly.
-            TargetArgs::Mem { size, .. } => Mem::try_new(*size).map(Backend::Mem).map_err(|e| {
-                CliError::Msg(format!(
-                    "a {} RAM disk is too big: {e}",
-                    crate::size::format_size(*size)
-                ))
-            }),
+            TargetArgs::Mem { size, .. } => Mem::try_new(*size)
+                .map(|mem| Backend::Mem(Simple::new(mem)))
+                .map_err(|e| {
+                    CliError::Msg(format!(
+                        "a {} RAM disk is too big: {e}",
+                        crate::size::format_size(*size)
+                    ))
+                }),
             TargetArgs::Loop {
                 file,
                 size,
@@ -83,7 +73,7 @@ impl Backend {
     pub fn configure(&self, builder: DeviceBuilder) -> DeviceBuilder {
         match self {
             Backend::Loop(backing) => backing.configure(builder),
-            Backend::Null | Backend::Mem(_) => builder,
+            Backend::Null(_) | Backend::Mem(_) => builder,
         }
     }
 
@@ -117,13 +107,66 @@ impl Backend {
             }
         ))
     }
+}
 
-    /// Creates or takes over the device as `start` says, and serves it with this backend.
-    pub fn serve(self, start: Start) -> ublk_queue::Result<Serving> {
+impl Target for Backend {
+    type Queue = BackendQueue;
+
+    fn open_queue(&self, q: &QueueInfo) -> io::Result<BackendQueue> {
+        Ok(match self {
+            Backend::Null(null) => BackendQueue::Null(null.open_queue(q)?),
+            Backend::Mem(mem) => BackendQueue::Mem(mem.open_queue(q)?),
+            Backend::Loop(backing) => BackendQueue::Loop(backing.open_queue(q)?),
+        })
+    }
+
+    fn batching(&self) -> Batching {
         match self {
-            Backend::Null => start.serve(Null),
-            Backend::Mem(mem) => start.serve(Simple::new(mem)),
-            Backend::Loop(backing) => start.serve(backing),
+            Backend::Null(null) => null.batching(),
+            Backend::Mem(mem) => mem.batching(),
+            Backend::Loop(backing) => backing.batching(),
+        }
+    }
+}
+
+/// One queue of a [`Backend`]: the backend's own queue, reached through one `match`.
+#[derive(Debug)]
+pub enum BackendQueue {
+    Null(NullQueue),
+    Mem(SimpleQueue<Mem>),
+    Loop(LoopQueue),
+}
+
+impl QueueTarget for BackendQueue {
+    fn handle(&mut self, req: Request<'_>, ring: &mut TargetRing<'_>) -> Handled {
+        match self {
+            BackendQueue::Null(q) => q.handle(req, ring),
+            BackendQueue::Mem(q) => q.handle(req, ring),
+            BackendQueue::Loop(q) => q.handle(req, ring),
+        }
+    }
+
+    fn complete(&mut self, io: &IoInfo, cqe: &TargetCqe, ring: &mut TargetRing<'_>) -> Handled {
+        match self {
+            BackendQueue::Null(q) => q.complete(io, cqe, ring),
+            BackendQueue::Mem(q) => q.complete(io, cqe, ring),
+            BackendQueue::Loop(q) => q.complete(io, cqe, ring),
+        }
+    }
+
+    fn fixed_files(&self) -> Vec<BorrowedFd<'_>> {
+        match self {
+            BackendQueue::Null(q) => q.fixed_files(),
+            BackendQueue::Mem(q) => q.fixed_files(),
+            BackendQueue::Loop(q) => q.fixed_files(),
+        }
+    }
+
+    fn register_buffers(&self) -> bool {
+        match self {
+            BackendQueue::Null(q) => q.register_buffers(),
+            BackendQueue::Mem(q) => q.register_buffers(),
+            BackendQueue::Loop(q) => q.register_buffers(),
         }
     }
 }

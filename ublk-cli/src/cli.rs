@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ublk_queue::{Affinity, Batching, SchedPolicy};
+use ublk_queue::{Affinity, Batching, QueueOptions, SchedPolicy};
 use ublk_targets::BackingIo;
 use ublk_uapi::Features;
 
@@ -239,26 +239,20 @@ pub struct CommonArgs {
     /// `none` leaves them to the scheduler.
     #[arg(long, value_enum, default_value_t = AffinityArg::Kernel)]
     pub affinity: AffinityArg,
-    /// Scheduling policy of queue threads: `batch` (SCHED_BATCH) lets a submitter sharing a CPU
-    /// with a queue thread run on until it blocks, so requests are served in batches; `normal`
-    /// lets each wake-up preempt it.
+    /// Scheduling policy of queue threads: `batch` (SCHED_BATCH: waking one never preempts a
+    /// submitter on its CPU, so requests are served in batches) or `normal` (SCHED_OTHER).
     #[arg(long, value_enum, default_value_t = SchedArg::Batch)]
     pub sched: SchedArg,
-    /// Queue threads poll for new requests for up to this many microseconds before sleeping
-    /// (0: never). Saves the thread's wake-ups; costs CPU while polling, and a system call per
-    /// request or two instead of one per batch.
+    /// Queue threads poll for new requests this many microseconds before sleeping (0: never):
+    /// fewer wake-ups, at the cost of CPU while they poll.
     #[arg(long, default_value_t = 0, value_name = "US")]
     pub poll_us: u64,
-    /// Under load, queue threads gather up to N requests per wake-up before serving them, which
-    /// saves a system call per request; they adapt to the load, so low queue depths see no added
-    /// latency. 1: serve each request as it arrives. Default: 16 for null and mem; 1 for loop,
-    /// whose requests wait on backing I/O that gathering would delay (16 with --backing-io
-    /// inline, where none do).
+    /// Under load, queue threads gather up to N requests per wake-up, adapting to the load; 1
+    /// serves each as it arrives. Default: 16, or 1 for loop (16 with --backing-io inline).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub batch: Option<u16>,
-    /// The longest a queue thread waits for a batch that does not fill before it serves what it
-    /// has, in microseconds; 0 turns batching off. Default 50 (giving it turns batching on for
-    /// loop too, with --batch 16 unless that is given).
+    /// The longest a queue thread waits for a batch that does not fill, in microseconds; 0 turns
+    /// batching off. Default 50 (giving it turns batching on for loop too).
     #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub batch_wait_us: Option<u32>,
     #[command(flatten)]
@@ -273,6 +267,16 @@ pub enum AffinityArg {
 }
 
 impl CommonArgs {
+    /// How queue threads run, as the options say: for `add`, and for `recover` from the record.
+    pub fn queue_options(&self) -> QueueOptions {
+        let mut options = QueueOptions::new()
+            .affinity(self.affinity.affinity())
+            .sched_policy(self.sched.policy())
+            .busy_poll(Duration::from_micros(self.poll_us));
+        options.batching = self.batching();
+        options
+    }
+
     /// The queue threads' batching policy, or `None` for the target's own.
     pub fn batching(&self) -> Option<Batching> {
         if self.batch.is_none() && self.batch_wait_us.is_none() {

@@ -2,6 +2,7 @@
 
 mod add;
 mod backend;
+mod background;
 mod cli;
 mod del;
 mod error;
@@ -9,6 +10,7 @@ mod features;
 mod list;
 mod record;
 mod recover;
+mod serve;
 mod signals;
 mod size;
 

@@ -13,10 +13,12 @@ use clap::Parser;
 use ublk_queue::{Device, Recovering};
 
 use crate::add;
-use crate::backend::{Backend, Start};
+use crate::backend::Backend;
+use crate::background;
 use crate::cli::{Cli, Command, RecoverArgs, TargetArgs};
 use crate::error::CliError;
 use crate::record::Record;
+use crate::serve::Foreground;
 
 /// A device checked for recovery, with what its record says.
 #[derive(Debug)]
@@ -31,37 +33,28 @@ pub fn run(args: RecoverArgs) -> Result<(), CliError> {
     // Bad input is refused here, before any process is started or the device touched.
     let checked = check(args.id, &args.serve.record_dir)?;
     let backend = open_backend(&checked)?;
-    if args.serve.here() {
-        if let Backend::Mem(_) = backend {
-            log::warn!(
-                "device {}: a mem device's data died with its old server: it now reads as zeroes",
-                args.id
-            );
-        }
-        // Queue threads run as the record's options say, like the first server's did.
-        let common = checked.target.common();
-        let mut recovering = checked
-            .recovering
-            .timeout(Duration::from_secs(args.timeout))
-            .affinity(common.affinity.affinity())
-            .sched_policy(common.sched.policy())
-            .busy_poll(Duration::from_micros(common.poll_us));
-        if let Some(batching) = common.batching() {
-            recovering = recovering.batching(batching);
-        }
-        add::serve(
-            &checked.target,
-            Start::Recover(recovering),
-            backend,
-            checked.record.args,
-            &args.serve.record_dir,
-            args.serve.ready_fd,
-        )
-    } else {
+    if !args.serve.here() {
         // The background server opens the backing store again, for itself.
         drop(backend);
-        add::spawn_background()
+        return background::spawn();
     }
+    let foreground = Foreground::start(&args.serve, true)?;
+    if let Backend::Mem(_) = backend {
+        log::warn!(
+            "device {}: a mem device's data died with its old server: it now reads as zeroes",
+            args.id
+        );
+    }
+    if let Some(line) = backend.describe() {
+        log::info!("{line}");
+    }
+    // Queue threads run as the record's options say, like the first server's did.
+    let recovering = checked
+        .recovering
+        .timeout(Duration::from_secs(args.timeout))
+        .queue_options(checked.target.common().queue_options());
+    let serving = foreground.report(recovering.serve(backend))?;
+    foreground.run(serving, &checked.target, checked.record.args)
 }
 
 /// Opens the backend the record names, as `ublk add` did, after checking it can serve the same

@@ -1,5 +1,6 @@
-//! Request batching: how many completions a sleeping queue thread waits for before it returns
-//! to user space to serve them.
+//! How a queue thread waits for work: request batching, and busy polling.
+//!
+//! # Batching
 //!
 //! Why: a queue thread that returns from `io_uring_enter` for every request pays a system call
 //! and a pass through its loop per I/O, and its commits reach the kernel one at a time, so the
@@ -7,22 +8,36 @@
 //! enter per batch. At low depth, waiting for requests that are not coming only adds latency.
 //!
 //! How: the thread asks the kernel for `target` completions with a minimum wait
-//! ([`ublk_ring::Ring::submit_and_gather`]): once `wait` has passed, any completion ends the
-//! wait, so a short batch costs at most `wait`. The target adapts, as a congestion window does:
+//! ([`ublk_ring::Ring::submit_and_gather`], Linux 6.12; older kernels get a plain timed wait):
+//! once `wait` has passed, any completion ends the wait, so a short batch costs at most `wait`.
+//! The target adapts, as a congestion window does:
 //! - a round that brought at least `target` completions doubles it (up to the limit);
 //! - a short round (the minimum wait passed first) drops it to what did arrive, and holds it
-//!   there for a number of rounds that doubles with each short probe (up to
-//!   [`MAX_HOLD`]), so a device running at QD1 pays the minimum wait on one round in 64, not on
-//!   every other one.
+//!   there for a number of rounds that doubles with each short probe (up to 64), so a device
+//!   running at QD1 pays the minimum wait on one round in 65, not on every other one.
 //!
-//! A target of 1 is a plain wait: no timer, no added latency.
+//! A target of 1 is a plain wait: no timer, no added latency. A target whose requests wait on
+//! I/O of their own (loop) turns batching off ([`Target::batching`](crate::Target::batching)):
+//! holding its requests back delays that I/O, which costs more than the batch saves.
+//!
+//! # Busy polling
+//!
+//! With a poll window ([`QueueOptions::busy_poll`](crate::QueueOptions::busy_poll)) the thread
+//! spins on its ring for up to the window after each batch before it sleeps. A request that
+//! finds its thread asleep costs a wake-up on top of the round trip; a polling thread picks it up
+//! at once, which matters most at low depth and where waking a CPU is expensive (virtual
+//! machines). The price is CPU: after every batch the thread spins for up to the window, so a
+//! device with a request every few microseconds keeps one CPU per queue busy. And a polling
+//! thread enters the kernel once or twice per request instead of once per batch, because a new
+//! request reaches it as deferred task work (`IORING_SETUP_DEFER_TASKRUN`) that runs only when
+//! it enters. Polling is off by default.
 
 use std::time::Duration;
 
 /// The longest a target is held after a short round before probing upwards again, in rounds.
 const MAX_HOLD: u32 = 64;
 
-/// How a queue thread batches requests (see [`DeviceBuilder::batching`](crate::DeviceBuilder::batching)).
+/// How a queue thread batches requests (see the [module](self) for how and why).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batching {
     max: u16,
@@ -58,8 +73,8 @@ impl Batching {
 }
 
 impl Default for Batching {
-    /// Up to 16 completions, waiting at most 50 µs for a short batch (see the crate's
-    /// Performance notes for how these were chosen).
+    /// Up to 16 completions, waiting at most 50 µs for a short batch (the README says how
+    /// these were chosen).
     fn default() -> Self {
         Batching::new(16, Duration::from_micros(50))
     }

@@ -8,6 +8,8 @@ use rustix::io::Errno;
 use ublk_ring::types::SetupFlags;
 use ublk_uapi::Features;
 
+use crate::limits::MAX_DEV_ID;
+
 /// What went wrong creating, serving or stopping a ublk device.
 ///
 /// Errors from the kernel carry the errno; each message says what to check or do.
@@ -34,23 +36,23 @@ pub enum Error {
     InvalidDepth(u16),
 
     /// The chosen device id is beyond what the driver can number (`UBLK_MAX_UBLKS`).
-    #[error("invalid device id {0}: it must be below {max} (the driver's minor numbers)", max = crate::device::MAX_DEV_ID + 1)]
+    #[error("invalid device id {0}: it must be below {max} (the driver's minor numbers)", max = MAX_DEV_ID + 1)]
     InvalidId(u32),
 
     /// The number of queues is 0 or above the kernel's limit.
     #[error("invalid number of queues {0}: it must be 1..=4096 (UBLK_MAX_NR_QUEUES)")]
     InvalidQueues(u16),
 
-    /// The largest I/O is smaller than a page or not a multiple of the block size.
+    /// The largest I/O is not a whole number of pages, or above 32 MiB.
     #[error(
-        "invalid max I/O size {bytes} bytes: it must be at least one page (4096) and a multiple of \
-         the block size ({block_size})"
+        "invalid max I/O size {bytes} bytes: it must be a non-zero multiple of the page size \
+         ({page} bytes), at most 32 MiB"
     )]
     InvalidMaxIoBytes {
         /// The size asked for.
         bytes: u32,
-        /// The logical block size.
-        block_size: u32,
+        /// The page size it must be a multiple of.
+        page: usize,
     },
 
     /// Discard parameters the kernel would refuse.
@@ -153,15 +155,6 @@ pub enum Error {
         /// The queue.
         q: u16,
         /// The tag in the completion's user_data.
-        tag: u16,
-    },
-
-    /// A target pushed an SQE for a tag it does not own.
-    #[error(
-        "tag {tag} is not being served by this target: push only for the request being handled or completed"
-    )]
-    NotOwned {
-        /// The tag.
         tag: u16,
     },
 

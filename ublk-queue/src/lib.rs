@@ -71,54 +71,87 @@
 //! has fetched, because adding the disk reads the partition table through the queues. A queue
 //! makes one `io_uring_enter` per batch of work; [`Serving::stats`] counts them.
 //!
-//! # Performance
+//! How queue threads wait for work ([`QueueOptions`]): the [`batch`] module explains request
+//! batching and busy polling, the [`sched`] module the scheduling policy; the README has what
+//! they were measured to do.
 //!
-//! What the queue threads do by default, and the knobs (`cargo xtask bench` measures them; the
-//! README's Performance section has figures):
+//! # Inside a queue
 //!
-//! - Batching: each ublk completion is handled at once and its commit queued; one
-//!   `io_uring_enter` submits every commit (and target SQE) and waits for the next work.
-//! - [`DeviceBuilder::batching`] (default: the target's choice, [`Target::batching`]): under
-//!   load a sleeping queue thread waits for a batch of requests, up to 16, before it returns to
-//!   serve them, and adapts the batch to the load so QD1 sees no added latency. For the null
-//!   target at QD64 this cut `io_uring_enter` calls from about 0.75 to about 0.15 per request at
-//!   the same throughput; the loop target turns it off while its requests may go to io_uring, as
-//!   gathering delays that backing I/O.
-//! - [`SchedPolicy::Batch`] (default): queue threads run under SCHED_BATCH, so waking one for a
-//!   new request never preempts the submitter on that CPU. When submitters keep every CPU busy
-//!   (two fio jobs on two CPUs with two queues), they queue until they block and the thread then
-//!   serves the lot; under SCHED_OTHER each request preempted its submitter, which cost two
-//!   thirds of the throughput on a 2-CPU VM.
-//! - [`DeviceBuilder::busy_poll`] (default off): a queue thread polls its ring for a while
-//!   before sleeping. It saves the wake-ups of a sleeping thread (on a 2-vCPU emulated VM: twice
-//!   the QD1 throughput, and parity with null_blk at QD64) and costs a CPU while it polls, plus
-//!   an `io_uring_enter` per request or two instead of one per batch.
-//! - [`Affinity::Kernel`] (default): each thread is pinned to the CPUs the block layer maps to its
-//!   queue; [`Affinity::None`] leaves placement to the scheduler.
+//! A queue thread runs one loop (`queue.rs`): fetch every tag, then submit and wait, hand each
+//! new request to the target, hand each target completion back, commit what is finished. The
+//! tag state machine (`tags.rs`) decides when a request may be committed: once the target is
+//! done with it and none of its SQEs is in flight. That loop is the same whatever the kernel's
+//! mode; the modes differ along two axes, each a trait with one module per mode, chosen once
+//! when the queue starts (static dispatch: no mode test on the I/O path):
+//!
+//! - **Buffer modes** (`buffer/`, trait `BufferMode`): how a request's data moves between the
+//!   kernel and the server. The engine asks a mode what address a tag's commands carry, where
+//!   the target finds a request's data, and what to register with the ring.
+//!   - `copy` (every kernel, implemented): a buffer per tag in server memory; the kernel copies
+//!     WRITE data into it before the fetch completes and READ data out of it at the commit.
+//!   - user copy (`USER_COPY`, 6.5): commands carry no address; the data is read and written
+//!     with READ/WRITE on `/dev/ublkcN` at an offset encoding queue, tag and byte offset. The
+//!     mode gives targets that offset as the data's place.
+//!   - zero copy (`SUPPORT_ZERO_COPY`, 6.15): the mode registers the request's own pages in the
+//!     ring's sparse buffer table (REGISTER_IO_BUF) before the target sees the request, gives
+//!     the target that fixed-buffer index, and unregisters it before the commit: two more hooks,
+//!     before handling and before committing, around the same loop.
+//!   - automatic registration (`AUTO_BUF_REG`, 6.16): the fetch command names the index and
+//!     the kernel registers and unregisters itself; only the command address and the data's
+//!     place differ from copy, plus the kernel's fallback when it could not register.
+//!   - need-get-data (`NEED_GET_DATA`): a WRITE's buffer is named only when the kernel asks for
+//!     it, one more command in the tag's cycle.
+//! - **Command modes** (`commands/`, trait `CommandMode`): how fetches and commits reach the
+//!   kernel.
+//!   - `per_tag` (every kernel, implemented): one FETCH_REQ or COMMIT_AND_FETCH_REQ per tag.
+//!   - batch I/O (`BATCH_IO`, 7.0): one command prepares, fetches or commits many tags; a
+//!     fetch completion carries a list of tags, and commits are gathered and sent together
+//!     before each `io_uring_enter`.
+//!
+//! A target sees the same [`Request`] in every mode; where its data lives is the only thing
+//! that changes for targets that issue their own I/O on the ring.
 
-mod batch;
+// Leaves: no crate imports, or only `error`.
+pub mod batch;
 mod char_dev;
 mod desc;
-mod device;
 mod error;
-mod io_buf;
+mod limits;
+mod options;
+mod request;
+pub mod sched;
+mod stats;
+mod user_data;
+// The engine, bottom up.
+mod buffer;
+mod commands;
 mod queue;
 mod queue_set;
-mod recovery;
-mod sched;
+mod queue_thread;
 mod simple;
-mod stats;
+mod submitter;
+mod tags;
 mod target;
 mod target_ring;
-mod user_data;
+// The device lifecycle, bottom up.
+mod builder;
+mod ctrl;
+mod device;
+mod recovery;
+mod server;
+mod serving;
 
 pub use batch::Batching;
-pub use device::{Affinity, Device, DeviceBuilder, DiscardParams, Serving, StopHandle};
+pub use builder::{DeviceBuilder, DiscardParams};
+pub use device::Device;
 pub use error::{Error, Result, Warning};
+pub use options::{Affinity, QueueOptions};
 pub use recovery::Recovering;
+pub use request::{Handled, IoInfo, Request, TargetCqe, errno_of};
 pub use sched::SchedPolicy;
+pub use serving::{Serving, StopHandle};
 pub use simple::{Simple, SimpleQueue, SimpleTarget};
 pub use stats::QueueStats;
-pub use target::{Handled, IoInfo, QueueInfo, QueueTarget, Request, Target, TargetCqe, errno_of};
-pub use target_ring::TargetRing;
+pub use target::{QueueInfo, QueueTarget, Target};
+pub use target_ring::{PushError, TargetRing};
 pub use ublk_uapi::{IoFlags, IoOp};

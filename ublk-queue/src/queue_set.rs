@@ -12,22 +12,16 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rustix::event::EventfdFlags;
+use rustix::thread::CpuSet;
 use ublk_uapi::{DevInfo, Params};
 
+use crate::batch::Batching;
 use crate::char_dev;
 use crate::error::{Error, Result, Warning};
-use crate::queue::{QueueSetup, ThreadPolicy, run_queue};
+use crate::options::QueueOptions;
+use crate::queue_thread::{Event, QueueSetup, run_queue};
 use crate::stats::QueueStats;
 use crate::target::Target;
-
-/// What queue threads tell the device.
-#[derive(Debug)]
-pub(crate) enum Event {
-    /// Queue `q` has fetched every tag: it is the queue's daemon now.
-    Ready { warnings: Vec<Warning> },
-    /// Queue `q`'s thread is done.
-    Exited { q: u16, result: Result<()> },
-}
 
 /// The open char device and the queue threads serving it.
 #[derive(Debug)]
@@ -72,8 +66,15 @@ impl QueueSet {
         })
     }
 
-    /// Starts the thread of the next queue, run as `thread` says.
-    pub(crate) fn spawn<T: Target>(&mut self, target: &Arc<T>, thread: ThreadPolicy) -> Result<()> {
+    /// Starts the thread of the next queue, pinned to `cpus` (if any), run as `options` say and
+    /// batching as `batching` says.
+    pub(crate) fn spawn<T: Target>(
+        &mut self,
+        target: &Arc<T>,
+        cpus: Option<CpuSet>,
+        options: &QueueOptions,
+        batching: Batching,
+    ) -> Result<()> {
         let q = self.threads.len() as u16;
         let Some(char_dev) = &self.char_dev else {
             return Err(Error::QueueExited { q });
@@ -84,7 +85,10 @@ impl QueueSet {
             params: self.params,
             char_dev: Arc::clone(char_dev),
             wake: Arc::clone(&self.wake),
-            thread,
+            cpus,
+            sched: options.sched,
+            busy_poll: options.busy_poll,
+            batching,
             stats: Arc::clone(&self.stats),
         };
         let target = Arc::clone(target);

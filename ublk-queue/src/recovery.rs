@@ -8,10 +8,13 @@ use rustix::io::Errno;
 use ublk_ctrl::Control;
 use ublk_uapi::{DevInfo, DevState, Features, Params};
 
-use crate::batch::Batching;
-use crate::device::{Affinity, Core, Device, SUPPORTED_FEATURES, Serving, SharedCtrl};
+use crate::ctrl::SharedCtrl;
+use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::sched::SchedPolicy;
+use crate::limits::SUPPORTED_FEATURES;
+use crate::options::QueueOptions;
+use crate::server::Server;
+use crate::serving::Serving;
 use crate::target::Target;
 
 /// The longest pause between two polls of the device's state.
@@ -54,14 +57,11 @@ impl Device {
         let params = ctrl.params(dev_id)?;
         check_recoverable(&info)?;
         Ok(Recovering {
-            core: Core {
+            server: Server {
                 ctrl: Arc::new(SharedCtrl::new(ctrl)),
                 info,
                 params,
-                affinity: Affinity::Kernel,
-                sched: SchedPolicy::Batch,
-                busy_poll: Duration::ZERO,
-                batching: None,
+                options: QueueOptions::default(),
                 timeout: ublk_ctrl::DEFAULT_TIMEOUT,
             },
         })
@@ -118,59 +118,37 @@ impl Device {
 /// its users' I/O waiting forever.
 #[derive(Debug)]
 pub struct Recovering {
-    core: Core,
+    server: Server,
 }
 
 impl Recovering {
     /// The device id: `N` in `/dev/ublkbN`.
     pub fn id(&self) -> u32 {
-        self.core.id()
+        self.server.id()
     }
 
     /// The device as the kernel described it when [`Device::recover`] read it.
     pub fn info(&self) -> &DevInfo {
-        &self.core.info
+        &self.server.info
     }
 
     /// The device's parameters (size, block size, ...), to build the target from.
     pub fn params(&self) -> &Params {
-        &self.core.params
+        &self.server.params
     }
 
-    /// Where queue threads run (default: [`Affinity::Kernel`]).
-    pub fn affinity(mut self, affinity: Affinity) -> Self {
-        self.core.affinity = affinity;
-        self
-    }
-
-    /// The scheduling policy of queue threads (default: [`SchedPolicy::Batch`], as for a new
-    /// device).
-    pub fn sched_policy(mut self, policy: SchedPolicy) -> Self {
-        self.core.sched = policy;
-        self
-    }
-
-    /// How long each queue thread polls its ring before it sleeps (see
-    /// [`DeviceBuilder::busy_poll`](crate::DeviceBuilder::busy_poll)); zero, the default, never
-    /// polls.
-    pub fn busy_poll(mut self, window: Duration) -> Self {
-        self.core.busy_poll = window;
-        self
-    }
-
-    /// How queue threads batch requests (see
-    /// [`DeviceBuilder::batching`](crate::DeviceBuilder::batching)); as the target prefers
-    /// unless set.
-    pub fn batching(mut self, batching: Batching) -> Self {
-        self.core.batching = Some(batching);
+    /// How the new server's queue threads run (default: [`QueueOptions::default`]); pass the
+    /// options the device was created with so that it serves as before.
+    pub fn queue_options(mut self, options: QueueOptions) -> Self {
+        self.server.options = options;
         self
     }
 
     /// The deadline for each step: the old server's exit to be noticed and its char device
     /// released, each control command, the queues to get ready (default 30 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.core.timeout = timeout;
-        self.core.ctrl.with(|c| c.set_timeout(timeout));
+        self.server.timeout = timeout;
+        self.server.ctrl.with(|c| c.set_timeout(timeout));
         self
     }
 
@@ -187,10 +165,10 @@ impl Recovering {
     /// [`Error::RecoveryFailed`]: the device was stopped and deleted (see [`Recovering`]).
     pub fn serve<T: Target>(mut self, target: T) -> Result<Serving> {
         let id = self.id();
-        let deadline = Instant::now() + self.core.timeout;
+        let deadline = Instant::now() + self.server.timeout;
         self.start_user_recovery(deadline)?;
         let mut warnings = Vec::new();
-        let mut queues = match self.core.start_queues(target, &mut warnings) {
+        let mut queues = match self.server.start_queues(target, &mut warnings) {
             Ok(queues) => queues,
             // Another server opened the char device between our START_USER_RECOVERY and our
             // open: the device is its to recover, not ours to delete.
@@ -202,27 +180,27 @@ impl Recovering {
             ) => return Err(e),
             Err(e) => {
                 // start_queues sent STOP_DEV already.
-                let _ = self.core.ctrl.delete(id);
+                let _ = self.server.ctrl.delete(id);
                 return Err(Error::RecoveryFailed {
                     dev_id: id,
                     source: Box::new(e),
                 });
             }
         };
-        let server = rustix::process::getpid();
-        if let Err(e) = self.core.ctrl.with(|c| c.end_user_recovery(id, server)) {
-            let _ = self.core.shutdown(&mut queues);
+        let pid = rustix::process::getpid();
+        if let Err(e) = self.server.ctrl.with(|c| c.end_user_recovery(id, pid)) {
+            let _ = self.server.shutdown(&mut queues);
             return Err(Error::RecoveryFailed {
                 dev_id: id,
                 source: Box::new(e.into()),
             });
         }
         // The state and pid changed; the rest is as read before.
-        if let Ok(info) = self.core.ctrl.with(|c| c.dev_info(id)) {
-            self.core.info = info;
+        if let Ok(info) = self.server.ctrl.with(|c| c.dev_info(id)) {
+            self.server.info = info;
         }
         Ok(Serving {
-            core: self.core,
+            server: self.server,
             queues,
             warnings,
             finished: false,
@@ -235,11 +213,11 @@ impl Recovering {
         let id = self.id();
         let mut backoff = Duration::from_millis(1);
         loop {
-            let info = self.core.ctrl.with(|c| c.dev_info(id))?;
+            let info = self.server.ctrl.with(|c| c.dev_info(id))?;
             check_recoverable(&info)?;
             let state = info.state();
             if matches!(state, Ok(DevState::Quiesced | DevState::FailIo)) {
-                match self.core.ctrl.with(|c| c.start_user_recovery(id)) {
+                match self.server.ctrl.with(|c| c.start_user_recovery(id)) {
                     Ok(()) => return Ok(()),
                     // `ublk_ctrl_start_recovery`: the old server's /dev/ublkcN is still open (its
                     // io_uring is still being torn down), or the state changed meanwhile.
@@ -254,7 +232,7 @@ impl Recovering {
                     dev_id: id,
                     state: state_name(info.state),
                     hint: timeout_hint(state),
-                    after: self.core.timeout,
+                    after: self.server.timeout,
                 });
             }
             // No event tells when the state changes or the char device is released: poll.
@@ -282,18 +260,23 @@ impl Serving {
     pub fn abandon(mut self) -> Result<()> {
         self.finished = true;
         let id = self.id();
-        if !self.core.info.features().contains(Features::USER_RECOVERY) {
-            let stopped = self.core.shutdown(&mut self.queues);
+        if !self
+            .server
+            .info
+            .features()
+            .contains(Features::USER_RECOVERY)
+        {
+            let stopped = self.server.shutdown(&mut self.queues);
             return stopped.and(Err(Error::RecoveryNotEnabled { dev_id: id }));
         }
         self.queues.wake();
         let joined = self.queues.join();
         // The queues' rings are gone: the kernel cancels their fetches and quiesces the device
         // (`ublk_quiesce_work_fn`). No event says when: poll.
-        let deadline = Instant::now() + self.core.timeout;
+        let deadline = Instant::now() + self.server.timeout;
         let mut backoff = Duration::from_millis(1);
         let quiesced = loop {
-            let info = match self.core.ctrl.with(|c| c.dev_info(id)) {
+            let info = match self.server.ctrl.with(|c| c.dev_info(id)) {
                 Ok(info) => info,
                 Err(e) => break Err(e.into()),
             };
@@ -307,7 +290,7 @@ impl Serving {
                     dev_id: id,
                     state: state_name(info.state),
                     hint: timeout_hint(state),
-                    after: self.core.timeout,
+                    after: self.server.timeout,
                 });
             }
             std::thread::sleep(backoff.min(deadline - now));

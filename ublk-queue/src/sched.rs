@@ -16,8 +16,8 @@ use rustix::io::Errno;
 #[non_exhaustive]
 pub enum SchedPolicy {
     /// SCHED_BATCH: a queue thread's wake-up does not preempt the task running on its CPU, so
-    /// requests are served in batches when the CPUs are busy (the default; see the crate's
-    /// Performance section).
+    /// requests are served in batches when the CPUs are busy (the default; the
+    /// [module](self) says why).
     #[default]
     Batch,
     /// SCHED_OTHER, the kernel's default for threads: a woken queue thread may preempt the

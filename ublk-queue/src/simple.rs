@@ -6,7 +6,9 @@ use std::sync::Arc;
 use rustix::io::Errno;
 use ublk_uapi::{IoFlags, IoOp};
 
-use crate::target::{Handled, QueueInfo, QueueTarget, Request, Target, errno_of};
+use crate::request::Request;
+use crate::request::{Handled, errno_of};
+use crate::target::{QueueInfo, QueueTarget, Target};
 use crate::target_ring::TargetRing;
 
 /// A backend that does its I/O synchronously; wrap it in [`Simple`] to serve a device.
@@ -158,7 +160,7 @@ mod tests {
     use ublk_uapi::IoDesc;
 
     use super::*;
-    use crate::target::IoInfo;
+    use crate::request::IoInfo;
 
     /// Records every call; fails READs at offset 0 with ENOSPC to check the error path.
     #[derive(Default)]

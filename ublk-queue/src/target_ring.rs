@@ -3,9 +3,28 @@
 use ublk_ring::squeue::Entry;
 use ublk_ring::types::Fixed;
 
-use crate::error::{Error, Result};
-use crate::queue::{Submitter, TagState};
+use crate::submitter::Submitter;
+use crate::tags::Tags;
 use crate::user_data::UserData;
+
+/// Why [`TargetRing::push`] refused an SQE. The SQE was not queued.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushError {
+    /// `tag` is not a request this target is serving now (never handed to it, already finished
+    /// with [`Handled::Done`](crate::Handled::Done), or committed).
+    #[error(
+        "tag {tag} is not being served by this target: push only for the request being handled \
+         or completed, before it is done"
+    )]
+    NotOwned {
+        /// The tag.
+        tag: u16,
+    },
+    /// The ring failed while making room for the SQE; the queue is failing and will stop.
+    #[error("the queue's io_uring failed: {0}")]
+    Ring(#[from] ublk_ring::Error),
+}
 
 /// The queue's io_uring, lent to a target while it handles or completes a request.
 ///
@@ -20,11 +39,11 @@ use crate::user_data::UserData;
 #[derive(Debug)]
 pub struct TargetRing<'a> {
     submitter: &'a mut Submitter,
-    tags: &'a mut [TagState],
+    tags: &'a mut Tags,
 }
 
 impl<'a> TargetRing<'a> {
-    pub(crate) fn new(submitter: &'a mut Submitter, tags: &'a mut [TagState]) -> Self {
+    pub(crate) fn new(submitter: &'a mut Submitter, tags: &'a mut Tags) -> Self {
         TargetRing { submitter, tags }
     }
 
@@ -36,14 +55,14 @@ impl<'a> TargetRing<'a> {
     /// entry points at (the request's buffer, iovecs, a timespec, a file descriptor that is not
     /// registered) must stay valid, and must not be used by Rust code in a conflicting way, until
     /// its completion reaches [`QueueTarget::complete`](crate::QueueTarget::complete). The
-    /// request's buffer qualifies until the request completes; do not touch a `&mut` view of it
-    /// after pushing an SQE that writes it.
+    /// request's buffer qualifies until the request completes; do not use
+    /// [`Request::buf_mut`](crate::Request::buf_mut) after pushing an SQE that moves its data.
     ///
     /// # Errors
     ///
-    /// [`Error::NotOwned`] if `tag` is not a request this target is serving now;
-    /// [`Error::Ring`] if submitting to make room failed (the queue is then failing).
-    pub unsafe fn push(&mut self, tag: u16, entry: Entry) -> Result<()> {
+    /// [`PushError::NotOwned`] if `tag` is not a request this target is serving now;
+    /// [`PushError::Ring`] if submitting to make room failed.
+    pub unsafe fn push(&mut self, tag: u16, entry: Entry) -> Result<(), PushError> {
         // SAFETY: forwarded to our caller.
         unsafe { self.push_with(tag, 0, entry) }
     }
@@ -58,20 +77,16 @@ impl<'a> TargetRing<'a> {
     /// # Errors
     ///
     /// As for [`TargetRing::push`].
-    pub unsafe fn push_with(&mut self, tag: u16, sub: u16, entry: Entry) -> Result<()> {
-        let Some(TagState::Serving {
-            in_flight,
-            done: None,
-            ..
-        }) = self.tags.get_mut(usize::from(tag))
-        else {
-            return Err(Error::NotOwned { tag });
-        };
+    pub unsafe fn push_with(&mut self, tag: u16, sub: u16, entry: Entry) -> Result<(), PushError> {
+        if !self.tags.may_push(tag) {
+            return Err(PushError::NotOwned { tag });
+        }
         let entry = entry.user_data(UserData::Target { tag, sub }.encode());
         // SAFETY: forwarded to our caller.
         unsafe { self.submitter.push(&entry) }?;
-        *in_flight += 1;
-        Ok(())
+        self.tags
+            .pushed(tag)
+            .map_err(|_| PushError::NotOwned { tag })
     }
 
     /// The fixed-buffer index of the queue's I/O buffers, if they are registered with the ring
@@ -81,10 +96,9 @@ impl<'a> TargetRing<'a> {
         self.submitter.buf_index()
     }
 
-    /// The fixed-file index of the `index`-th file [`QueueTarget::fixed_files`] returned
-    /// (`/dev/ublkcN` is fixed file 0, the target's files follow).
-    ///
-    /// [`QueueTarget::fixed_files`]: crate::QueueTarget::fixed_files
+    /// The fixed-file index of the `index`-th file
+    /// [`QueueTarget::fixed_files`](crate::QueueTarget::fixed_files) returned (`/dev/ublkcN` is
+    /// fixed file 0, the target's files follow).
     pub fn file(&self, index: u32) -> Fixed {
         Fixed(1 + index)
     }

@@ -37,6 +37,11 @@ impl IoBufs {
         self.buf_bytes
     }
 
+    /// Bytes of all the buffers together.
+    pub(crate) fn len(&self) -> usize {
+        self.buf_bytes * usize::from(self.depth)
+    }
+
     /// The start of `tag`'s buffer, as the kernel gets it in `ublksrv_io_cmd.addr`.
     pub(crate) fn ptr(&self, tag: u16) -> *mut u8 {
         assert!(

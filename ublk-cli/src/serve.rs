@@ -1,0 +1,132 @@
+//! Serving a device in this process, for `ublk add` and `ublk recover` alike: once it is live,
+//! log it, record it, tell whoever waits for the verdict, and serve until it is stopped.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ublk_queue::Serving;
+
+use crate::cli::{ServeArgs, TargetArgs};
+use crate::error::CliError;
+use crate::record::Record;
+use crate::signals::StopOnSignal;
+
+/// A server about to serve a device in this process.
+#[derive(Debug)]
+pub struct Foreground {
+    signals: StopOnSignal,
+    /// The pipe to the `ublk add` or `ublk recover` that started us in the background, if one
+    /// did: it waits for one `ready ...` or `error ...` line.
+    ready: RefCell<Option<File>>,
+    record_dir: PathBuf,
+    started: Instant,
+    /// Taking over a device (`ublk recover`) rather than creating one.
+    recovering: bool,
+}
+
+impl Foreground {
+    /// Takes over the verdict pipe and installs the SIGINT/SIGTERM handlers, so a signal during
+    /// creation stops the device as soon as it is live. `recovering`: `ublk recover`.
+    pub fn start(args: &ServeArgs, recovering: bool) -> Result<Foreground, CliError> {
+        // SAFETY: the parent passed us this descriptor, open and otherwise unused, for our sole
+        // ownership.
+        let ready = args
+            .ready_fd
+            .map(|fd| File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
+        let ready = RefCell::new(ready);
+        let installed = StopOnSignal::install()
+            .map_err(|source| CliError::io("installing the SIGINT/SIGTERM handlers", source));
+        let signals = report(&ready, installed)?;
+        Ok(Foreground {
+            signals,
+            ready,
+            record_dir: args.record_dir.clone(),
+            started: Instant::now(),
+            recovering,
+        })
+    }
+
+    /// Passes `result` on; an error also goes to the waiting parent, which prints it.
+    pub fn report<T, E: Into<CliError>>(&self, result: Result<T, E>) -> Result<T, CliError> {
+        report(&self.ready, result)
+    }
+
+    /// Serves the live device until it is stopped (SIGINT/SIGTERM or `ublk del`), with its
+    /// record (for `ublk list` and `ublk recover`) in place meanwhile.
+    pub fn run(
+        self,
+        serving: Serving,
+        target: &TargetArgs,
+        args: Vec<String>,
+    ) -> Result<(), CliError> {
+        let id = serving.id();
+        for warning in serving.warnings() {
+            log::warn!("{warning}");
+        }
+        log::info!(
+            "device {id} is live at {} after {:.1?}{}",
+            serving.block_path(),
+            self.started.elapsed(),
+            if self.recovering { " (recovered)" } else { "" }
+        );
+        let record = Record {
+            dev_id: id,
+            target: target.name().into(),
+            args,
+            pid: std::process::id() as i32,
+            cwd: std::env::current_dir().ok(),
+        };
+        if let Err(e) = record.save_in(&self.record_dir) {
+            log::warn!(
+                "cannot write the device record under {}: {e}",
+                self.record_dir.display()
+            );
+        }
+        let line = format!("{id} {}", serving.block_path());
+        match self.ready.take() {
+            Some(mut ready) => {
+                let _ = writeln!(ready, "ready {line}");
+            }
+            None => println!("{line}"),
+        }
+        // A signal that came while the device was being created stops it now.
+        let stats = serving.shared_stats();
+        let outcome = self
+            .signals
+            .arm(serving.stop_handle())
+            .and_then(|()| serving.wait());
+        let _ = Record::remove_in(&self.record_dir, id);
+        // `cargo xtask bench` reads these: system calls per I/O show whether batching works.
+        for (q, s) in stats.iter().enumerate() {
+            let per = s.enters() as f64 / s.requests().max(1) as f64;
+            let (r, e) = (s.requests(), s.enters());
+            log::info!(
+                "device {id} queue {q}: {r} requests, {e} io_uring_enter calls ({per:.3} per request)"
+            );
+        }
+        match &outcome {
+            Ok(()) => log::info!("device {id} stopped and deleted"),
+            Err(e) => log::error!("device {id}: {e}"),
+        }
+        Ok(outcome?)
+    }
+}
+
+/// Passes `result` on; an error also goes down the verdict pipe, if there is one.
+fn report<T, E: Into<CliError>>(
+    ready: &RefCell<Option<File>>,
+    result: Result<T, E>,
+) -> Result<T, CliError> {
+    result.map_err(|e| {
+        let e = e.into();
+        if let Some(mut ready) = ready.take() {
+            // The parent prints it; it goes to the log as well for the record.
+            let _ = writeln!(ready, "error {e}");
+        }
+        e
+    })
+}

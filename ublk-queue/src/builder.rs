@@ -1,0 +1,488 @@
+//! Describing a device and creating it: [`DeviceBuilder`] checks every setting before the kernel
+//! is asked for anything, then sends ADD_DEV and SET_PARAMS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ublk_ctrl::{Control, DevSpec};
+use ublk_uapi::{BasicAttrs, DevInfo, Features, ParamBasic, ParamDiscard, Params};
+
+use crate::ctrl::SharedCtrl;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::limits::{MAX_DEV_ID, MAX_IO_BYTES, SUPPORTED_FEATURES};
+use crate::options::QueueOptions;
+use crate::server::Server;
+
+/// Discard and write-zeroes limits (`ublk_param_discard`); setting them advertises both operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DiscardParams {
+    /// Bytes of the discard unit; 0 means the logical block size.
+    pub granularity: u32,
+    /// Offset in bytes of the first aligned discard unit (usually 0).
+    pub alignment: u32,
+    /// The largest DISCARD, in 512-byte sectors; 0 disables DISCARD.
+    pub max_discard_sectors: u32,
+    /// The largest WRITE_ZEROES, in 512-byte sectors; 0 disables WRITE_ZEROES.
+    pub max_write_zeroes_sectors: u32,
+}
+
+/// Describes a device to create; [`DeviceBuilder::add`] creates it.
+///
+/// ```no_run
+/// use ublk_queue::DeviceBuilder;
+///
+/// # fn main() -> Result<(), ublk_queue::Error> {
+/// let device = DeviceBuilder::new().queues(2).depth(128).size(1 << 30).add()?;
+/// println!("created ublk device {}", device.id());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct DeviceBuilder {
+    queues: u16,
+    depth: u16,
+    block_size: u32,
+    size: u64,
+    max_io_bytes: u32,
+    id: Option<u32>,
+    features: Features,
+    attrs: BasicAttrs,
+    discard: Option<DiscardParams>,
+    options: QueueOptions,
+    timeout: Duration,
+}
+
+impl Default for DeviceBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DeviceBuilder {
+    /// One queue of depth 128, 512-byte blocks, 512 KiB I/Os, a kernel-chosen id, queue threads
+    /// as [`QueueOptions::default`] runs them, a 30 s deadline for each step; the size must be
+    /// set.
+    pub fn new() -> Self {
+        DeviceBuilder {
+            queues: 1,
+            depth: 128,
+            block_size: 512,
+            size: 0,
+            max_io_bytes: ublk_ctrl::DEFAULT_MAX_IO_BUF_BYTES,
+            id: None,
+            features: Features::empty(),
+            attrs: BasicAttrs::empty(),
+            discard: None,
+            options: QueueOptions::default(),
+            timeout: ublk_ctrl::DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Hardware queues, each served by its own thread (the kernel caps this at the CPU count).
+    pub fn queues(mut self, queues: u16) -> Self {
+        self.queues = queues;
+        self
+    }
+
+    /// Tags per queue: requests each queue may have in flight, 1..=4096.
+    pub fn depth(mut self, depth: u16) -> Self {
+        self.depth = depth;
+        self
+    }
+
+    /// Logical (and physical) block size: a power of two from 512 to 4096.
+    pub fn block_size(mut self, bytes: u32) -> Self {
+        self.block_size = bytes;
+        self
+    }
+
+    /// Device size in bytes, a multiple of the block size.
+    pub fn size(mut self, bytes: u64) -> Self {
+        self.size = bytes;
+        self
+    }
+
+    /// The largest single I/O, in bytes: a multiple of the page size, at most 32 MiB. Each tag gets
+    /// a buffer this big.
+    pub fn max_io_bytes(mut self, bytes: u32) -> Self {
+        self.max_io_bytes = bytes;
+        self
+    }
+
+    /// Asks for device id `id` (`/dev/ublkb<id>`) instead of the lowest free one.
+    pub fn id(mut self, id: u32) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// Features to require from the kernel (recovery, unprivileged, ...).
+    pub fn features(mut self, features: Features) -> Self {
+        self.features |= features;
+        self
+    }
+
+    /// Makes the device read-only.
+    pub fn read_only(self, on: bool) -> Self {
+        self.attr(BasicAttrs::READ_ONLY, on)
+    }
+
+    /// Declares a volatile write cache: the block layer then sends FLUSH requests.
+    pub fn volatile_cache(self, on: bool) -> Self {
+        self.attr(BasicAttrs::VOLATILE_CACHE, on)
+    }
+
+    /// Declares FUA support (forced unit access writes); only honoured with a volatile cache.
+    pub fn fua(self, on: bool) -> Self {
+        self.attr(BasicAttrs::FUA, on)
+    }
+
+    /// Declares a rotational device (the I/O scheduler then favours sequential order).
+    pub fn rotational(self, on: bool) -> Self {
+        self.attr(BasicAttrs::ROTATIONAL, on)
+    }
+
+    /// Advertises DISCARD and WRITE_ZEROES with these limits.
+    pub fn discard(mut self, discard: DiscardParams) -> Self {
+        self.discard = Some(discard);
+        self
+    }
+
+    /// How queue threads run: pinning, scheduling policy, polling, batching.
+    pub fn queue_options(mut self, options: QueueOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The deadline for each control command and for the queues to get ready.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn attr(mut self, attr: BasicAttrs, on: bool) -> Self {
+        self.attrs.set(attr, on);
+        self
+    }
+
+    /// Checks the description without touching the kernel.
+    ///
+    /// # Errors
+    ///
+    /// The first invalid setting: [`Error::InvalidQueues`], [`Error::InvalidDepth`],
+    /// [`Error::InvalidBlockSize`], [`Error::InvalidSize`], [`Error::InvalidMaxIoBytes`],
+    /// [`Error::InvalidDiscard`] or [`Error::UnsupportedFeatures`].
+    pub fn validate(&self) -> Result<()> {
+        let max = ublk_uapi::offsets::UBLK_MAX_NR_QUEUES;
+        if self.queues == 0 || self.queues > max {
+            return Err(Error::InvalidQueues(self.queues));
+        }
+        if self.depth == 0 || self.depth > ublk_uapi::offsets::UBLK_MAX_QUEUE_DEPTH {
+            return Err(Error::InvalidDepth(self.depth));
+        }
+        if let Some(id) = self.id
+            && id > MAX_DEV_ID
+        {
+            // u32::MAX would even mean "any id" to the kernel.
+            return Err(Error::InvalidId(id));
+        }
+        let bs = self.block_size;
+        if !bs.is_power_of_two() || !(512..=4096).contains(&bs) {
+            return Err(Error::InvalidBlockSize(bs));
+        }
+        if self.size == 0 || !self.size.is_multiple_of(u64::from(bs)) {
+            return Err(Error::InvalidSize {
+                size: self.size,
+                block_size: bs,
+            });
+        }
+        let page = rustix::param::page_size();
+        let io = self.max_io_bytes;
+        if io == 0 || !(io as usize).is_multiple_of(page) || io > MAX_IO_BYTES {
+            return Err(Error::InvalidMaxIoBytes { bytes: io, page });
+        }
+        if let Some(d) = &self.discard {
+            if d.granularity != 0 && (!d.granularity.is_power_of_two() || d.granularity < bs) {
+                return Err(Error::InvalidDiscard(
+                    "the granularity must be a power of two, at least the block size",
+                ));
+            }
+            if d.max_discard_sectors == 0 && d.max_write_zeroes_sectors == 0 {
+                return Err(Error::InvalidDiscard(
+                    "set max_discard_sectors or max_write_zeroes_sectors",
+                ));
+            }
+        }
+        let unsupported = self.features - SUPPORTED_FEATURES;
+        if !unsupported.is_empty() {
+            return Err(Error::UnsupportedFeatures(unsupported));
+        }
+        Ok(())
+    }
+
+    /// The parameters SET_PARAMS will get for a device the kernel created as `info`.
+    pub fn params(&self, info: &DevInfo) -> Params {
+        let shift = self.block_size.trailing_zeros() as u8;
+        // The kernel may have rounded the buffer size down (to a page): never promise more.
+        let io_bytes = self.max_io_bytes.min(info.max_io_buf_bytes);
+        let mut basic = ParamBasic {
+            logical_bs_shift: shift,
+            physical_bs_shift: shift,
+            io_opt_shift: shift,
+            io_min_shift: shift,
+            max_sectors: io_bytes >> ublk_uapi::io_desc::SECTOR_SHIFT,
+            dev_sectors: self.size >> ublk_uapi::io_desc::SECTOR_SHIFT,
+            ..ParamBasic::default()
+        };
+        basic.set_attrs(self.attrs);
+        let mut params = Params::new().with_basic(basic);
+        if let Some(d) = self.discard {
+            params = params.with_discard(ParamDiscard {
+                discard_alignment: d.alignment,
+                discard_granularity: if d.granularity == 0 {
+                    self.block_size
+                } else {
+                    d.granularity
+                },
+                max_discard_sectors: d.max_discard_sectors,
+                max_write_zeroes_sectors: d.max_write_zeroes_sectors,
+                // ublk_validate_params: only single-segment discard is supported.
+                max_discard_segments: 1,
+                reserved0: 0,
+            });
+        }
+        // Tell the kernel exactly the parts we fill in.
+        params.len = Params::len_for(params.types());
+        params
+    }
+
+    /// Creates the device: validates, then ADD_DEV and SET_PARAMS.
+    ///
+    /// # Errors
+    ///
+    /// A validation error (before `/dev/ublk-control` is opened), or the control error. If
+    /// SET_PARAMS fails the device is deleted again before the error returns.
+    pub fn add(self) -> Result<Device> {
+        self.validate()?;
+        let mut ctrl = Control::open()?;
+        ctrl.set_timeout(self.timeout);
+        let mut spec = DevSpec::new(self.queues, self.depth)
+            .max_io_buf_bytes(self.max_io_bytes)
+            .features(self.features);
+        if let Some(id) = self.id {
+            spec = spec.id(id);
+        }
+        let info = ctrl.add_dev(&spec)?;
+        let params = self.params(&info);
+        if let Err(e) = ctrl.set_params(info.dev_id, &params) {
+            // Best effort: the error worth reporting is SET_PARAMS'.
+            let _ = ctrl.del_dev(info.dev_id);
+            return Err(e.into());
+        }
+        Ok(Device::new(Server {
+            ctrl: Arc::new(SharedCtrl::new(ctrl)),
+            info,
+            params,
+            options: self.options,
+            timeout: self.timeout,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ublk_uapi::ParamTypes;
+
+    use super::*;
+
+    fn valid() -> DeviceBuilder {
+        DeviceBuilder::new().size(64 << 20)
+    }
+
+    #[test]
+    fn defaults_with_a_size_are_valid() {
+        valid().validate().expect("valid");
+        valid()
+            .queues(4)
+            .depth(4096)
+            .block_size(4096)
+            .max_io_bytes(1 << 20)
+            .validate()
+            .expect("valid");
+    }
+
+    #[test]
+    fn ids_must_fit_the_driver_numbering() {
+        valid().id(0).validate().expect("valid");
+        valid().id(MAX_DEV_ID).validate().expect("valid");
+        for id in [MAX_DEV_ID + 1, u32::MAX] {
+            let e = valid().id(id).validate().unwrap_err();
+            assert!(matches!(e, Error::InvalidId(i) if i == id), "{e}");
+            assert!(e.to_string().contains("below 1048576"), "{e}");
+        }
+    }
+
+    #[test]
+    fn sizes_must_be_non_zero_multiples_of_the_block_size() {
+        assert!(matches!(
+            DeviceBuilder::new().validate(),
+            Err(Error::InvalidSize { size: 0, .. })
+        ));
+        let err = valid()
+            .size(4096 + 512)
+            .block_size(4096)
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidSize {
+                    size: 4608,
+                    block_size: 4096
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn block_sizes_are_powers_of_two_from_512_to_4096() {
+        for bs in [0, 256, 768, 1000, 8192] {
+            let err = valid().block_size(bs).validate().unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidBlockSize(b) if b == bs),
+                "{bs}: {err}"
+            );
+        }
+        for bs in [512, 1024, 2048, 4096] {
+            valid().block_size(bs).validate().expect("valid block size");
+        }
+    }
+
+    #[test]
+    fn depth_and_queues_have_kernel_limits() {
+        assert!(matches!(
+            valid().depth(0).validate(),
+            Err(Error::InvalidDepth(0))
+        ));
+        assert!(matches!(
+            valid().depth(4097).validate(),
+            Err(Error::InvalidDepth(4097))
+        ));
+        assert!(matches!(
+            valid().queues(0).validate(),
+            Err(Error::InvalidQueues(0))
+        ));
+        assert!(matches!(
+            valid().queues(4097).validate(),
+            Err(Error::InvalidQueues(4097))
+        ));
+    }
+
+    #[test]
+    fn max_io_bytes_are_whole_pages_up_to_32_mib() {
+        for bytes in [0, 512, 4096 + 512, (32 << 20) + 4096] {
+            assert!(
+                matches!(
+                    valid().max_io_bytes(bytes).validate(),
+                    Err(Error::InvalidMaxIoBytes { .. })
+                ),
+                "{bytes}"
+            );
+        }
+        valid()
+            .max_io_bytes(32 << 20)
+            .validate()
+            .expect("32 MiB is the limit");
+    }
+
+    #[test]
+    fn copy_modes_the_engine_lacks_are_refused() {
+        let err = valid()
+            .features(Features::USER_COPY | Features::USER_RECOVERY)
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::UnsupportedFeatures(f) if f == Features::USER_COPY),
+            "{err}"
+        );
+        valid()
+            .features(Features::USER_RECOVERY)
+            .validate()
+            .expect("recovery is allowed");
+    }
+
+    #[test]
+    fn discard_needs_a_limit_and_a_sane_granularity() {
+        let none = DiscardParams::default();
+        assert!(matches!(
+            valid().discard(none).validate(),
+            Err(Error::InvalidDiscard(_))
+        ));
+        let odd = DiscardParams {
+            granularity: 1000,
+            max_discard_sectors: 8,
+            ..DiscardParams::default()
+        };
+        assert!(matches!(
+            valid().discard(odd).validate(),
+            Err(Error::InvalidDiscard(_))
+        ));
+    }
+
+    #[test]
+    fn add_validates_before_opening_the_control_device() {
+        // On a host without ublk_drv, reaching Control::open would give DriverNotLoaded instead.
+        assert!(matches!(
+            DeviceBuilder::new().add(),
+            Err(Error::InvalidSize { .. })
+        ));
+        assert!(matches!(
+            valid().depth(0).add(),
+            Err(Error::InvalidDepth(0))
+        ));
+    }
+
+    #[test]
+    fn params_describe_the_device() {
+        let b = valid()
+            .block_size(4096)
+            .max_io_bytes(1 << 20)
+            .volatile_cache(true)
+            .fua(true)
+            .discard(DiscardParams {
+                max_discard_sectors: 2048,
+                max_write_zeroes_sectors: 2048,
+                ..Default::default()
+            });
+        // The kernel granted a smaller buffer than asked: max_sectors follows it.
+        let info = DevInfo {
+            max_io_buf_bytes: 512 << 10,
+            ..DevInfo::default()
+        };
+        let p = b.params(&info);
+        assert_eq!(p.types(), ParamTypes::BASIC | ParamTypes::DISCARD);
+        assert_eq!(
+            p.len,
+            Params::len_for(ParamTypes::BASIC | ParamTypes::DISCARD)
+        );
+        assert_eq!(
+            (p.basic.logical_bs_shift, p.basic.physical_bs_shift),
+            (12, 12)
+        );
+        assert_eq!(p.basic.max_sectors, 1024);
+        assert_eq!(p.basic.dev_sectors, (64 << 20) >> 9);
+        assert_eq!(
+            p.basic.attrs(),
+            BasicAttrs::VOLATILE_CACHE | BasicAttrs::FUA
+        );
+        assert_eq!(p.discard.discard_granularity, 4096);
+        assert_eq!(p.discard.max_discard_segments, 1);
+        let plain = valid().read_only(true).params(&DevInfo {
+            max_io_buf_bytes: 512 << 10,
+            ..DevInfo::default()
+        });
+        assert_eq!(plain.types(), ParamTypes::BASIC);
+        assert_eq!(plain.basic.attrs(), BasicAttrs::READ_ONLY);
+    }
+}

@@ -1,0 +1,23 @@
+//! What the kernel and this engine accept: the bounds [`DeviceBuilder`](crate::DeviceBuilder)
+//! checks before a device exists, and the device features the engine can serve.
+
+use ublk_uapi::Features;
+
+/// The largest device id: the driver numbers devices with the minors of its char device region
+/// (`UBLK_MAX_UBLKS` = `1 << MINORBITS`).
+pub(crate) const MAX_DEV_ID: u32 = (1 << 20) - 1;
+
+/// The largest single I/O this crate accepts: 32 MiB, what a USER_COPY offset can address
+/// (`UBLK_IO_BUF_BITS`), and far beyond what the block layer usually sends.
+pub(crate) const MAX_IO_BYTES: u32 = 1 << ublk_uapi::offsets::UBLK_IO_BUF_BITS;
+
+/// Features the engine serves correctly: it passes buffer addresses with every command, so the
+/// copy modes it does not implement (USER_COPY, NEED_GET_DATA, zero copy) and zoned devices are out.
+pub(crate) const SUPPORTED_FEATURES: Features = Features::URING_CMD_COMP_IN_TASK
+    .union(Features::CMD_IOCTL_ENCODE)
+    .union(Features::USER_RECOVERY)
+    .union(Features::USER_RECOVERY_REISSUE)
+    .union(Features::USER_RECOVERY_FAIL_IO)
+    .union(Features::UNPRIVILEGED_DEV)
+    .union(Features::UPDATE_SIZE)
+    .union(Features::QUIESCE);

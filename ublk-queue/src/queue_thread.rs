@@ -1,0 +1,194 @@
+//! A queue thread's life: set up (thread policy, ring, target, modes), fetch, report ready,
+//! serve, report the exit.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use rustix::thread::CpuSet;
+use ublk_ring::Ring;
+use ublk_uapi::{DevInfo, Params};
+
+use crate::batch::{Batching, Gather};
+use crate::buffer::BufferMode;
+use crate::buffer::copy::CopyMode;
+use crate::commands::per_tag::PerTag;
+use crate::desc::DescMap;
+use crate::error::{Error, Result, Warning};
+use crate::queue::Queue;
+use crate::sched::{self, SchedPolicy};
+use crate::stats::QueueStats;
+use crate::submitter::Submitter;
+use crate::tags::Tags;
+use crate::target::{QueueInfo, QueueTarget, Target};
+
+/// What queue threads tell the device.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A queue has fetched every tag: its thread is the queue's daemon now.
+    Ready { warnings: Vec<Warning> },
+    /// Queue `q`'s thread is done.
+    Exited { q: u16, result: Result<()> },
+}
+
+/// Everything a queue thread needs from the device, moved into the thread.
+#[derive(Debug)]
+pub(crate) struct QueueSetup {
+    pub q_id: u16,
+    pub dev_info: DevInfo,
+    pub params: Params,
+    pub char_dev: Arc<OwnedFd>,
+    /// Readable when the device wants its queues to leave at once.
+    pub wake: Arc<OwnedFd>,
+    /// The CPUs to pin the thread to, or `None` to leave it unpinned.
+    pub cpus: Option<CpuSet>,
+    pub sched: SchedPolicy,
+    /// How long to poll for completions before sleeping; zero never polls.
+    pub busy_poll: Duration,
+    pub batching: Batching,
+    pub stats: Arc<[QueueStats]>,
+}
+
+/// The body of a queue thread: set up, fetch, report ready, serve, report the exit.
+pub(crate) fn run_queue<T: Target>(setup: QueueSetup, target: Arc<T>, events: Sender<Event>) {
+    let mut exit = ExitReport {
+        q: setup.q_id,
+        events: &events,
+        sent: false,
+    };
+    let result = serve_queue(&setup, &*target, &events);
+    exit.send(result);
+}
+
+fn serve_queue<T: Target>(setup: &QueueSetup, target: &T, events: &Sender<Event>) -> Result<()> {
+    let mut warnings = apply_thread_policy(setup);
+    let mut queue = open_queue(setup, target, &mut warnings)?;
+    queue.fetch_all(&setup.wake)?;
+    // The device waits for this before START_DEV; a closed channel means it gave up on us, and
+    // the wake poll will tell us to leave.
+    let _ = events.send(Event::Ready { warnings });
+    let stats = &setup.stats[usize::from(setup.q_id)];
+    queue.run(|enters, requests| stats.publish(enters, requests))
+}
+
+/// Pins the thread, sets its scheduling policy and marks it an I/O flusher; what the kernel
+/// refuses becomes a warning, and the queue serves anyway.
+fn apply_thread_policy(setup: &QueueSetup) -> Vec<Warning> {
+    let q = setup.q_id;
+    let mut warnings = Vec::new();
+    if let Some(cpus) = &setup.cpus
+        && let Err(errno) = rustix::thread::sched_setaffinity(None, cpus)
+    {
+        warnings.push(Warning::AffinityRefused { q, errno });
+    }
+    if let Err(errno) = sched::apply(setup.sched) {
+        warnings.push(Warning::SchedPolicyRefused { q, errno });
+    }
+    // Queue threads sit in the write-back path of their own device: PR_SET_IO_FLUSHER keeps
+    // memory reclaim from recursing into it (needs CAP_SYS_RESOURCE; serving goes on without it).
+    if let Err(errno) = rustix::process::configure_io_flusher_behavior(true) {
+        warnings.push(Warning::IoFlusher { q, errno });
+    }
+    warnings
+}
+
+/// Sets the queue up: ring, target state, descriptor mapping, buffers, registered files.
+fn open_queue<T: Target>(
+    setup: &QueueSetup,
+    target: &T,
+    warnings: &mut Vec<Warning>,
+) -> Result<Queue<T::Queue, CopyMode, PerTag>> {
+    let q = setup.q_id;
+    let depth = setup.dev_info.queue_depth;
+    // Room for one commit per tag plus as many target SQEs; fuller bursts submit early.
+    let entries = (2 * u32::from(depth)).next_power_of_two().max(8);
+    let ring = Ring::builder(entries)
+        .coop_taskrun()
+        .single_issuer()
+        .defer_taskrun()
+        .build()?;
+    if !ring.refused_flags().is_empty() {
+        warnings.push(Warning::RingFlagsRefused {
+            q,
+            flags: ring.refused_flags(),
+        });
+    }
+    // The kernel rounds max_io_buf_bytes down to a page; round up in case it ever does not.
+    let page = rustix::param::page_size();
+    let buf_bytes = (setup.dev_info.max_io_buf_bytes as usize).next_multiple_of(page);
+    let info = QueueInfo::new(
+        q,
+        setup.dev_info,
+        setup.params,
+        u32::try_from(buf_bytes).unwrap_or(u32::MAX),
+    );
+    let target = target
+        .open_queue(&info)
+        .map_err(|source| Error::OpenQueue { q, source })?;
+    let descs = DescMap::new(setup.char_dev.as_fd(), q, depth).map_err(|source| Error::Mmap {
+        q,
+        what: "the I/O descriptors",
+        source,
+    })?;
+    let buffers = CopyMode::new(depth, buf_bytes).map_err(|source| Error::Mmap {
+        q,
+        what: "the I/O buffers",
+        source,
+    })?;
+    let mut submitter = Submitter::new(ring);
+    let mut files = vec![setup.char_dev.as_fd()];
+    files.extend(target.fixed_files());
+    submitter.ring.register_files(&files)?;
+    if target.register_buffers() {
+        match buffers.register(&mut submitter) {
+            Ok(index) => submitter.buf_index = Some(index),
+            Err(ublk_ring::Error::Register { source, .. }) => {
+                warnings.push(Warning::BuffersNotRegistered { q, errno: source })
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Queue {
+        submitter,
+        tags: Tags::new(depth),
+        target,
+        buffers,
+        commands: PerTag::new(q),
+        descs,
+        q_id: q,
+        requests: 0,
+        woken: false,
+        busy_poll: (!setup.busy_poll.is_zero()).then_some(setup.busy_poll),
+        // Each tag brings one completion per round at most, plus its target SQEs'.
+        gather: Gather::new(setup.batching, entries),
+        cqes: Vec::with_capacity(entries as usize * 2),
+        fetched: Vec::with_capacity(usize::from(depth)),
+    })
+}
+
+/// Sends the queue's exit to the device exactly once, even if the target panics.
+struct ExitReport<'a> {
+    q: u16,
+    events: &'a Sender<Event>,
+    sent: bool,
+}
+
+impl ExitReport<'_> {
+    fn send(&mut self, result: Result<()>) {
+        self.sent = true;
+        // The device may be gone already (it only listens while it has threads to join).
+        let _ = self.events.send(Event::Exited { q: self.q, result });
+    }
+}
+
+impl Drop for ExitReport<'_> {
+    fn drop(&mut self) {
+        if !self.sent {
+            let _ = self.events.send(Event::Exited {
+                q: self.q,
+                result: Err(Error::QueuePanicked { q: self.q }),
+            });
+        }
+    }
+}

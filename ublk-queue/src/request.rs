@@ -1,0 +1,343 @@
+//! One request as a target sees it: [`Request`] while it is handled (with its data),
+//! [`IoInfo`] while its SQEs are in flight, [`TargetCqe`] for each of their completions, and
+//! [`Handled`], what the target says it did.
+
+use std::io;
+use std::marker::PhantomData;
+
+use rustix::io::Errno;
+use ublk_ring::cqueue::{Cqe, CqeFlags};
+use ublk_uapi::{IoDesc, IoFlags, IoOp};
+
+/// A request's description, without access to its data: what [`QueueTarget::complete`](crate::QueueTarget::complete) gets.
+///
+/// Valid from the fetch that delivered it until the request completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoInfo {
+    tag: u16,
+    op: IoOp,
+    flags: IoFlags,
+    offset: u64,
+    len: u64,
+    buf: *mut u8,
+}
+
+impl IoInfo {
+    /// Decodes descriptor `tag`, whose buffer is `buf` (`buf_bytes` long); the errno to fail it
+    /// with when the engine cannot serve it.
+    pub(crate) fn from_desc(
+        tag: u16,
+        desc: &IoDesc,
+        buf: *mut u8,
+        buf_bytes: usize,
+    ) -> Result<Self, Errno> {
+        // Ops added by later kernels (or zoned ones on a device that did not ask for them).
+        let op = desc.op().map_err(|_| Errno::OPNOTSUPP)?;
+        let len = desc.byte_len();
+        if matches!(op, IoOp::Read | IoOp::Write) && len > buf_bytes as u64 {
+            // The kernel caps requests at max_sectors, which fits the buffer; never overrun it.
+            return Err(Errno::IO);
+        }
+        Ok(IoInfo {
+            tag,
+            op,
+            flags: desc.flags(),
+            offset: desc.byte_offset(),
+            len,
+            buf,
+        })
+    }
+
+    /// The tag: the request's slot in the queue, `0..depth`.
+    pub fn tag(&self) -> u16 {
+        self.tag
+    }
+
+    /// The operation.
+    pub fn op(&self) -> IoOp {
+        self.op
+    }
+
+    /// The request flags (FUA, NOUNMAP, ...).
+    pub fn flags(&self) -> IoFlags {
+        self.flags
+    }
+
+    /// Byte offset on the device.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Length in bytes (for DISCARD and WRITE_ZEROES, the extent; for FLUSH, 0).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the request moves no bytes (FLUSH).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The tag's buffer, for SQEs that read into or write from it: READ data must land at
+    /// `buf_ptr()..buf_ptr() + len()`, WRITE data is there.
+    pub fn buf_ptr(&self) -> *mut u8 {
+        self.buf
+    }
+}
+
+/// What a target did with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Handled {
+    /// Complete the request now: bytes done (`>= 0`) or a negative errno.
+    Done(i32),
+    /// The target pushed SQEs for the tag and will finish from
+    /// [`QueueTarget::complete`](crate::QueueTarget::complete).
+    Queued,
+}
+
+impl Handled {
+    /// `Done` with the byte count, or with the error's negative errno.
+    pub fn from_result(result: io::Result<u32>) -> Self {
+        match result {
+            Ok(bytes) => {
+                Handled::Done(i32::try_from(bytes).unwrap_or(-Errno::OVERFLOW.raw_os_error()))
+            }
+            Err(e) => Handled::Done(-errno_of(&e)),
+        }
+    }
+}
+
+/// The errno to complete a request with for `e`: its OS error, EOPNOTSUPP for
+/// [`io::ErrorKind::Unsupported`], EIO for anything else.
+pub fn errno_of(e: &io::Error) -> i32 {
+    match (e.raw_os_error(), e.kind()) {
+        (Some(errno), _) if errno > 0 => errno,
+        (_, io::ErrorKind::Unsupported) => Errno::OPNOTSUPP.raw_os_error(),
+        _ => Errno::IO.raw_os_error(),
+    }
+}
+
+/// One request to serve, with access to its data buffer.
+///
+/// The buffer is borrowed only while [`buf`](Self::buf) or [`buf_mut`](Self::buf_mut) is in use:
+/// no Rust reference to it outlives the call, so an SQE that moves the data asynchronously
+/// (through [`buf_ptr`](Self::buf_ptr)) never races a live `&mut` view.
+#[derive(Debug)]
+pub struct Request<'a> {
+    info: IoInfo,
+    /// The tag's buffer is the server's for `'a` (between the fetch and the commit).
+    _buf: PhantomData<&'a mut [u8]>,
+}
+
+impl Request<'_> {
+    /// A request over `info.buf_ptr()`: the tag's buffer for READ and WRITE (exactly `len`
+    /// bytes), none for other operations.
+    ///
+    /// # Safety
+    ///
+    /// For READ and WRITE, `info.buf_ptr()` must point at `info.len()` bytes that nothing else
+    /// reads or writes for the request's lifetime (the kernel included: the tag is the server's,
+    /// between its fetch and its commit), except through SQEs the target itself pushes.
+    pub(crate) unsafe fn new(info: IoInfo) -> Self {
+        Request {
+            info,
+            _buf: PhantomData,
+        }
+    }
+
+    /// The length of the data buffer: `len` for READ and WRITE, 0 for other operations.
+    fn buf_len(&self) -> usize {
+        if matches!(self.info.op, IoOp::Read | IoOp::Write) {
+            // `from_desc` checked that `len` fits the tag's buffer, so it fits a usize.
+            usize::try_from(self.info.len).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    /// The tag: the request's slot in the queue, `0..depth`.
+    pub fn tag(&self) -> u16 {
+        self.info.tag
+    }
+
+    /// The operation.
+    pub fn op(&self) -> IoOp {
+        self.info.op
+    }
+
+    /// The request flags (FUA, NOUNMAP, ...).
+    pub fn flags(&self) -> IoFlags {
+        self.info.flags
+    }
+
+    /// Byte offset on the device.
+    pub fn offset(&self) -> u64 {
+        self.info.offset
+    }
+
+    /// Length in bytes (for DISCARD and WRITE_ZEROES, the extent; for FLUSH, 0).
+    pub fn len(&self) -> u64 {
+        self.info.len
+    }
+
+    /// Whether the request moves no bytes (FLUSH).
+    pub fn is_empty(&self) -> bool {
+        self.info.len == 0
+    }
+
+    /// The data: a WRITE's bytes to store, or (before you fill it) a READ's buffer. Exactly
+    /// [`len`](Self::len) bytes for READ and WRITE, empty for other operations.
+    ///
+    /// Not while an SQE of this request that writes the buffer is in flight.
+    pub fn buf(&self) -> &[u8] {
+        match self.buf_len() {
+            0 => &[],
+            // SAFETY: `new`'s contract: `len` bytes at the pointer are the server's for the
+            // request's lifetime, and the returned borrow of `self` ends before any other use.
+            len => unsafe { std::slice::from_raw_parts(self.info.buf, len) },
+        }
+    }
+
+    /// The data buffer, to fill for a READ.
+    ///
+    /// Not while an SQE of this request that reads or writes the buffer is in flight.
+    pub fn buf_mut(&mut self) -> &mut [u8] {
+        match self.buf_len() {
+            0 => &mut [],
+            // SAFETY: as in `buf`; the exclusive borrow of `self` keeps this view unique.
+            len => unsafe { std::slice::from_raw_parts_mut(self.info.buf, len) },
+        }
+    }
+
+    /// The buffer's address, for SQEs that move the data asynchronously (see
+    /// [`TargetRing::push`](crate::TargetRing::push) for the rules).
+    pub fn buf_ptr(&self) -> *mut u8 {
+        self.info.buf
+    }
+
+    /// The request's description, to keep for [`QueueTarget::complete`](crate::QueueTarget::complete).
+    pub fn info(&self) -> IoInfo {
+        self.info
+    }
+}
+
+/// A completion of an SQE a target pushed, as [`QueueTarget::complete`](crate::QueueTarget::complete) sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetCqe {
+    sub: u16,
+    cqe: Cqe,
+}
+
+impl TargetCqe {
+    pub(crate) fn new(sub: u16, cqe: Cqe) -> Self {
+        TargetCqe { sub, cqe }
+    }
+
+    /// The sub-id given to [`TargetRing::push_with`](crate::TargetRing::push_with) (0 for [`TargetRing::push`](crate::TargetRing::push)).
+    pub fn sub(&self) -> u16 {
+        self.sub
+    }
+
+    /// The operation's result: bytes or a negative errno.
+    pub fn result(&self) -> i32 {
+        self.cqe.result()
+    }
+
+    /// The result as `io::Result`.
+    ///
+    /// # Errors
+    ///
+    /// The errno the operation failed with.
+    pub fn into_result(self) -> io::Result<u32> {
+        self.cqe.into_result()
+    }
+
+    /// The CQE flags.
+    pub fn flags(&self) -> CqeFlags {
+        self.cqe.flags()
+    }
+
+    /// The raw CQE; its `user_data` is the engine's encoding, not the target's.
+    pub fn cqe(&self) -> &Cqe {
+        &self.cqe
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(op: IoOp, flags: IoFlags, start_sector: u64, nr_sectors: u32) -> IoDesc {
+        IoDesc {
+            op_flags: IoDesc::pack_op_flags(op, flags),
+            nr_sectors,
+            start_sector,
+            addr: 0,
+        }
+    }
+
+    #[test]
+    fn descriptors_decode_to_bytes() {
+        let mut buf = [0u8; 4096];
+        let d = desc(IoOp::Write, IoFlags::FUA, 8, 4);
+        let info = IoInfo::from_desc(3, &d, buf.as_mut_ptr(), buf.len()).expect("a valid write");
+        assert_eq!(
+            (info.tag(), info.op(), info.flags()),
+            (3, IoOp::Write, IoFlags::FUA)
+        );
+        assert_eq!((info.offset(), info.len()), (4096, 2048));
+        // SAFETY: `buf` is ours and untouched while `req` lives.
+        let req = unsafe { Request::new(info) };
+        assert_eq!(req.buf().len(), 2048);
+        assert_eq!(req.buf_ptr(), buf.as_mut_ptr());
+    }
+
+    #[test]
+    fn non_data_ops_get_an_empty_buffer() {
+        let mut buf = [0u8; 4096];
+        let d = desc(IoOp::Discard, IoFlags::empty(), 0, 1 << 30);
+        let info = IoInfo::from_desc(0, &d, buf.as_mut_ptr(), buf.len())
+            .expect("discard is not bounded by the buffer");
+        assert_eq!(info.len(), 1 << 39);
+        // SAFETY: no slice over the buffer is made for DISCARD.
+        let req = unsafe { Request::new(info) };
+        assert!(req.buf().is_empty());
+    }
+
+    #[test]
+    fn unknown_ops_and_oversized_requests_are_refused() {
+        let mut buf = [0u8; 4096];
+        let unknown = IoDesc {
+            op_flags: 7,
+            ..IoDesc::default()
+        };
+        assert_eq!(
+            IoInfo::from_desc(0, &unknown, buf.as_mut_ptr(), 4096),
+            Err(Errno::OPNOTSUPP)
+        );
+        let too_big = desc(IoOp::Read, IoFlags::empty(), 0, 9);
+        assert_eq!(
+            IoInfo::from_desc(0, &too_big, buf.as_mut_ptr(), 4096),
+            Err(Errno::IO)
+        );
+    }
+
+    #[test]
+    fn io_errors_map_to_errnos() {
+        assert_eq!(errno_of(&io::Error::from_raw_os_error(28)), 28);
+        assert_eq!(
+            errno_of(&io::ErrorKind::Unsupported.into()),
+            Errno::OPNOTSUPP.raw_os_error()
+        );
+        assert_eq!(
+            errno_of(&io::Error::other("no errno")),
+            Errno::IO.raw_os_error()
+        );
+        assert_eq!(Handled::from_result(Ok(512)), Handled::Done(512));
+        assert_eq!(
+            Handled::from_result(Err(Errno::NOSPC.into())),
+            Handled::Done(-Errno::NOSPC.raw_os_error())
+        );
+    }
+}

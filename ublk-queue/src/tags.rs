@@ -1,0 +1,279 @@
+//! The tag state machine: where each of a queue's tags is in its fetch → serve → commit cycle,
+//! and how many of the target's SQEs each request still has in flight.
+//!
+//! ```text
+//!            fetch CQE (OK)              target Done, no SQE in flight
+//! Fetching ──────────────────► Serving ──────────────────────────────► Fetching (commit)
+//!    │                          │    ▲
+//!    │ fetch CQE (ABORT)        │    │ target SQE pushed / completed
+//!    ▼                          └────┘
+//!  Ended (never fetched again)
+//! ```
+//!
+//! A request completes (is committed) only when the target has said it is done *and* none of the
+//! SQEs it pushed for the tag is still in flight: the kernel reuses the tag's buffer after the
+//! commit, so an SQE still moving data would race the next request. Nothing here touches the
+//! ring: [`Queue`](crate::queue) turns each verdict into commands.
+
+use rustix::io::Errno;
+
+use crate::request::Handled;
+use crate::request::IoInfo;
+
+/// Where one tag is in its cycle.
+#[derive(Debug, Clone, Copy)]
+enum TagState {
+    /// A fetch (FETCH_REQ or COMMIT_AND_FETCH_REQ) is with the kernel: waiting for a request.
+    Fetching,
+    /// The target owns the request: `in_flight` of its SQEs are pending; `done` is set once it
+    /// has finished and the engine only waits for those SQEs before committing.
+    Serving {
+        info: IoInfo,
+        in_flight: u32,
+        done: Option<i32>,
+    },
+    /// Aborted by the kernel (device stopping): never fetched again.
+    Ended,
+}
+
+/// What to do once the target has had its say, or one of its SQEs completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Commit the request with this result (bytes or a negative errno).
+    Commit(i32),
+    /// Nothing yet: SQEs of the request are still in flight.
+    Wait,
+    /// Hand the completion to the target ([`QueueTarget::complete`](crate::QueueTarget::complete)).
+    Deliver(IoInfo),
+}
+
+/// A completion or a push for a tag that is not being served: a bookkeeping bug (ours or the
+/// target's), never something to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotServing;
+
+/// Every tag of one queue.
+#[derive(Debug)]
+pub(crate) struct Tags {
+    states: Vec<TagState>,
+    ended: usize,
+}
+
+impl Tags {
+    /// `depth` tags, each with a fetch about to be sent.
+    pub(crate) fn new(depth: u16) -> Self {
+        Tags {
+            states: vec![TagState::Fetching; usize::from(depth)],
+            ended: 0,
+        }
+    }
+
+    /// How many tags the queue has.
+    pub(crate) fn depth(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Whether `tag` is one of ours.
+    pub(crate) fn contains(&self, tag: u16) -> bool {
+        usize::from(tag) < self.states.len()
+    }
+
+    /// Whether the kernel has aborted every tag: the queue is over.
+    pub(crate) fn all_ended(&self) -> bool {
+        self.ended == self.states.len()
+    }
+
+    /// The kernel handed request `info` to its tag: the target owns it now.
+    pub(crate) fn start(&mut self, info: IoInfo) {
+        self.states[usize::from(info.tag())] = TagState::Serving {
+            info,
+            in_flight: 0,
+            done: None,
+        };
+    }
+
+    /// The kernel aborted `tag` (UBLK_IO_RES_ABORT): it is never fetched again.
+    pub(crate) fn end(&mut self, tag: u16) {
+        let state = &mut self.states[usize::from(tag)];
+        if !matches!(state, TagState::Ended) {
+            *state = TagState::Ended;
+            self.ended += 1;
+        }
+    }
+
+    /// The request of `tag` is committed; the commit fetches the tag's next request.
+    pub(crate) fn committed(&mut self, tag: u16) {
+        self.states[usize::from(tag)] = TagState::Fetching;
+    }
+
+    /// The target may push an SQE for `tag`: it serves that request and has not finished it.
+    pub(crate) fn may_push(&self, tag: u16) -> bool {
+        matches!(
+            self.states.get(usize::from(tag)),
+            Some(TagState::Serving { done: None, .. })
+        )
+    }
+
+    /// The target pushed an SQE for `tag` (checked with [`may_push`](Self::may_push) first).
+    pub(crate) fn pushed(&mut self, tag: u16) -> Result<(), NotServing> {
+        match self.states.get_mut(usize::from(tag)) {
+            Some(TagState::Serving {
+                in_flight,
+                done: None,
+                ..
+            }) => {
+                *in_flight += 1;
+                Ok(())
+            }
+            _ => Err(NotServing),
+        }
+    }
+
+    /// What the target said it did with request `tag`.
+    pub(crate) fn settle(&mut self, tag: u16, handled: Handled) -> Result<Verdict, NotServing> {
+        let Some(TagState::Serving {
+            in_flight, done, ..
+        }) = self.states.get_mut(usize::from(tag))
+        else {
+            return Err(NotServing);
+        };
+        Ok(match (handled, *in_flight) {
+            (Handled::Done(res), 0) => Verdict::Commit(res),
+            (Handled::Done(res), _) => {
+                *done = Some(res);
+                Verdict::Wait
+            }
+            // Queued with nothing pushed would leave the tag hanging forever: fail the request.
+            (Handled::Queued, 0) => Verdict::Commit(-Errno::IO.raw_os_error()),
+            (Handled::Queued, _) => Verdict::Wait,
+        })
+    }
+
+    /// One of the target's SQEs for `tag` completed.
+    pub(crate) fn target_completed(&mut self, tag: u16) -> Result<Verdict, NotServing> {
+        let Some(TagState::Serving {
+            info,
+            in_flight,
+            done,
+        }) = self.states.get_mut(usize::from(tag))
+        else {
+            return Err(NotServing);
+        };
+        *in_flight = in_flight.checked_sub(1).ok_or(NotServing)?;
+        Ok(match (*done, *in_flight) {
+            (Some(res), 0) => Verdict::Commit(res),
+            (Some(_), _) => Verdict::Wait,
+            (None, _) => Verdict::Deliver(*info),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ublk_uapi::{IoDesc, IoFlags, IoOp};
+
+    use super::*;
+
+    const EIO: i32 = -5;
+
+    fn info(tag: u16) -> IoInfo {
+        let desc = IoDesc {
+            op_flags: IoDesc::pack_op_flags(IoOp::Read, IoFlags::empty()),
+            nr_sectors: 8,
+            start_sector: 0,
+            addr: 0,
+        };
+        IoInfo::from_desc(tag, &desc, std::ptr::null_mut(), 4096).expect("a valid read")
+    }
+
+    fn serving(tags: &mut Tags, tag: u16) {
+        tags.start(info(tag));
+        assert!(tags.may_push(tag));
+    }
+
+    #[test]
+    fn a_request_done_at_once_commits_at_once() {
+        let mut tags = Tags::new(4);
+        serving(&mut tags, 2);
+        assert_eq!(
+            tags.settle(2, Handled::Done(4096)),
+            Ok(Verdict::Commit(4096))
+        );
+        tags.committed(2);
+        assert!(!tags.may_push(2), "a committed tag is fetching, not served");
+        assert_eq!(tags.settle(2, Handled::Done(0)), Err(NotServing));
+    }
+
+    #[test]
+    fn completions_reach_the_target_until_it_is_done() {
+        let mut tags = Tags::new(4);
+        serving(&mut tags, 1);
+        tags.pushed(1).expect("served");
+        tags.pushed(1).expect("served");
+        assert_eq!(tags.settle(1, Handled::Queued), Ok(Verdict::Wait));
+        // The first completion goes to the target, which pushes one more SQE.
+        assert!(matches!(
+            tags.target_completed(1),
+            Ok(Verdict::Deliver(i)) if i.tag() == 1
+        ));
+        tags.pushed(1).expect("still served");
+        assert_eq!(tags.settle(1, Handled::Queued), Ok(Verdict::Wait));
+        assert!(matches!(tags.target_completed(1), Ok(Verdict::Deliver(_))));
+        assert!(matches!(tags.target_completed(1), Ok(Verdict::Deliver(_))));
+        assert_eq!(
+            tags.settle(1, Handled::Done(4096)),
+            Ok(Verdict::Commit(4096))
+        );
+    }
+
+    #[test]
+    fn done_with_sqes_in_flight_commits_after_the_last_one() {
+        let mut tags = Tags::new(4);
+        serving(&mut tags, 0);
+        for _ in 0..3 {
+            tags.pushed(0).expect("served");
+        }
+        // Done early (say, the first piece failed): the other SQEs still own the buffer.
+        assert_eq!(tags.settle(0, Handled::Done(EIO)), Ok(Verdict::Wait));
+        assert!(!tags.may_push(0), "no pushes once the target is done");
+        assert_eq!(tags.pushed(0), Err(NotServing));
+        assert_eq!(tags.target_completed(0), Ok(Verdict::Wait));
+        assert_eq!(tags.target_completed(0), Ok(Verdict::Wait));
+        assert_eq!(tags.target_completed(0), Ok(Verdict::Commit(EIO)));
+    }
+
+    #[test]
+    fn queued_with_nothing_pushed_fails_the_request() {
+        let mut tags = Tags::new(1);
+        serving(&mut tags, 0);
+        assert_eq!(tags.settle(0, Handled::Queued), Ok(Verdict::Commit(EIO)));
+    }
+
+    #[test]
+    fn stray_completions_are_refused() {
+        let mut tags = Tags::new(2);
+        // A completion for a tag that is fetching, one past the depth, and one more than pushed.
+        assert_eq!(tags.target_completed(0), Err(NotServing));
+        assert_eq!(tags.target_completed(7), Err(NotServing));
+        assert_eq!(tags.pushed(7), Err(NotServing));
+        assert!(!tags.may_push(7));
+        serving(&mut tags, 1);
+        tags.pushed(1).expect("served");
+        assert!(matches!(tags.target_completed(1), Ok(Verdict::Deliver(_))));
+        assert_eq!(tags.target_completed(1), Err(NotServing));
+    }
+
+    #[test]
+    fn the_queue_ends_when_every_tag_is_aborted_once() {
+        let mut tags = Tags::new(3);
+        assert!(!tags.all_ended());
+        tags.end(0);
+        tags.end(0);
+        tags.end(2);
+        assert!(!tags.all_ended(), "a repeated abort counts once");
+        serving(&mut tags, 1);
+        tags.end(1);
+        assert!(tags.all_ended());
+        assert!(!tags.may_push(1));
+    }
+}
