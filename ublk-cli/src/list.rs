@@ -9,16 +9,18 @@ use crate::error::CliError;
 use crate::record::{RECORD_DIR, Record};
 use crate::size::format_size;
 
-/// One row of the listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One row of the listing; `--json` prints these fields, in this order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Row {
     pub id: u32,
     pub state: &'static str,
     pub size: u64,
     pub queues: u16,
     pub depth: u16,
-    pub pid: i32,
+    /// The server's pid; `None` (JSON `null`) when the kernel names none.
+    pub pid: Option<i32>,
     pub target: String,
+    pub block_device: String,
     pub features: Vec<&'static str>,
 }
 
@@ -66,8 +68,9 @@ fn row(info: &DevInfo, size: u64, target: String) -> Row {
         size,
         queues: info.nr_hw_queues,
         depth: info.queue_depth,
-        pid: info.ublksrv_pid,
+        pid: (info.ublksrv_pid > 0).then_some(info.ublksrv_pid),
         target,
+        block_device: ublk_ctrl::block_dev_path(info.dev_id),
         features: info.features().iter_names().map(|(name, _)| name).collect(),
     }
 }
@@ -89,11 +92,7 @@ fn to_table(rows: &[Row]) -> String {
         "ID", "STATE", "SIZE", "QUEUES", "DEPTH", "PID", "TARGET", "FEATURES"
     );
     for r in rows {
-        let pid = if r.pid > 0 {
-            r.pid.to_string()
-        } else {
-            "-".to_owned()
-        };
+        let pid = r.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
         out.push_str(&format!(
             "{:<4} {:<9} {:>6} {:>6} {:>5} {:>8} {:<7} {}\n",
             r.id,
@@ -110,41 +109,8 @@ fn to_table(rows: &[Row]) -> String {
 }
 
 fn to_json(rows: &[Row]) -> String {
-    let objects: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            let features: Vec<String> = r.features.iter().map(|f| json_string(f)).collect();
-            format!(
-                "{{\"id\":{},\"state\":{},\"size\":{},\"queues\":{},\"depth\":{},\"pid\":{},\"target\":{},\"block_device\":{},\"features\":[{}]}}",
-                r.id,
-                json_string(r.state),
-                r.size,
-                r.queues,
-                r.depth,
-                if r.pid > 0 { r.pid.to_string() } else { "null".to_owned() },
-                json_string(&r.target),
-                json_string(&ublk_ctrl::block_dev_path(r.id)),
-                features.join(",")
-            )
-        })
-        .collect();
-    format!("[{}]", objects.join(","))
-}
-
-/// A JSON string literal.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    // Plain strings and numbers: serializing them cannot fail.
+    serde_json::to_string(rows).unwrap_or_else(|_| "[]".to_owned())
 }
 
 #[cfg(test)]
@@ -158,8 +124,9 @@ mod tests {
             size: 1 << 30,
             queues: 2,
             depth: 128,
-            pid: 77,
+            pid: Some(77),
             target: "mem".into(),
+            block_device: "/dev/ublkb3".into(),
             features: vec!["URING_CMD_COMP_IN_TASK", "CMD_IOCTL_ENCODE"],
         }
     }
@@ -177,7 +144,7 @@ mod tests {
     #[test]
     fn json_is_exact() {
         let mut r = sample();
-        r.pid = -1;
+        r.pid = None;
         r.target = "a\"b".into();
         assert_eq!(
             to_json(&[r]),
