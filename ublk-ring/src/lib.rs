@@ -27,10 +27,13 @@
 //! - [`cqueue`]: [`Cqe`](cqueue::Cqe), reaping; CQ ordering rules.
 //! - [`opcode`]: one builder per operation.
 //! - [`types`]: file targets, iovecs, timespecs, flag words.
+//! - `fault` (feature `fault-injection`, tests only): failing `io_uring_enter` on demand.
 
 mod builder;
 pub mod cqueue;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod mmap;
 pub mod opcode;
 pub mod register;

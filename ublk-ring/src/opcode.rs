@@ -69,22 +69,42 @@ fn addr<T>(ptr: *const T) -> u64 {
     ptr as usize as u64
 }
 
-/// `IORING_OP_NOP`: completes with `res == 0` without doing anything.
+/// `IORING_OP_NOP`: completes with `res == 0` (or an injected result) without doing anything.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Nop;
+pub struct Nop {
+    result: Option<i32>,
+}
+
+/// `IORING_NOP_INJECT_RESULT` (Linux 6.10): the NOP completes with `sqe->len` as its result.
+const IORING_NOP_INJECT_RESULT: u32 = 1 << 0;
 
 impl Nop {
     /// A no-op.
     #[inline]
     pub const fn new() -> Self {
-        Nop
+        Nop { result: None }
+    }
+
+    /// Completes with `res` instead of 0 (a negative errno makes a failed completion), for
+    /// tests that need the kernel to report a given result (`IORING_NOP_INJECT_RESULT`, Linux
+    /// 6.10; older kernels fail the entry with EINVAL).
+    #[inline]
+    pub const fn inject_result(mut self, res: i32) -> Self {
+        self.result = Some(res);
+        self
     }
 
     /// The entry.
     #[inline]
     pub const fn build(self) -> Entry {
         // liburing's io_uring_prep_nop also passes fd -1.
-        Entry::new(IORING_OP_NOP, -1)
+        let mut e = Entry::new(IORING_OP_NOP, -1);
+        if let Some(res) = self.result {
+            e.op_flags = IORING_NOP_INJECT_RESULT;
+            // The kernel reads the same 32 bits back as an int.
+            e.len = res as u32;
+        }
+        e
     }
 }
 

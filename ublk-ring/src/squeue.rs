@@ -490,7 +490,9 @@ impl<'a> SubmissionQueue<'a> {
     ///
     /// The kernel will act on the entry after it is submitted: every buffer, iovec array,
     /// timespec and file descriptor it names must stay valid (and buffers unaliased) until its
-    /// completion is reaped, or until the ring is dropped.
+    /// completion is reaped. Dropping the ring does not end that: the kernel cancels or finishes
+    /// requests still in flight in its own time after the ring's file is closed, so memory that
+    /// such a request names must then be leaked (or kept alive some other way), not freed.
     #[inline]
     pub unsafe fn push(&mut self, e: &Entry) -> Result<(), SqFull> {
         if !self.has_room(1) {

@@ -294,6 +294,10 @@ fn sys_enter(
     flags: IoringEnterFlags,
     arg: Option<&EnterArg>,
 ) -> Result<u32, Errno> {
+    #[cfg(feature = "fault-injection")]
+    if let Some(errno) = crate::fault::enter_fault() {
+        return Err(errno);
+    }
     match arg {
         // SAFETY: no argument pointer is passed and EXT_ARG is not set. The memory named by the
         // SQEs being submitted is covered by the safety contract of `SubmissionQueue::push`.
