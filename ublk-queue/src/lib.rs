@@ -153,5 +153,5 @@ pub use serving::{Serving, StopHandle};
 pub use simple::{Simple, SimpleQueue, SimpleTarget};
 pub use stats::QueueStats;
 pub use target::{QueueInfo, QueueTarget, Target};
-pub use target_ring::{PushError, TargetRing};
+pub use target_ring::{MAX_CHAIN, PushError, TargetRing};
 pub use ublk_uapi::{IoFlags, IoOp};

@@ -1,5 +1,6 @@
 //! The queue ring as a target sees it: push SQEs for a tag, get their completions back.
 
+use ublk_ring::opcode::Nop;
 use ublk_ring::squeue::Entry;
 use ublk_ring::types::Fixed;
 
@@ -24,7 +25,16 @@ pub enum PushError {
     /// The ring failed while making room for the SQE; the queue is failing and will stop.
     #[error("the queue's io_uring failed: {0}")]
     Ring(#[from] ublk_ring::Error),
+    /// A chain longer than [`TargetRing::push_chain`] takes.
+    #[error("a chain of {len} SQEs is longer than the {MAX_CHAIN} a target may link")]
+    ChainTooLong {
+        /// The chain's length.
+        len: usize,
+    },
 }
+
+/// The longest chain [`TargetRing::push_chain`] takes.
+pub const MAX_CHAIN: usize = 8;
 
 /// The queue's io_uring, lent to a target while it handles or completes a request.
 ///
@@ -87,6 +97,38 @@ impl<'a> TargetRing<'a> {
         self.tags
             .pushed(tag)
             .map_err(|_| PushError::NotOwned { tag })
+    }
+
+    /// Pushes a chain of SQEs for request `tag`, each with its own sub-id: the entries are linked
+    /// by the caller (`IO_LINK` or `IO_HARDLINK` on all but the last), and go to the kernel in one
+    /// submission, never split (the kernel would run each part as a chain of its own).
+    ///
+    /// # Safety
+    ///
+    /// As for [`TargetRing::push`], for every entry.
+    ///
+    /// # Errors
+    ///
+    /// As for [`TargetRing::push`]; on an error no entry of the chain was queued.
+    pub unsafe fn push_chain(&mut self, tag: u16, chain: &[(u16, Entry)]) -> Result<(), PushError> {
+        if !self.tags.may_push(tag) {
+            return Err(PushError::NotOwned { tag });
+        }
+        let mut entries = [Nop::new().build(); MAX_CHAIN];
+        let Some(slots) = entries.get_mut(..chain.len()) else {
+            return Err(PushError::ChainTooLong { len: chain.len() });
+        };
+        for (slot, (sub, entry)) in slots.iter_mut().zip(chain) {
+            *slot = entry.user_data(UserData::Target { tag, sub: *sub }.encode());
+        }
+        // SAFETY: forwarded to our caller.
+        unsafe { self.submitter.push_chain(slots) }?;
+        for _ in chain {
+            self.tags
+                .pushed(tag)
+                .map_err(|_| PushError::NotOwned { tag })?;
+        }
+        Ok(())
     }
 
     /// The fixed-buffer index of the queue's I/O buffers, if they are registered with the ring

@@ -197,15 +197,19 @@ impl LoopQueue {
                 return Handled::Done(-Errno::INVAL.raw_os_error());
             }
         };
-        // SAFETY: fallocate and discard SQEs name the registered backing file and no memory.
-        let pushed = unsafe { push(ring, io.tag(), step, entry) };
-        match (step, pushed) {
-            // SAFETY: as above.
-            (Step::ZeroPunchLinked, Handled::Queued) => unsafe {
-                push(ring, io.tag(), Step::ZeroAllocate, falloc(keep))
-            },
-            (_, pushed) => pushed,
+        if step == Step::ZeroPunchLinked {
+            let chain = [
+                (step as u16, entry),
+                (Step::ZeroAllocate as u16, falloc(keep)),
+            ];
+            // SAFETY: fallocate SQEs name the registered backing file and no memory.
+            return match unsafe { ring.push_chain(io.tag(), &chain) } {
+                Ok(()) => Handled::Queued,
+                Err(_) => Handled::Done(-Errno::IO.raw_os_error()),
+            };
         }
+        // SAFETY: fallocate and discard SQEs name the registered backing file and no memory.
+        unsafe { push(ring, io.tag(), step, entry) }
     }
 
     /// The first way to serve a WRITE_ZEROES, as the flags ask and the backing store allows.
