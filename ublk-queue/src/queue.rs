@@ -18,14 +18,15 @@
 //! - `UBLK_IO_RES_ABORT` ends a tag for good (`ublk_cancel_cmd`): it is not fetched again, and
 //!   the queue ends when every tag has ended.
 
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::PollFlags;
 use rustix::io::Errno;
 use ublk_ring::cqueue::Cqe;
-use ublk_ring::opcode::PollAdd;
-use ublk_ring::types::Fd;
+use ublk_ring::opcode::{AsyncCancel, PollAdd};
+use ublk_ring::types::{AsyncCancelFlags, Fd};
 use ublk_uapi::io_cmd::{UBLK_IO_RES_ABORT, UBLK_IO_RES_OK};
 
 use crate::batch::Gather;
@@ -46,7 +47,8 @@ pub(crate) struct Queue<Q, B: BufferMode, C> {
     // still pending before the target's files and the buffers go.
     pub(crate) submitter: Submitter,
     pub(crate) tags: Tags,
-    pub(crate) target: Q,
+    /// Dropped by hand once none of its SQEs is in flight (see `Drop`), leaked otherwise.
+    pub(crate) target: ManuallyDrop<Q>,
     pub(crate) buffers: B,
     pub(crate) commands: C,
     pub(crate) descs: DescMap,
@@ -270,8 +272,54 @@ impl<Q: QueueTarget, B: BufferMode, C: CommandMode> Queue<Q, B, C> {
     }
 }
 
+/// How long a leaving queue waits for its target's SQEs to be cancelled or to complete.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl<Q, B: BufferMode, C> Queue<Q, B, C> {
+    /// Cancels every target SQE still in flight and reaps their completions, for up to
+    /// [`LEAVE_TIMEOUT`]; returns whether none is left. Closing the ring would not do: the
+    /// kernel finishes or cancels in-flight requests after the ring is gone, in its own time,
+    /// so the memory they name (the target's, the buffers) must outlive them.
+    fn cancel_target_sqes(&mut self) -> bool {
+        if self.tags.in_flight() == 0 {
+            return true;
+        }
+        // Everything on the ring: the queue is leaving, its commands go too.
+        let cancel = AsyncCancel::new(0)
+            .flags(AsyncCancelFlags::ANY | AsyncCancelFlags::ALL)
+            .build()
+            .user_data(UserData::Wake.encode());
+        // SAFETY: ASYNC_CANCEL names no memory.
+        if unsafe { self.submitter.push(&cancel) }.is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + LEAVE_TIMEOUT;
+        while self.tags.in_flight() > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.submitter.ring.submit_and_wait_timeout(1, left) {
+                Ok(_) | Err(ublk_ring::Error::TimedOut | ublk_ring::Error::Busy(_)) => {}
+                Err(_) => return false,
+            }
+            for cqe in self.submitter.ring.completion() {
+                if let Some(UserData::Target { tag, .. }) = UserData::decode(cqe.user_data()) {
+                    // Counted down, not handed to the target: the queue is gone.
+                    let _ = self.tags.target_completed(tag);
+                }
+            }
+        }
+        true
+    }
+}
+
 impl<Q, B: BufferMode, C> Drop for Queue<Q, B, C> {
     fn drop(&mut self) {
+        if self.cancel_target_sqes() {
+            // SAFETY: dropped once, here; no SQE names the target's memory any more.
+            unsafe { ManuallyDrop::drop(&mut self.target) };
+        }
         if !self.tags.all_ended() {
             // Leaving with tags not aborted: the kernel cancels their commands only when the
             // ring's exit work runs, later. Until then it may still copy into these buffers.

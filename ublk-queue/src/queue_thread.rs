@@ -1,6 +1,7 @@
 //! A queue thread's life: set up (thread policy, ring, target, modes), fetch, report ready,
 //! serve, report the exit.
 
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,7 +153,7 @@ fn open_queue<T: Target>(
     Ok(Queue {
         submitter,
         tags: Tags::new(depth),
-        target,
+        target: ManuallyDrop::new(target),
         buffers,
         commands: PerTag::new(q),
         descs,

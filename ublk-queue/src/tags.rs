@@ -83,6 +83,17 @@ impl Tags {
         self.ended == self.states.len()
     }
 
+    /// Target SQEs in flight, over every tag.
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.states
+            .iter()
+            .map(|s| match s {
+                TagState::Serving { in_flight, .. } => *in_flight,
+                TagState::Fetching | TagState::Ended => 0,
+            })
+            .sum()
+    }
+
     /// The kernel handed request `info` to its tag: the target owns it now.
     pub(crate) fn start(&mut self, info: IoInfo) {
         self.states[usize::from(info.tag())] = TagState::Serving {
@@ -240,6 +251,21 @@ mod tests {
         assert_eq!(tags.target_completed(0), Ok(Verdict::Wait));
         assert_eq!(tags.target_completed(0), Ok(Verdict::Wait));
         assert_eq!(tags.target_completed(0), Ok(Verdict::Commit(EIO)));
+    }
+
+    #[test]
+    fn in_flight_sqes_are_counted_over_every_tag() {
+        let mut tags = Tags::new(4);
+        assert_eq!(tags.in_flight(), 0);
+        serving(&mut tags, 0);
+        serving(&mut tags, 3);
+        tags.pushed(0).expect("served");
+        tags.pushed(3).expect("served");
+        tags.pushed(3).expect("served");
+        assert_eq!(tags.in_flight(), 3);
+        assert_eq!(tags.settle(3, Handled::Done(EIO)), Ok(Verdict::Wait));
+        assert_eq!(tags.target_completed(3), Ok(Verdict::Wait));
+        assert_eq!(tags.in_flight(), 2);
     }
 
     #[test]
