@@ -78,6 +78,17 @@ impl Record {
         }
     }
 
+    /// Removes device `dev_id`'s record under `dir` if server `pid` wrote it: a server removes
+    /// its own record, never the one a newer server (after `ublk recover`) wrote for the id.
+    pub fn remove_own_in(dir: &Path, dev_id: u32, pid: i32) -> io::Result<()> {
+        match Self::load_in(dir, dev_id) {
+            Ok(Some(record)) if record.pid == pid => Self::remove_in(dir, dev_id),
+            Ok(_) => Ok(()),
+            // A record we cannot read is not known to be ours.
+            Err(e) => Err(e),
+        }
+    }
+
     /// Removes the records under `dir` whose device is not in `live_ids`; returns the ids removed.
     pub fn remove_stale_in(dir: &Path, live_ids: &[u32]) -> io::Result<Vec<u32>> {
         let entries = match fs::read_dir(dir) {

@@ -99,7 +99,17 @@ impl Foreground {
             .signals
             .arm(serving.stop_handle())
             .and_then(|()| serving.wait());
-        let _ = Record::remove_in(&self.record_dir, id);
+        // A device left for a new server keeps its record: `ublk recover` reads it.
+        let left_for_recovery = matches!(
+            outcome,
+            Err(ublk_queue::Error::QueueFailed {
+                left_for_recovery: true,
+                ..
+            })
+        );
+        if !left_for_recovery {
+            let _ = Record::remove_own_in(&self.record_dir, id, record.pid);
+        }
         // `cargo xtask bench` reads these: system calls per I/O show whether batching works.
         for (q, s) in stats.iter().enumerate() {
             let per = s.enters() as f64 / s.requests().max(1) as f64;

@@ -42,23 +42,44 @@ impl SharedCtrl {
         }
     }
 
-    /// Deletes the device; a device someone else deleted (`ublk del`) counts as deleted.
+    /// Deletes the device, then runs `close` (which closes the server's `/dev/ublkcN`); a device
+    /// someone else deleted (`ublk del`) counts as deleted.
     ///
-    /// DEL_DEV_ASYNC where the kernel has it: plain DEL_DEV would wait for every process holding
-    /// `/dev/ublkbN` open to close it, and a stray opener would stall shutdown until the deadline.
-    /// The id is freed at once when nobody holds the disk, else when its last opener closes.
-    pub(crate) fn delete(&self, dev_id: u32) -> Result<()> {
+    /// While the server holds `/dev/ublkcN` open the kernel keeps the device's id (its release,
+    /// `ublk_cdev_rel`, frees the number), so deleting by id before closing can only ever delete
+    /// this server's own device, never a new one that took the id over. That needs
+    /// DEL_DEV_ASYNC (Linux 6.9): plain DEL_DEV waits for that close, so on older kernels the
+    /// char device is closed first. DEL_DEV_ASYNC also does not wait for processes holding
+    /// `/dev/ublkbN` open: the id is freed when the last of them closes it.
+    pub(crate) fn delete_then(&self, dev_id: u32, close: impl FnOnce()) -> Result<()> {
         let mut state = self.lock();
         if state.deleted {
+            close();
             return Ok(());
         }
-        match state.ctrl.del_dev_nowait(dev_id) {
+        let deleted = match state.ctrl.del_dev_async(dev_id) {
+            Err(ublk_ctrl::Error::Unsupported { .. }) => {
+                close();
+                state.ctrl.del_dev(dev_id)
+            }
+            other => {
+                close();
+                other
+            }
+        };
+        match deleted {
             Ok(()) | Err(ublk_ctrl::Error::NoSuchDevice { .. }) => {
                 state.deleted = true;
                 Ok(())
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Deletes a device whose server holds nothing of it (never served, or its char device
+    /// already closed).
+    pub(crate) fn delete(&self, dev_id: u32) -> Result<()> {
+        self.delete_then(dev_id, || {})
     }
 
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Control) -> R) -> R {

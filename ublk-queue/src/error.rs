@@ -196,6 +196,30 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// A queue failed while the device was serving. A device with user recovery was left for a
+    /// new server (QUIESCED or FAIL_IO, its users' I/O waiting or failing as its recovery mode
+    /// says); any other was stopped, failing its I/O, and deleted.
+    #[error(
+        "device {dev_id}: {source}; {}{}",
+        if *left_for_recovery {
+            "the device is left for a new server: recover it (`ublk recover`) or delete it"
+        } else {
+            "the device was stopped"
+        },
+        aftermath.as_ref().map(|e| format!(" (then: {e})")).unwrap_or_default()
+    )]
+    QueueFailed {
+        /// The device.
+        dev_id: u32,
+        /// Whether the device waits for a new server ([`Device::recover`](crate::Device::recover)).
+        left_for_recovery: bool,
+        /// How the queue failed.
+        #[source]
+        source: Box<Error>,
+        /// What went wrong leaving or stopping the device afterwards, if anything.
+        aftermath: Option<Box<Error>>,
+    },
+
     /// The device was created without user recovery, so no new server can take it over.
     #[error(
         "device {dev_id} was created without user recovery (UBLK_F_USER_RECOVERY), so it cannot \

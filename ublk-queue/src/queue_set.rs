@@ -150,7 +150,31 @@ impl QueueSet {
         let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
     }
 
-    /// Waits for every queue thread to end, then closes the char device.
+    /// Waits until every queue has ended, or one of them failed; returns that failure (the other
+    /// queues go on serving until told otherwise).
+    pub(crate) fn wait_exit_or_failure(&mut self) -> Option<Error> {
+        while self.exited.iter().any(|exited| !exited) {
+            match self.events.recv() {
+                Ok(Event::Exited { q, result }) => {
+                    self.exited[usize::from(q)] = true;
+                    if let Err(e) = result {
+                        return Some(Error::Queue {
+                            q,
+                            source: Box::new(e),
+                        });
+                    }
+                }
+                Ok(Event::Ready { .. }) => {}
+                // Unreachable while we hold a sender; nothing more to hear if it happens.
+                Err(_) => break,
+            }
+        }
+        None
+    }
+
+    /// Waits for every queue thread to end. The char device stays open until
+    /// [`close`](Self::close): while it is, the kernel cannot give the device's id to a new
+    /// device, so a delete by id cannot hit someone else's.
     ///
     /// # Errors
     ///
@@ -176,11 +200,16 @@ impl QueueSet {
             // A panic was already reported through the queue's exit event.
             let _ = thread.join();
         }
-        self.char_dev = None;
         match self.first_error.take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Closes the char device (after [`join`](Self::join)): the device's id may be reused once
+    /// it is deleted and closed.
+    pub(crate) fn close(&mut self) {
+        self.char_dev = None;
     }
 
     /// Each queue's counters.

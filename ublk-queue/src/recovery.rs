@@ -13,12 +13,9 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::limits::SUPPORTED_FEATURES;
 use crate::options::QueueOptions;
-use crate::server::Server;
+use crate::server::{Server, state_name};
 use crate::serving::Serving;
 use crate::target::Target;
-
-/// The longest pause between two polls of the device's state.
-const MAX_BACKOFF: Duration = Duration::from_millis(50);
 
 impl Device {
     /// Starts taking over device `dev_id`, whose server has exited: reads its information and
@@ -211,92 +208,20 @@ impl Recovering {
     /// START_USER_RECOVERY.
     fn start_user_recovery(&self, deadline: Instant) -> Result<()> {
         let id = self.id();
-        let mut backoff = Duration::from_millis(1);
-        loop {
-            let info = self.server.ctrl.with(|c| c.dev_info(id))?;
-            check_recoverable(&info)?;
-            let state = info.state();
-            if matches!(state, Ok(DevState::Quiesced | DevState::FailIo)) {
-                match self.server.ctrl.with(|c| c.start_user_recovery(id)) {
-                    Ok(()) => return Ok(()),
-                    // `ublk_ctrl_start_recovery`: the old server's /dev/ublkcN is still open (its
-                    // io_uring is still being torn down), or the state changed meanwhile.
-                    Err(ublk_ctrl::Error::Busy { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+        self.server.poll_info(deadline, |info| {
+            check_recoverable(info)?;
             // LIVE: the kernel has not noticed the old server's exit yet (quiesce_work pending).
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::RecoveryTimeout {
-                    dev_id: id,
-                    state: state_name(info.state),
-                    hint: timeout_hint(state),
-                    after: self.server.timeout,
-                });
+            if !matches!(info.state(), Ok(DevState::Quiesced | DevState::FailIo)) {
+                return Ok(false);
             }
-            // No event tells when the state changes or the char device is released: poll.
-            std::thread::sleep(backoff.min(deadline - now));
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
-}
-
-impl Serving {
-    /// Leaves the device to a future server instead of stopping it, as a crash would but
-    /// cleanly: the queues leave at once, `/dev/ublkcN` is closed, and the kernel quiesces the
-    /// device; returns once it is QUIESCED, ready for [`Device::recover`] in this process or
-    /// another. Use it to hand a device over to a new version of its server while its users keep
-    /// their open files.
-    ///
-    /// Requests this server holds are failed or reissued as the device's recovery mode says (see
-    /// [`Recovering`]: only with USER_RECOVERY_REISSUE does nothing fail).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::RecoveryNotEnabled`] if the device lacks USER_RECOVERY: the kernel would stop it
-    /// anyway, so it is stopped and deleted as by [`Serving::stop`]. Otherwise the first queue
-    /// error, or [`Error::RecoveryTimeout`] if the kernel did not quiesce the device in time.
-    pub fn abandon(mut self) -> Result<()> {
-        self.finished = true;
-        let id = self.id();
-        if !self
-            .server
-            .info
-            .features()
-            .contains(Features::USER_RECOVERY)
-        {
-            let stopped = self.server.shutdown(&mut self.queues);
-            return stopped.and(Err(Error::RecoveryNotEnabled { dev_id: id }));
-        }
-        self.queues.wake();
-        let joined = self.queues.join();
-        // The queues' rings are gone: the kernel cancels their fetches and quiesces the device
-        // (`ublk_quiesce_work_fn`). No event says when: poll.
-        let deadline = Instant::now() + self.server.timeout;
-        let mut backoff = Duration::from_millis(1);
-        let quiesced = loop {
-            let info = match self.server.ctrl.with(|c| c.dev_info(id)) {
-                Ok(info) => info,
-                Err(e) => break Err(e.into()),
-            };
-            let state = info.state();
-            if state != Ok(DevState::Live) {
-                break Ok(());
+            match self.server.ctrl.with(|c| c.start_user_recovery(id)) {
+                Ok(()) => Ok(true),
+                // `ublk_ctrl_start_recovery`: the old server's /dev/ublkcN is still open (its
+                // io_uring is still being torn down), or the state changed meanwhile.
+                Err(ublk_ctrl::Error::Busy { .. }) => Ok(false),
+                Err(e) => Err(e.into()),
             }
-            let now = Instant::now();
-            if now >= deadline {
-                break Err(Error::RecoveryTimeout {
-                    dev_id: id,
-                    state: state_name(info.state),
-                    hint: timeout_hint(state),
-                    after: self.server.timeout,
-                });
-            }
-            std::thread::sleep(backoff.min(deadline - now));
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        };
-        joined.and(quiesced)
+        })
     }
 }
 
@@ -338,32 +263,6 @@ fn process_running(pid: i32) -> bool {
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .is_some_and(|state| !matches!(state, "Z" | "X" | "x")),
         Err(_) => false,
-    }
-}
-
-/// The kernel's name for a device state (`UBLK_S_DEV_*`).
-pub(crate) fn state_name(state: u16) -> &'static str {
-    match DevState::try_from(state) {
-        Ok(DevState::Dead) => "DEAD",
-        Ok(DevState::Live) => "LIVE",
-        Ok(DevState::Quiesced) => "QUIESCED",
-        Ok(DevState::FailIo) => "FAIL_IO",
-        Ok(_) | Err(_) => "in an unknown state",
-    }
-}
-
-/// Why a device may still not be recoverable at the deadline.
-fn timeout_hint(state: Result<DevState, u16>) -> &'static str {
-    match state {
-        Ok(DevState::Live) => {
-            "the kernel has not noticed its server's exit: if every tag was in the server's hands, \
-             it does at the request timeout (30 s by default); allow a longer deadline"
-        }
-        Ok(DevState::Quiesced | DevState::FailIo) => {
-            "its old server still holds /dev/ublkcN open: is a process of the old server (or a \
-             child that inherited the descriptor) still alive?"
-        }
-        _ => "",
     }
 }
 

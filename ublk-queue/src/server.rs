@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::thread::CpuSet;
-use ublk_uapi::{DevInfo, Params};
+use ublk_uapi::{DevInfo, DevState, Params};
 
 use crate::ctrl::SharedCtrl;
-use crate::error::{Result, Warning};
+use crate::error::{Error, Result, Warning};
 use crate::options::{Affinity, QueueOptions};
 use crate::queue_set::QueueSet;
 use crate::target::Target;
@@ -75,13 +75,14 @@ impl Server {
                 let _ = self.ctrl.stop(self.id());
                 queues.wake();
                 let _ = queues.join();
+                queues.close();
                 Err(e)
             }
         }
     }
 
-    /// STOP_DEV, wait for the queues, close the char device, DEL_DEV: the first error wins, queue
-    /// errors first (they are the cause; the rest is cleanup).
+    /// STOP_DEV, wait for the queues, DEL_DEV, close the char device: the first error wins,
+    /// queue errors first (they are the cause; the rest is cleanup).
     pub(crate) fn shutdown(&self, queues: &mut QueueSet) -> Result<()> {
         let stopped = self.ctrl.stop(self.id());
         if stopped.is_err() {
@@ -89,7 +90,74 @@ impl Server {
             queues.wake();
         }
         let joined = queues.join();
-        let deleted = self.ctrl.delete(self.id());
+        let deleted = self.delete(queues);
         joined.and(stopped).and(deleted)
+    }
+
+    /// DEL_DEV, then closes the char device (see [`SharedCtrl::delete_then`] for why in that
+    /// order). The queues must have ended.
+    pub(crate) fn delete(&self, queues: &mut QueueSet) -> Result<()> {
+        self.ctrl.delete_then(self.id(), || queues.close())
+    }
+
+    /// Polls GET_DEV_INFO, with a short backoff, until `done` says so or `deadline` passes:
+    /// recovery has no event for a device's state changes or its char device's release.
+    ///
+    /// # Errors
+    ///
+    /// `done`'s error, the control error, or [`Error::RecoveryTimeout`] at the deadline.
+    pub(crate) fn poll_info(
+        &self,
+        deadline: Instant,
+        mut done: impl FnMut(&DevInfo) -> Result<bool>,
+    ) -> Result<()> {
+        let id = self.id();
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            let info = self.ctrl.with(|c| c.dev_info(id))?;
+            if done(&info)? {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::RecoveryTimeout {
+                    dev_id: id,
+                    state: state_name(info.state),
+                    hint: timeout_hint(info.state()),
+                    after: self.timeout,
+                });
+            }
+            std::thread::sleep(backoff.min(deadline - now));
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// The longest pause between two polls of the device's state.
+const MAX_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The kernel's name for a device state (`UBLK_S_DEV_*`).
+pub(crate) fn state_name(state: u16) -> &'static str {
+    match DevState::try_from(state) {
+        Ok(DevState::Dead) => "DEAD",
+        Ok(DevState::Live) => "LIVE",
+        Ok(DevState::Quiesced) => "QUIESCED",
+        Ok(DevState::FailIo) => "FAIL_IO",
+        Ok(_) | Err(_) => "in an unknown state",
+    }
+}
+
+/// Why a device may still not be recoverable at the deadline.
+fn timeout_hint(state: Result<DevState, u16>) -> &'static str {
+    match state {
+        Ok(DevState::Live) => {
+            "the kernel has not noticed its server's exit: if every tag was in the server's hands, \
+             it does at the request timeout (30 s by default); allow a longer deadline"
+        }
+        Ok(DevState::Quiesced | DevState::FailIo) => {
+            "its old server still holds /dev/ublkcN open: is a process of the old server (or a \
+             child that inherited the descriptor) still alive?"
+        }
+        _ => "",
     }
 }

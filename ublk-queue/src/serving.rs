@@ -1,11 +1,12 @@
 //! A live device and the handles that stop it.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use ublk_uapi::{DevInfo, Params};
+use ublk_uapi::{DevInfo, DevState, Features, Params};
 
 use crate::ctrl::SharedCtrl;
-use crate::error::{Result, Warning};
+use crate::error::{Error, Result, Warning};
 use crate::queue_set::QueueSet;
 use crate::server::Server;
 use crate::stats::QueueStats;
@@ -67,17 +68,55 @@ impl Serving {
     }
 
     /// Blocks until every queue has ended (the device was stopped: [`StopHandle::stop`],
-    /// `ublk stop`/`ublk del`, or a queue failed), then closes `/dev/ublkcN` and deletes the device
-    /// (DEL_DEV waits for `/dev/ublkbN`'s openers to close it, as in [`Serving::stop`]).
+    /// `ublk del`), then deletes the device and closes `/dev/ublkcN`.
+    ///
+    /// If a queue fails instead (an error, or a panic in the target), the device is not lost
+    /// with it: a device with user recovery is left to a new server (every queue leaves, the
+    /// kernel quiesces the device and its users' I/O waits, as after a crash; see
+    /// [`Device::recover`](crate::Device::recover)), any other is stopped, which fails its I/O,
+    /// and deleted.
     ///
     /// # Errors
     ///
-    /// The first queue error, else the DEL_DEV error.
+    /// [`Error::QueueFailed`] after a queue failure, else the DEL_DEV error.
     pub fn wait(mut self) -> Result<()> {
         self.finished = true;
+        let Some(failure) = self.queues.wait_exit_or_failure() else {
+            let joined = self.queues.join();
+            let deleted = self.server.delete(&mut self.queues);
+            return joined.and(deleted);
+        };
+        let recoverable = self
+            .server
+            .info
+            .features()
+            .contains(Features::USER_RECOVERY);
+        let aftermath = if recoverable {
+            self.leave_for_recovery()
+        } else {
+            self.server.shutdown(&mut self.queues)
+        };
+        Err(Error::QueueFailed {
+            dev_id: self.id(),
+            left_for_recovery: recoverable && aftermath.is_ok(),
+            source: Box::new(failure),
+            aftermath: aftermath.err().map(Box::new),
+        })
+    }
+
+    /// Makes every queue leave at once, closes `/dev/ublkcN`, and waits until the kernel has
+    /// quiesced the device (or set it FAIL_IO), ready for a new server.
+    fn leave_for_recovery(&mut self) -> Result<()> {
+        self.queues.wake();
         let joined = self.queues.join();
-        let deleted = self.server.ctrl.delete(self.id());
-        joined.and(deleted)
+        self.queues.close();
+        // The queues' rings are gone: the kernel cancels their fetches and quiesces the device
+        // (`ublk_quiesce_work_fn`). No event says when: poll.
+        let deadline = Instant::now() + self.server.timeout;
+        let quiesced = self
+            .server
+            .poll_info(deadline, |info| Ok(info.state() != Ok(DevState::Live)));
+        joined.and(quiesced)
     }
 
     /// STOP_DEV, waits for the queues to end, closes `/dev/ublkcN`, DEL_DEV.
@@ -91,6 +130,37 @@ impl Serving {
     pub fn stop(mut self) -> Result<()> {
         self.finished = true;
         self.server.shutdown(&mut self.queues)
+    }
+}
+
+impl Serving {
+    /// Leaves the device to a future server instead of stopping it, as a crash would but
+    /// cleanly: the queues leave at once, `/dev/ublkcN` is closed, and the kernel quiesces the
+    /// device; returns once it is QUIESCED, ready for [`Device::recover`] in this process or
+    /// another. Use it to hand a device over to a new version of its server while its users keep
+    /// their open files.
+    ///
+    /// Requests this server holds are failed or reissued as the device's recovery mode says (see
+    /// [`Recovering`]: only with USER_RECOVERY_REISSUE does nothing fail).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RecoveryNotEnabled`] if the device lacks USER_RECOVERY: the kernel would stop it
+    /// anyway, so it is stopped and deleted as by [`Serving::stop`]. Otherwise the first queue
+    /// error, or [`Error::RecoveryTimeout`] if the kernel did not quiesce the device in time.
+    pub fn abandon(mut self) -> Result<()> {
+        self.finished = true;
+        let id = self.id();
+        if !self
+            .server
+            .info
+            .features()
+            .contains(Features::USER_RECOVERY)
+        {
+            let stopped = self.server.shutdown(&mut self.queues);
+            return stopped.and(Err(Error::RecoveryNotEnabled { dev_id: id }));
+        }
+        self.leave_for_recovery()
     }
 }
 
