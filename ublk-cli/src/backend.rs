@@ -69,11 +69,12 @@ impl Backend {
     }
 
     /// Sets on `builder` what the backend decides (a loop device's size, block size, cache and
-    /// discard limits).
+    /// discard limits; a RAM disk's discard limits).
     pub fn configure(&self, builder: DeviceBuilder) -> DeviceBuilder {
         match self {
             Backend::Loop(backing) => backing.configure(builder),
-            Backend::Null(_) | Backend::Mem(_) => builder,
+            Backend::Mem(mem) => mem.get().configure(builder),
+            Backend::Null(_) => builder,
         }
     }
 

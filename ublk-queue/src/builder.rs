@@ -116,7 +116,8 @@ impl DeviceBuilder {
         self
     }
 
-    /// Features to require from the kernel (recovery, unprivileged, ...).
+    /// Features to require from the kernel (user recovery and its modes, ...); features the
+    /// engine cannot serve are refused by [`validate`](Self::validate).
     pub fn features(mut self, features: Features) -> Self {
         self.features |= features;
         self
@@ -394,6 +395,18 @@ mod tests {
             .max_io_bytes(32 << 20)
             .validate()
             .expect("32 MiB is the limit");
+    }
+
+    #[test]
+    fn unprivileged_devices_are_refused() {
+        let err = valid()
+            .features(Features::UNPRIVILEGED_DEV)
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::UnsupportedFeatures(f) if f == Features::UNPRIVILEGED_DEV),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,10 +4,15 @@ use std::io;
 use std::ops::Range;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use ublk_queue::{IoFlags, SimpleTarget};
+use ublk_queue::{DeviceBuilder, DiscardParams, IoFlags, SimpleTarget};
 
 /// Bytes per chunk: the unit of allocation and of locking.
 pub const CHUNK_BYTES: usize = 64 << 10;
+
+/// The largest DISCARD or WRITE_ZEROES a device gets from the block layer (which splits larger
+/// ones): 1 GiB, 16384 chunks, so one request holds its queue thread for a millisecond or so,
+/// never for the seconds a whole large disk would take.
+pub const MAX_ZEROING_BYTES: u32 = 1 << 30;
 
 /// One chunk: `None` until first written, and again once discarded; reads as zeroes then.
 type Chunk = RwLock<Option<Box<[u8]>>>;
@@ -18,11 +23,12 @@ type Chunk = RwLock<Option<Box<[u8]>>>;
 /// write, so an unwritten region reads as zeroes and a large disk costs memory only for what was
 /// written. A request spanning several chunks locks them in ascending order (so concurrent
 /// requests cannot deadlock) and holds them together (so it is applied as a whole). DISCARD and
-/// WRITE_ZEROES free the chunks they cover entirely and zero the parts of the others; FLUSH has
-/// nothing to do.
+/// WRITE_ZEROES free the chunks they cover entirely and zero the parts of the others, one chunk
+/// at a time (neither needs to be atomic); [`Mem::configure`] advertises both, at most
+/// [`MAX_ZEROING_BYTES`] per request. FLUSH has nothing to do.
 ///
 /// ```
-/// use ublk_queue::{IoFlags, SimpleTarget};
+/// use ublk_queue::{DeviceBuilder, DiscardParams, IoFlags, SimpleTarget};
 /// use ublk_targets::Mem;
 ///
 /// let disk = Mem::new(1 << 20);
@@ -85,6 +91,19 @@ impl Mem {
         self.size
     }
 
+    /// Sets what a RAM disk serves on `builder`: its size, and DISCARD and WRITE_ZEROES (which
+    /// free memory), each at most [`MAX_ZEROING_BYTES`] per request.
+    pub fn configure(&self, builder: DeviceBuilder) -> DeviceBuilder {
+        let sectors = MAX_ZEROING_BYTES >> 9;
+        builder.size(self.size).discard(DiscardParams {
+            // Discards smaller than a chunk only zero: say that freeing needs whole chunks.
+            granularity: CHUNK_BYTES as u32,
+            alignment: 0,
+            max_discard_sectors: sectors,
+            max_write_zeroes_sectors: sectors,
+        })
+    }
+
     /// Chunks currently holding memory: the disk's footprint is this times [`CHUNK_BYTES`].
     pub fn allocated_chunks(&self) -> usize {
         self.chunks.iter().filter(|c| read(c).is_some()).count()
@@ -135,6 +154,15 @@ impl Mem {
         }
         Ok(())
     }
+
+    /// Zeroes `len` bytes at `offset`, one chunk lock at a time: no allocation, and no lock held
+    /// across chunks, whatever the length.
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        for span in self.spans(offset, len)? {
+            zero(&mut write(&self.chunks[span.chunk]), span.in_chunk);
+        }
+        Ok(())
+    }
 }
 
 fn read(chunk: &Chunk) -> RwLockReadGuard<'_, Option<Box<[u8]>>> {
@@ -177,11 +205,11 @@ impl SimpleTarget for Mem {
     }
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.with_written(offset, len, |slot, span| zero(slot, span.in_chunk))
+        self.zero_range(offset, len)
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, _: IoFlags) -> io::Result<()> {
-        self.with_written(offset, len, |slot, span| zero(slot, span.in_chunk))
+        self.zero_range(offset, len)
     }
 }
 
@@ -263,6 +291,26 @@ mod tests {
         assert!(after[zeroed.clone()].iter().all(|&b| b == 0));
         assert_eq!(after[..zeroed.start], data[..zeroed.start]);
         assert_eq!(after[zeroed.end..], data[zeroed.end..]);
+    }
+
+    #[test]
+    fn the_device_advertises_discard_and_write_zeroes_in_bounded_pieces() {
+        let disk = Mem::new(4 << 30);
+        let params = disk
+            .configure(ublk_queue::DeviceBuilder::new())
+            .params(&Default::default());
+        assert_eq!(params.basic.dev_sectors, (4u64 << 30) >> 9);
+        assert_eq!(params.discard.max_discard_sectors, MAX_ZEROING_BYTES >> 9);
+        assert_eq!(
+            params.discard.max_write_zeroes_sectors,
+            MAX_ZEROING_BYTES >> 9
+        );
+        assert_eq!(params.discard.discard_granularity, CHUNK_BYTES as u32);
+        // The largest request the block layer sends: every chunk it covers is visited, none held.
+        disk.write(C * 100, &pattern(1, 4096), IoFlags::empty())
+            .unwrap();
+        disk.discard(0, u64::from(MAX_ZEROING_BYTES)).unwrap();
+        assert_eq!(disk.allocated_chunks(), 0);
     }
 
     #[test]
