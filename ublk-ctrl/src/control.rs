@@ -8,8 +8,8 @@ use rustix::io::Errno;
 use ublk_ring::Ring;
 use ublk_ring::opcode::{AsyncCancel, UringCmd80};
 use ublk_ring::types::Fd;
-use ublk_uapi::{CtrlCmd, CtrlOp};
-use zerocopy::IntoBytes;
+use ublk_uapi::{CtrlCmd, CtrlOp, DevInfo};
+use zerocopy::{FromBytes, IntoBytes};
 
 use crate::error::{Error, Result};
 
@@ -22,11 +22,15 @@ pub const CONTROL_PATH: &str = "/dev/ublk-control";
 /// has closed `/dev/ublkcN`; both are quick on a healthy system, so a stall this long means something is stuck.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long to wait for the kernel to acknowledge the cancellation of a command that missed its deadline.
+/// How long to wait for the kernel to acknowledge the cancellation of a command that missed its
+/// deadline (at most the deadline itself).
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 /// `user_data` of the ASYNC_CANCEL entries; command tags count up from 1 and never reach it.
-const CANCEL_TAG: u64 = u64::MAX;
+pub(crate) const CANCEL_TAG: u64 = u64::MAX;
+
+/// A tag no command has: waiting for it only settles abandoned commands.
+pub(crate) const NO_TAG: u64 = 0;
 
 /// A handle on `/dev/ublk-control`, with its own small io_uring.
 ///
@@ -41,6 +45,19 @@ pub struct Control {
     fd: OwnedFd,
     timeout: Duration,
     next_tag: u64,
+    /// Commands given up on (deadline and grace passed) whose completion has not been seen: the
+    /// kernel may still use their buffers, so they are kept here, not freed.
+    abandoned: Vec<Abandoned>,
+    /// Devices an abandoned ADD_DEV created after all, to delete.
+    orphans: Vec<u32>,
+}
+
+/// A command given up on, kept until its completion is seen.
+#[derive(Debug)]
+struct Abandoned {
+    tag: u64,
+    op: CtrlOp,
+    buf: Vec<u8>,
 }
 
 /// One control command as the kernel will read it, plus the buffer its `addr` points at.
@@ -88,12 +105,18 @@ impl Control {
                 source => Error::Open { source },
             })?;
         let ring = Ring::builder(4).sqe128().build()?;
-        Ok(Control {
+        Ok(Control::with_fd(ring, fd))
+    }
+
+    fn with_fd(ring: Ring, fd: OwnedFd) -> Self {
+        Control {
             ring,
             fd,
             timeout: DEFAULT_TIMEOUT,
             next_tag: 1,
-        })
+            abandoned: Vec::new(),
+            orphans: Vec::new(),
+        }
     }
 
     /// Sets how long each command may take before it is cancelled.
@@ -107,7 +130,14 @@ impl Control {
     }
 
     /// Sends one command and waits for its completion; returns the buffer as the kernel left it.
+    ///
+    /// Past the deadline the command is cancelled (the driver's waits are interruptible) and
+    /// given a grace period: if it completes then, its real result is returned. If it does not,
+    /// it is abandoned: its buffer is kept (the kernel may still write it) until its completion
+    /// turns up in a later wait, and an ADD_DEV that turns out to have succeeded has its device
+    /// deleted then, so no orphan device is left behind.
     pub(crate) fn execute(&mut self, mut cmd: Command) -> Result<Vec<u8>> {
+        self.delete_orphans();
         let (addr, len) = if cmd.buf.is_empty() {
             (0, 0)
         } else {
@@ -132,49 +162,91 @@ impl Control {
             .cmd(payload)
             .build()
             .user_data(tag);
-        // SAFETY: the entry points at `cmd.buf`, a heap buffer that stays where it is until the kernel has
-        // posted this entry's completion: `wait` returns it only after that, and when it cannot be sure,
-        // the buffer is leaked below rather than freed.
-        unsafe { self.ring.submission().push128(&entry) }.map_err(ublk_ring::Error::from)?;
+        #[cfg(feature = "fault-injection")]
+        let cancel_tag = crate::fault::push(&mut self.ring, cmd.op, entry, tag)?;
+        #[cfg(not(feature = "fault-injection"))]
+        let cancel_tag = {
+            // SAFETY: the entry points at `cmd.buf`, a heap buffer that stays where it is until the
+            // kernel has posted this entry's completion: it is returned only after that, and
+            // otherwise kept in `abandoned` until the completion turns up.
+            unsafe { self.ring.submission().push128(&entry) }.map_err(ublk_ring::Error::from)?;
+            tag
+        };
 
-        match self.wait(tag, self.timeout)? {
-            Some(res) if res >= 0 => Ok(cmd.buf),
-            Some(res) => Err(map_errno(
-                cmd.op,
-                cmd.dev_id,
-                Errno::from_raw_os_error(-res),
-            )),
-            None => {
-                // Past the deadline: ask io-wq to interrupt the command (the driver's waits are
-                // interruptible), and wait a little for it to go.
-                let cancel = AsyncCancel::new(tag).build().user_data(CANCEL_TAG);
+        let (op, dev_id) = (cmd.op, cmd.dev_id);
+        let timed_out = Error::TimedOut {
+            op,
+            dev_id,
+            after: self.timeout,
+        };
+        let res = match self.wait(tag, self.timeout) {
+            Ok(Some(res)) => res,
+            Ok(None) => {
+                // Past the deadline: ask io-wq to interrupt the command, and wait a little for it.
+                let cancel = AsyncCancel::new(cancel_tag).build().user_data(CANCEL_TAG);
                 // SAFETY: ASYNC_CANCEL refers to no memory of ours.
                 let pushed = unsafe { self.ring.submission().push(&cancel) }.is_ok();
-                if !(pushed && matches!(self.wait(tag, CANCEL_GRACE), Ok(Some(_)))) {
-                    // The kernel may still write into the buffer: it must never be freed.
-                    std::mem::forget(std::mem::take(&mut cmd.buf));
+                // A short deadline gets as short a grace.
+                let grace = if pushed {
+                    CANCEL_GRACE.min(self.timeout)
+                } else {
+                    Duration::ZERO
+                };
+                match self.wait(tag, grace) {
+                    // It finished after all: its real result.
+                    Ok(Some(res)) if res != -Errno::CANCELED.raw_os_error() => res,
+                    // Cancelled: the kernel is done with the buffer.
+                    Ok(Some(_)) => return Err(timed_out),
+                    Ok(None) | Err(_) => {
+                        self.abandon(tag, cmd);
+                        return Err(timed_out);
+                    }
                 }
-                Err(Error::TimedOut {
-                    op: cmd.op,
-                    dev_id: cmd.dev_id,
-                    after: self.timeout,
-                })
             }
+            Err(e) => {
+                self.abandon(tag, cmd);
+                return Err(e);
+            }
+        };
+        if res >= 0 {
+            Ok(cmd.buf)
+        } else {
+            Err(map_errno(op, dev_id, Errno::from_raw_os_error(-res)))
         }
     }
 
+    /// Keeps command `tag`'s buffer until its completion turns up.
+    fn abandon(&mut self, tag: u64, cmd: Command) {
+        self.abandoned.push(Abandoned {
+            tag,
+            op: cmd.op,
+            buf: cmd.buf,
+        });
+    }
+
     /// Waits until the completion tagged `tag` arrives (its `res`), or `None` when `limit` passes first.
-    /// Completions of earlier, abandoned commands and of cancellations are consumed and dropped.
+    /// Completions of abandoned commands are settled on the way; those of cancellations dropped.
     fn wait(&mut self, tag: u64, limit: Duration) -> Result<Option<i32>> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(res) = self
-                .ring
-                .completion()
-                .find(|cqe| cqe.user_data() == tag)
-                .map(|cqe| cqe.result())
-            {
-                return Ok(Some(res));
+            let mut found = None;
+            for cqe in self.ring.completion() {
+                if cqe.user_data() == tag {
+                    found = Some(cqe.result());
+                } else if let Some(at) =
+                    self.abandoned.iter().position(|a| a.tag == cqe.user_data())
+                {
+                    let late = self.abandoned.swap_remove(at);
+                    if late.op == CtrlOp::AddDev && cqe.result() >= 0 {
+                        // The device was created after we gave up on it: nobody will serve it.
+                        if let Ok(info) = DevInfo::read_from_bytes(&late.buf[..]) {
+                            self.orphans.push(info.dev_id);
+                        }
+                    }
+                }
+            }
+            if found.is_some() {
+                return Ok(found);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -184,6 +256,32 @@ impl Control {
                 Ok(_) | Err(ublk_ring::Error::TimedOut) => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// Deletes the devices abandoned ADD_DEVs created after all (best effort: an error here
+    /// belongs to no caller).
+    fn delete_orphans(&mut self) {
+        while let Some(dev_id) = self.orphans.pop() {
+            let _ = self.del_dev(dev_id);
+        }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        // An abandoned ADD_DEV may still complete: give it the grace period to, so that its
+        // device can be deleted rather than left without a server.
+        let deadline = Instant::now() + CANCEL_GRACE;
+        while self.abandoned.iter().any(|a| a.op == CtrlOp::AddDev) && Instant::now() < deadline {
+            if self.wait(NO_TAG, Duration::from_millis(20)).is_err() {
+                break;
+            }
+        }
+        self.delete_orphans();
+        // The kernel may still write into what is left: never free it.
+        for late in self.abandoned.drain(..) {
+            std::mem::forget(late.buf);
         }
     }
 }
@@ -235,5 +333,78 @@ fn invalid_hint(op: CtrlOp) -> &'static str {
         }
         CtrlOp::GetQueueAffinity => ": the queue id is past the device's queue count",
         _ => "",
+    }
+}
+
+#[cfg(all(test, feature = "fault-injection"))]
+mod tests {
+    use super::*;
+    use crate::fault::{CtrlFault, inject};
+
+    /// A control handle on /dev/null: faulty commands never reach it, and real ones fail there
+    /// (no `uring_cmd`), which is all these tests need of a driver.
+    fn fake(timeout: Duration) -> Control {
+        let fd = rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+            .expect("/dev/null");
+        let ring = Ring::builder(8).sqe128().build().expect("ring");
+        let mut ctrl = Control::with_fd(ring, fd);
+        ctrl.set_timeout(timeout);
+        ctrl
+    }
+
+    // The fault list is process-wide: one test drives every case in order.
+    #[test]
+    fn faults_reach_the_caller_as_the_driver_would_report_them() {
+        let ms = Duration::from_millis;
+        let mut ctrl = fake(ms(100));
+
+        // A completion with an error: mapped like the driver's own.
+        inject(CtrlOp::StopDev, CtrlFault::Fail(Errno::NODEV));
+        let err = ctrl.stop_dev(3).unwrap_err();
+        assert!(matches!(err, Error::NoSuchDevice { dev_id: 3 }), "{err}");
+
+        // A command that never completes: the deadline, then the grace, then given up on, with
+        // its buffer kept.
+        inject(CtrlOp::GetDevInfo, CtrlFault::Hang);
+        let started = Instant::now();
+        let err = ctrl.dev_info(5).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TimedOut {
+                    op: CtrlOp::GetDevInfo,
+                    dev_id: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            started.elapsed() >= ms(200),
+            "the deadline and its grace were waited"
+        );
+        assert_eq!(ctrl.abandoned.len(), 1);
+        assert_eq!(ctrl.abandoned[0].buf.len(), size_of::<DevInfo>());
+
+        // Completing within the grace period: the real result (whatever /dev/null makes of
+        // the command), not a timeout.
+        inject(CtrlOp::StopDev, CtrlFault::Late(ms(150)));
+        let late = ctrl.stop_dev(4);
+        assert!(!matches!(late, Err(Error::TimedOut { .. })), "{late:?}");
+        assert_eq!(ctrl.abandoned.len(), 1, "nothing more was abandoned");
+
+        // Completing after the grace period: abandoned, then settled by a later wait.
+        inject(CtrlOp::StopDev, CtrlFault::Late(ms(400)));
+        let err = ctrl.stop_dev(6).unwrap_err();
+        assert!(matches!(err, Error::TimedOut { .. }), "{err}");
+        assert_eq!(ctrl.abandoned.len(), 2);
+        std::thread::sleep(ms(300));
+        inject(CtrlOp::StopDev, CtrlFault::Fail(Errno::NODEV));
+        let _ = ctrl.stop_dev(7);
+        assert_eq!(
+            ctrl.abandoned.len(),
+            1,
+            "the late completion was seen; only the hung command is left"
+        );
     }
 }

@@ -26,6 +26,8 @@ mod commands;
 mod control;
 mod dev_spec;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod naming;
 
 pub use control::{CONTROL_PATH, Control, DEFAULT_TIMEOUT};

@@ -149,3 +149,39 @@ fn a_stalled_start_times_out_and_the_device_can_still_be_deleted() {
     ctrl.del_dev(info.dev_id)
         .expect("DEL_DEV after a cancelled START_DEV");
 }
+
+/// ADD_DEV that misses its deadline: whether it completes in the grace period or after it, no
+/// device is left without an owner. One test, as the injected faults are process-wide.
+#[test]
+#[ignore = "needs ublk_drv"]
+#[cfg(feature = "fault-injection")]
+fn a_late_add_dev_returns_its_device_or_leaves_none() {
+    use ublk_ctrl::fault::{CtrlFault, inject};
+    use ublk_uapi::CtrlOp;
+
+    let before = ublk_ctrl::dev_ids().expect("list devices");
+    let ms = Duration::from_millis;
+
+    // Done within the grace period: the caller gets the device, as if on time.
+    let mut ctrl = Control::open().expect("open /dev/ublk-control");
+    ctrl.set_timeout(ms(500));
+    inject(CtrlOp::AddDev, CtrlFault::Late(ms(700)));
+    let info = ctrl
+        .add_dev(&DevSpec::new(1, 8))
+        .expect("completed in the grace period");
+    ctrl.del_dev(info.dev_id).expect("delete");
+
+    // Done only after the grace period: the caller hears of a timeout, and the device the
+    // kernel made meanwhile is deleted once its completion is seen (here: when the handle
+    // goes, which waits for it).
+    let mut ctrl = Control::open().expect("open /dev/ublk-control");
+    ctrl.set_timeout(ms(300));
+    inject(CtrlOp::AddDev, CtrlFault::Late(ms(1500)));
+    let err = ctrl.add_dev(&DevSpec::new(1, 8)).unwrap_err();
+    assert!(
+        matches!(err, Error::TimedOut { op: CtrlOp::AddDev, .. }),
+        "{err}"
+    );
+    drop(ctrl);
+    assert_eq!(ublk_ctrl::dev_ids().expect("list devices"), before);
+}

@@ -79,7 +79,7 @@ pub(crate) fn enter_fault() -> Option<Errno> {
         return None;
     }
     let n = ENTERS.fetch_add(1, Ordering::Relaxed) + 1;
-    if n % u64::from(one_in) != 0 {
+    if !n.is_multiple_of(u64::from(one_in)) {
         return None;
     }
     INJECTED.fetch_add(1, Ordering::Relaxed);
