@@ -2,7 +2,7 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::{IoFlags, IoOp};
+use crate::{IoFlags, IoOp, ShmemZcAddr};
 
 /// log2 of the 512-byte sector that `start_sector` and `nr_sectors` count in
 /// (the block layer's `SECTOR_SHIFT`).
@@ -78,6 +78,16 @@ impl IoDesc {
     pub const fn zone_start_sector(&self) -> u64 {
         self.start_sector
     }
+
+    /// With [`IoFlags::SHMEM_ZC`]: where the data lies in the registered shared memory
+    /// (`addr` decoded); `None` for a request whose data is not there.
+    pub const fn shmem_zc(&self) -> Option<ShmemZcAddr> {
+        if self.flags().contains(IoFlags::SHMEM_ZC) {
+            Some(ShmemZcAddr::from_addr(self.addr))
+        } else {
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -130,6 +140,22 @@ mod tests {
         assert_eq!(desc.op(), Ok(IoOp::ReportZones));
         assert_eq!(desc.nr_zones(), 16);
         assert_eq!(desc.zone_start_sector(), 1 << 19);
+    }
+
+    #[test]
+    fn shmem_zc_decodes_addr_only_when_flagged() {
+        let zc = ShmemZcAddr {
+            index: 3,
+            offset: 4096,
+        };
+        let mut desc = IoDesc {
+            op_flags: IoDesc::pack_op_flags(IoOp::Write, IoFlags::SHMEM_ZC),
+            addr: zc.to_addr(),
+            ..IoDesc::default()
+        };
+        assert_eq!(desc.shmem_zc(), Some(zc));
+        desc.op_flags = IoDesc::pack_op_flags(IoOp::Write, IoFlags::empty());
+        assert_eq!(desc.shmem_zc(), None);
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! | [`io_desc`] | `ublksrv_io_desc`, `ublksrv_get_op`, `ublksrv_get_flags` |
 //! | [`op`] | `UBLK_IO_OP_*`, `UBLK_IO_F_*` |
 //! | [`auto_buf_reg`] | `ublk_auto_buf_reg`, `UBLK_AUTO_BUF_REG_*` |
+//! | [`batch`] | `ublk_batch_io`, `ublk_elem_header`, `UBLK_BATCH_F_*` |
+//! | [`shmem`] | `ublk_shmem_buf_reg`, `UBLK_SHMEM_BUF_*`, `UBLK_SHMEM_ZC_*`, `ublk_shmem_zc_*` |
 //! | [`offsets`] | `UBLKSRV_*_OFFSET`, `UBLK_*_BITS`, `UBLK_MAX_*`, mmap and `USER_COPY` offsets |
 //! | [`ioctl`] | `_IOC`, `_IOR`, `_IOW`, `_IOWR` |
 //!
@@ -48,6 +50,7 @@
 mod layout;
 
 pub mod auto_buf_reg;
+pub mod batch;
 pub mod ctrl_cmd;
 pub mod dev_info;
 pub mod features;
@@ -58,8 +61,10 @@ pub mod kernel_version;
 pub mod offsets;
 pub mod op;
 pub mod params;
+pub mod shmem;
 
 pub use auto_buf_reg::{AutoBufReg, AutoBufRegFlags};
+pub use batch::{BatchElem, BatchFlags, BatchIo, ElemHeader};
 pub use ctrl_cmd::{CtrlCmd, CtrlOp};
 pub use dev_info::{DevInfo, DevState};
 pub use features::Features;
@@ -71,3 +76,4 @@ pub use params::{
     BasicAttrs, ParamBasic, ParamDevt, ParamDiscard, ParamDmaAlign, ParamSegment, ParamTypes,
     ParamZoned, Params,
 };
+pub use shmem::{ShmemBufFlags, ShmemBufReg, ShmemZcAddr};
