@@ -22,7 +22,8 @@ pub struct CtrlCmd {
     /// Userspace address of the command's buffer.
     pub addr: u64,
     /// Inline argument: the server pid for `START_DEV`/`END_USER_RECOVERY`, the new size in
-    /// sectors for `UPDATE_SIZE`, a timeout in ms for `QUIESCE_DEV`.
+    /// sectors for `UPDATE_SIZE`, a timeout in ms for `QUIESCE_DEV`, the buffer index for
+    /// `UNREG_BUF`.
     pub data: [u64; 1],
     /// With `UBLK_F_UNPRIVILEGED_DEV` and `GET_DEV_INFO2`: length of the char device
     /// path (including the NUL) that prefixes the buffer at `addr`.
@@ -105,11 +106,22 @@ pub enum CtrlOp {
     UpdateSize = 0x15,
     /// `QUIESCE_DEV` (`_IOWR`, since Linux 6.16): `data[0]` = timeout in milliseconds.
     QuiesceDev = 0x16,
+    /// `TRY_STOP_DEV` (`_IOWR`, since Linux 7.0, with `UBLK_F_SAFE_STOP_DEV`): like
+    /// `STOP_DEV`, but fails with `-EBUSY` and leaves the device running while anyone has
+    /// the block device open.
+    TryStopDev = 0x17,
+    /// `REG_BUF` (`_IOWR`, since Linux 7.1, with `UBLK_F_SHMEM_ZC`): pin and register the
+    /// shared memory described by the [`ShmemBufReg`](crate::ShmemBufReg) at `addr`; the
+    /// result (`>= 0`) is the buffer's index.
+    RegBuf = 0x18,
+    /// `UNREG_BUF` (`_IOWR`, since Linux 7.1): unregister the shared-memory buffer whose
+    /// index is `data[0]`.
+    UnregBuf = 0x19,
 }
 
 impl CtrlOp {
     /// Every control opcode, in number order.
-    pub const ALL: [CtrlOp; 15] = [
+    pub const ALL: [CtrlOp; 18] = [
         CtrlOp::GetQueueAffinity,
         CtrlOp::GetDevInfo,
         CtrlOp::AddDev,
@@ -125,6 +137,9 @@ impl CtrlOp {
         CtrlOp::DelDevAsync,
         CtrlOp::UpdateSize,
         CtrlOp::QuiesceDev,
+        CtrlOp::TryStopDev,
+        CtrlOp::RegBuf,
+        CtrlOp::UnregBuf,
     ];
 
     /// The command number (`_IOC_NR`), which is what the driver dispatches on.
@@ -191,6 +206,9 @@ impl CtrlOp {
             CtrlOp::DelDevAsync => "DEL_DEV_ASYNC",
             CtrlOp::UpdateSize => "UPDATE_SIZE",
             CtrlOp::QuiesceDev => "QUIESCE_DEV",
+            CtrlOp::TryStopDev => "TRY_STOP_DEV",
+            CtrlOp::RegBuf => "REG_BUF",
+            CtrlOp::UnregBuf => "UNREG_BUF",
         }
     }
 
@@ -210,6 +228,8 @@ impl CtrlOp {
             CtrlOp::GetFeatures => KernelVersion::new(6, 5),
             CtrlOp::DelDevAsync => KernelVersion::new(6, 9),
             CtrlOp::UpdateSize | CtrlOp::QuiesceDev => KernelVersion::new(6, 16),
+            CtrlOp::TryStopDev => KernelVersion::new(7, 0),
+            CtrlOp::RegBuf | CtrlOp::UnregBuf => KernelVersion::new(7, 1),
         }
     }
 }
@@ -219,7 +239,7 @@ mod tests {
     use super::*;
     use crate::ioctl::{ioc_nr, ioc_size, ioc_type};
 
-    // Values as gcc computes them from the 6.12 header on x86_64 (asm-generic _IOC).
+    // Values as gcc computes them from the 6.12 and 7.3 headers on x86_64 (asm-generic _IOC).
     #[cfg(any(
         target_arch = "x86_64",
         target_arch = "aarch64",
@@ -236,6 +256,9 @@ mod tests {
         assert_eq!(CtrlOp::GetFeatures.ioctl(), 0x8020_7513);
         assert_eq!(CtrlOp::DelDevAsync.ioctl(), 0x8020_7514);
         assert_eq!(CtrlOp::QuiesceDev.ioctl(), 0xc020_7516);
+        assert_eq!(CtrlOp::TryStopDev.ioctl(), 0xc020_7517);
+        assert_eq!(CtrlOp::RegBuf.ioctl(), 0xc020_7518);
+        assert_eq!(CtrlOp::UnregBuf.ioctl(), 0xc020_7519);
     }
 
     #[test]
@@ -256,12 +279,21 @@ mod tests {
         assert_eq!(CtrlOp::GetDevInfo2.legacy(), Some(0x12));
         assert_eq!(CtrlOp::GetFeatures.legacy(), None);
         assert_eq!(CtrlOp::QuiesceDev.legacy(), None);
+        assert_eq!(CtrlOp::UnregBuf.legacy(), None);
     }
 
     #[test]
     fn all_is_complete_and_ordered() {
         assert!(CtrlOp::ALL.windows(2).all(|w| w[0].nr() < w[1].nr()));
-        assert_eq!(CtrlOp::ALL.len(), 15);
+        assert_eq!(CtrlOp::ALL.len(), 18);
+        assert_eq!(CtrlOp::ALL.last().map(|op| op.nr()), Some(0x19));
+    }
+
+    #[test]
+    fn releases_follow_the_numbers() {
+        // Numbers are handed out in merge order.
+        assert!(CtrlOp::ALL.windows(2).all(|w| w[0].since() <= w[1].since()));
+        assert_eq!(CtrlOp::RegBuf.since(), KernelVersion::new(7, 1));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::Features;
+use crate::io_desc::IO_DESC_SIZE;
 
 /// `struct ublksrv_ctrl_dev_info` (64 bytes): sent with `ADD_DEV`, read back with
 /// `GET_DEV_INFO`/`GET_DEV_INFO2`.
@@ -21,8 +22,12 @@ pub struct DevInfo {
     pub queue_depth: u16,
     /// `UBLK_S_DEV_*`; see [`DevInfo::state`].
     pub state: u16,
-    /// Zero.
-    pub pad0: u16,
+    /// With `UBLK_F_IO_DESC_SIZE` (since Linux 7.3; `pad0` before): the size of each entry
+    /// of the descriptor array, 24 to 256 bytes, a multiple of 8
+    /// ([`io_desc_size_is_valid`](crate::io_desc::io_desc_size_is_valid)). Without the
+    /// flag send 0: a 7.3 kernel writes back 24, older ones echo what they got. Read the
+    /// size in use with [`DevInfo::desc_stride`].
+    pub io_desc_size: u16,
     /// Largest request, in bytes: the size of each tag's buffer.
     pub max_io_buf_bytes: u32,
     /// Device number `N` of `/dev/ublkcN` and `/dev/ublkbN`.
@@ -49,7 +54,7 @@ assert_layout!(DevInfo, size 64, align 8, {
     nr_hw_queues: 0,
     queue_depth: 2,
     state: 4,
-    pad0: 6,
+    io_desc_size: 6,
     max_io_buf_bytes: 8,
     dev_id: 12,
     ublksrv_pid: 16,
@@ -71,6 +76,17 @@ impl DevInfo {
     /// Sets `flags`.
     pub const fn set_features(&mut self, features: Features) {
         self.flags = features.bits();
+    }
+
+    /// Bytes from one descriptor to the next in the mmap'd array (and what its length
+    /// counts in): `io_desc_size` if the kernel granted `UBLK_F_IO_DESC_SIZE`, else 24.
+    /// Only meaningful on the copy the kernel wrote back, whose flags were negotiated.
+    pub const fn desc_stride(&self) -> u16 {
+        if self.features().contains(Features::IO_DESC_SIZE) {
+            self.io_desc_size
+        } else {
+            IO_DESC_SIZE
+        }
     }
 
     /// `state` as a [`DevState`], or the unknown raw value.
@@ -142,6 +158,19 @@ mod tests {
         assert_eq!(info.state(), Ok(DevState::Live));
         info.state = 9;
         assert_eq!(info.state(), Err(9));
+    }
+
+    #[test]
+    fn desc_stride_needs_the_flag() {
+        let mut info = DevInfo {
+            io_desc_size: 64,
+            ..DevInfo::default()
+        };
+        // An old kernel echoes what was sent: without the flag it means nothing.
+        assert_eq!(info.desc_stride(), 24);
+        info.set_features(Features::IO_DESC_SIZE);
+        assert_eq!(info.desc_stride(), 64);
+        assert_eq!(info.as_bytes()[6..8], 64u16.to_ne_bytes());
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! I/O commands on `/dev/ublkcN`: the `ublksrv_io_cmd` payload, opcodes and results.
+//! The batch commands' payload is in [`batch`](crate::batch).
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::KernelVersion;
 use crate::ioctl::{UBLK_IOC_TYPE, iowr};
+use crate::{BatchIo, KernelVersion};
 
 /// `UBLK_IO_RES_OK`: a fetch completed with a request to serve.
 pub const UBLK_IO_RES_OK: i32 = 0;
@@ -61,6 +62,10 @@ impl IoCmd {
 }
 
 /// The I/O opcodes. [`IoCmdOp::ioctl`] gives the `UBLK_U_IO_*` value for `sqe->cmd_op`.
+///
+/// The per-tag commands carry an [`IoCmd`]; the batch commands (`UBLK_F_BATCH_IO`, which
+/// excludes `FETCH_REQ`, `COMMIT_AND_FETCH_REQ` and `NEED_GET_DATA`) carry a
+/// [`BatchIo`]. `REGISTER_IO_BUF`/`UNREGISTER_IO_BUF` serve both modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 #[non_exhaustive]
@@ -77,16 +82,29 @@ pub enum IoCmdOp {
     RegisterIoBuf = 0x23,
     /// `UNREGISTER_IO_BUF` (since Linux 6.15): drop that registration.
     UnregisterIoBuf = 0x24,
+    /// `PREP_IO_CMDS` (since Linux 7.0, batch): make the tags in the element buffer at
+    /// `sqe->addr` ready for requests. Returns 0 or `-errno`.
+    PrepIoCmds = 0x25,
+    /// `COMMIT_IO_CMDS` (since Linux 7.0, batch): complete the tags in the element buffer
+    /// with their results and make them ready again. Returns how many bytes of the buffer
+    /// it handled (the elements past them are not committed), or `-errno`.
+    CommitIoCmds = 0x26,
+    /// `FETCH_IO_CMDS` (since Linux 7.0, batch): multishot; each completion fills a buffer
+    /// of the provided-buffer group `sqe->buf_index` with new requests' `u16` tags.
+    FetchIoCmds = 0x27,
 }
 
 impl IoCmdOp {
     /// Every I/O opcode, in number order.
-    pub const ALL: [IoCmdOp; 5] = [
+    pub const ALL: [IoCmdOp; 8] = [
         IoCmdOp::FetchReq,
         IoCmdOp::CommitAndFetchReq,
         IoCmdOp::NeedGetData,
         IoCmdOp::RegisterIoBuf,
         IoCmdOp::UnregisterIoBuf,
+        IoCmdOp::PrepIoCmds,
+        IoCmdOp::CommitIoCmds,
+        IoCmdOp::FetchIoCmds,
     ];
 
     /// The command number (`_IOC_NR`).
@@ -94,9 +112,28 @@ impl IoCmdOp {
         self as u8
     }
 
-    /// The `UBLK_U_IO_*` opcode: `_IOWR('u', nr, struct ublksrv_io_cmd)`.
+    /// Whether this is a batch command, whose payload is a [`BatchIo`].
+    pub const fn is_batch(self) -> bool {
+        matches!(
+            self,
+            IoCmdOp::PrepIoCmds | IoCmdOp::CommitIoCmds | IoCmdOp::FetchIoCmds
+        )
+    }
+
+    /// Bytes of the command's payload in `sqe->cmd`, which the opcode encodes:
+    /// `struct ublk_batch_io` for batch commands, `struct ublksrv_io_cmd` for the rest
+    /// (both 16).
+    pub const fn payload_size(self) -> usize {
+        if self.is_batch() {
+            size_of::<BatchIo>()
+        } else {
+            size_of::<IoCmd>()
+        }
+    }
+
+    /// The `UBLK_U_IO_*` opcode: `_IOWR('u', nr, payload)`.
     pub const fn ioctl(self) -> u32 {
-        iowr(UBLK_IOC_TYPE, self.nr(), core::mem::size_of::<IoCmd>())
+        iowr(UBLK_IOC_TYPE, self.nr(), self.payload_size())
     }
 
     /// The legacy `UBLK_IO_*` number, for the three commands that have one.
@@ -105,7 +142,11 @@ impl IoCmdOp {
             IoCmdOp::FetchReq | IoCmdOp::CommitAndFetchReq | IoCmdOp::NeedGetData => {
                 Some(self as u32)
             }
-            IoCmdOp::RegisterIoBuf | IoCmdOp::UnregisterIoBuf => None,
+            IoCmdOp::RegisterIoBuf
+            | IoCmdOp::UnregisterIoBuf
+            | IoCmdOp::PrepIoCmds
+            | IoCmdOp::CommitIoCmds
+            | IoCmdOp::FetchIoCmds => None,
         }
     }
 
@@ -122,6 +163,9 @@ impl IoCmdOp {
             IoCmdOp::NeedGetData => "NEED_GET_DATA",
             IoCmdOp::RegisterIoBuf => "REGISTER_IO_BUF",
             IoCmdOp::UnregisterIoBuf => "UNREGISTER_IO_BUF",
+            IoCmdOp::PrepIoCmds => "PREP_IO_CMDS",
+            IoCmdOp::CommitIoCmds => "COMMIT_IO_CMDS",
+            IoCmdOp::FetchIoCmds => "FETCH_IO_CMDS",
         }
     }
 
@@ -132,6 +176,9 @@ impl IoCmdOp {
                 KernelVersion::new(6, 0)
             }
             IoCmdOp::RegisterIoBuf | IoCmdOp::UnregisterIoBuf => KernelVersion::new(6, 15),
+            IoCmdOp::PrepIoCmds | IoCmdOp::CommitIoCmds | IoCmdOp::FetchIoCmds => {
+                KernelVersion::new(7, 0)
+            }
         }
     }
 }
@@ -153,6 +200,9 @@ mod tests {
         assert_eq!(IoCmdOp::NeedGetData.ioctl(), 0xc010_7522);
         assert_eq!(IoCmdOp::RegisterIoBuf.ioctl(), 0xc010_7523);
         assert_eq!(IoCmdOp::UnregisterIoBuf.ioctl(), 0xc010_7524);
+        assert_eq!(IoCmdOp::PrepIoCmds.ioctl(), 0xc010_7525);
+        assert_eq!(IoCmdOp::CommitIoCmds.ioctl(), 0xc010_7526);
+        assert_eq!(IoCmdOp::FetchIoCmds.ioctl(), 0xc010_7527);
     }
 
     #[test]
@@ -166,6 +216,26 @@ mod tests {
         }
         assert_eq!(IoCmdOp::FetchReq.legacy(), Some(0x20));
         assert_eq!(IoCmdOp::RegisterIoBuf.legacy(), None);
+        assert_eq!(IoCmdOp::FetchIoCmds.legacy(), None);
+        assert!(IoCmdOp::ALL.windows(2).all(|w| w[0].nr() < w[1].nr()));
+        assert!(
+            IoCmdOp::ALL
+                .windows(2)
+                .all(|w| w[0].since() <= w[1].since())
+        );
+    }
+
+    #[test]
+    fn only_the_batch_commands_carry_a_batch_header() {
+        for op in IoCmdOp::ALL {
+            let batch = matches!(
+                op.name(),
+                "PREP_IO_CMDS" | "COMMIT_IO_CMDS" | "FETCH_IO_CMDS"
+            );
+            assert_eq!(op.is_batch(), batch, "{op:?}");
+        }
+        assert_eq!(IoCmdOp::FetchIoCmds.payload_size(), size_of::<BatchIo>());
+        assert_eq!(IoCmdOp::FetchReq.payload_size(), size_of::<IoCmd>());
     }
 
     #[test]

@@ -2,14 +2,34 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::{IoFlags, IoOp};
+use crate::{IoFlags, IoOp, ShmemZcAddr};
+
+/// `sizeof(struct ublksrv_io_desc)`: each descriptor's size, and the spacing of the
+/// descriptor array, unless the device has `UBLK_F_IO_DESC_SIZE`.
+pub const IO_DESC_SIZE: u16 = 24;
+
+/// The largest `io_desc_size` the kernel accepts with `UBLK_F_IO_DESC_SIZE`
+/// (`UBLK_MAX_IO_DESC_SIZE` in ublk_drv.c, not a header constant).
+pub const MAX_IO_DESC_SIZE: u16 = 256;
+
+/// Whether the kernel (7.3) accepts `size` as `io_desc_size` with `UBLK_F_IO_DESC_SIZE`:
+/// at least [`IO_DESC_SIZE`], a multiple of the descriptor's alignment (8), at most
+/// [`MAX_IO_DESC_SIZE`]. The 7.3 driver itself fills only the first 24 bytes of an entry.
+pub const fn io_desc_size_is_valid(size: u16) -> bool {
+    size >= IO_DESC_SIZE
+        && size.is_multiple_of(align_of::<IoDesc>() as u16)
+        && size <= MAX_IO_DESC_SIZE
+}
 
 /// log2 of the 512-byte sector that `start_sector` and `nr_sectors` count in
 /// (the block layer's `SECTOR_SHIFT`).
 pub const SECTOR_SHIFT: u32 = 9;
 
 /// `struct ublksrv_io_desc` (24 bytes), indexed by tag in the queue's descriptor array
-/// (see [`io_desc_mmap_offset`](crate::offsets::io_desc_mmap_offset)).
+/// (see [`io_desc_mmap_offset`](crate::offsets::io_desc_mmap_offset)). With
+/// `UBLK_F_IO_DESC_SIZE` the array's entries are
+/// [`DevInfo::desc_stride`](crate::DevInfo::desc_stride) bytes apart, each starting
+/// with this struct.
 ///
 /// The kernel writes a tag's descriptor before completing that tag's fetch; it is the
 /// server's to read only from then until it commits the tag.
@@ -27,6 +47,8 @@ pub struct IoDesc {
     /// The server's buffer for this tag, as given at fetch (unused with `USER_COPY`).
     pub addr: u64,
 }
+
+const _: () = assert!(size_of::<IoDesc>() == IO_DESC_SIZE as usize);
 
 assert_layout!(IoDesc, size 24, align 8, {
     op_flags: 0,
@@ -77,6 +99,16 @@ impl IoDesc {
     /// For zone operations and `REPORT_ZONES`: the first sector of the (first) zone.
     pub const fn zone_start_sector(&self) -> u64 {
         self.start_sector
+    }
+
+    /// With [`IoFlags::SHMEM_ZC`]: where the data lies in the registered shared memory
+    /// (`addr` decoded); `None` for a request whose data is not there.
+    pub const fn shmem_zc(&self) -> Option<ShmemZcAddr> {
+        if self.flags().contains(IoFlags::SHMEM_ZC) {
+            Some(ShmemZcAddr::from_addr(self.addr))
+        } else {
+            None
+        }
     }
 }
 
@@ -130,6 +162,33 @@ mod tests {
         assert_eq!(desc.op(), Ok(IoOp::ReportZones));
         assert_eq!(desc.nr_zones(), 16);
         assert_eq!(desc.zone_start_sector(), 1 << 19);
+    }
+
+    #[test]
+    fn shmem_zc_decodes_addr_only_when_flagged() {
+        let zc = ShmemZcAddr {
+            index: 3,
+            offset: 4096,
+        };
+        let mut desc = IoDesc {
+            op_flags: IoDesc::pack_op_flags(IoOp::Write, IoFlags::SHMEM_ZC),
+            addr: zc.to_addr(),
+            ..IoDesc::default()
+        };
+        assert_eq!(desc.shmem_zc(), Some(zc));
+        desc.op_flags = IoDesc::pack_op_flags(IoOp::Write, IoFlags::empty());
+        assert_eq!(desc.shmem_zc(), None);
+    }
+
+    #[test]
+    fn descriptor_sizes_follow_the_kernel_rule() {
+        assert!(io_desc_size_is_valid(24));
+        assert!(io_desc_size_is_valid(32));
+        assert!(io_desc_size_is_valid(256));
+        assert!(!io_desc_size_is_valid(0));
+        assert!(!io_desc_size_is_valid(16));
+        assert!(!io_desc_size_is_valid(28));
+        assert!(!io_desc_size_is_valid(264));
     }
 
     #[test]

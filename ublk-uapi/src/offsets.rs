@@ -4,9 +4,10 @@
 //!
 //! A `USER_COPY` offset is `UBLKSRV_IO_BUF_OFFSET + (q_id << UBLK_QID_OFF) +
 //! (tag << UBLK_TAG_OFF) + byte offset`, with 25 bits for the byte offset (32 MiB per
-//! request), 16 for the tag and 12 for the queue.
+//! request), 16 for the tag and 12 for the queue; bit 62 set addresses the request's
+//! integrity buffer instead of its data (`UBLK_F_INTEGRITY`, since Linux 7.0).
 
-use crate::IoDesc;
+use crate::io_desc::IO_DESC_SIZE;
 
 /// `UBLKSRV_CMD_BUF_OFFSET`: mmap offset of queue 0's descriptor array.
 pub const UBLKSRV_CMD_BUF_OFFSET: u64 = 0;
@@ -45,22 +46,44 @@ pub const UBLKSRV_IO_BUF_TOTAL_BITS: u32 = UBLK_QID_OFF + UBLK_QID_BITS;
 /// `UBLKSRV_IO_BUF_TOTAL_SIZE`: span of the `USER_COPY` offsets.
 pub const UBLKSRV_IO_BUF_TOTAL_SIZE: u64 = 1 << UBLKSRV_IO_BUF_TOTAL_BITS;
 
-const IO_DESC_SIZE: usize = core::mem::size_of::<IoDesc>();
+/// `UBLK_INTEGRITY_FLAG_OFF` (since Linux 7.0): bit position of
+/// [`UBLKSRV_IO_INTEGRITY_FLAG`].
+pub const UBLK_INTEGRITY_FLAG_OFF: u32 = 62;
+/// `UBLKSRV_IO_INTEGRITY_FLAG` (since Linux 7.0): added to a `USER_COPY` offset, reads
+/// and writes the request's integrity buffer instead of its data.
+pub const UBLKSRV_IO_INTEGRITY_FLAG: u64 = 1 << UBLK_INTEGRITY_FLAG_OFF;
 
-/// mmap offset of queue `q_id`'s descriptor array.
+// ublk_drv's BUILD_BUG_ON: no data offset reaches the integrity flag.
+const _: () =
+    assert!(UBLKSRV_IO_BUF_OFFSET + UBLKSRV_IO_BUF_TOTAL_SIZE < UBLKSRV_IO_INTEGRITY_FLAG);
+
+/// mmap offset of queue `q_id`'s descriptor array, for 24-byte descriptors (no
+/// `UBLK_F_IO_DESC_SIZE`); see [`io_desc_mmap_offset_for`].
+pub const fn io_desc_mmap_offset(q_id: u16, page_size: usize) -> u64 {
+    io_desc_mmap_offset_for(q_id, IO_DESC_SIZE, page_size)
+}
+
+/// mmap length of a queue's descriptor array, for 24-byte descriptors (no
+/// `UBLK_F_IO_DESC_SIZE`); see [`io_desc_mmap_len_for`].
+pub const fn io_desc_mmap_len(depth: u16, page_size: usize) -> usize {
+    io_desc_mmap_len_for(depth, IO_DESC_SIZE, page_size)
+}
+
+/// mmap offset of queue `q_id`'s descriptor array when descriptors are `desc_stride`
+/// bytes apart ([`DevInfo::desc_stride`](crate::DevInfo::desc_stride)).
 ///
 /// The kernel spaces queues by the largest possible array,
-/// `round_up(UBLK_MAX_QUEUE_DEPTH * 24, PAGE_SIZE)`, whatever the device's real depth;
-/// `page_size` must be the kernel's page size.
-pub const fn io_desc_mmap_offset(q_id: u16, page_size: usize) -> u64 {
-    let stride = (UBLK_MAX_QUEUE_DEPTH as usize * IO_DESC_SIZE).next_multiple_of(page_size);
+/// `round_up(UBLK_MAX_QUEUE_DEPTH * desc_stride, PAGE_SIZE)`, whatever the device's real
+/// depth; `page_size` must be the kernel's page size.
+pub const fn io_desc_mmap_offset_for(q_id: u16, desc_stride: u16, page_size: usize) -> u64 {
+    let stride = io_desc_mmap_len_for(UBLK_MAX_QUEUE_DEPTH, desc_stride, page_size);
     UBLKSRV_CMD_BUF_OFFSET + q_id as u64 * stride as u64
 }
 
-/// mmap length of a queue's descriptor array: `round_up(depth * 24, PAGE_SIZE)`.
+/// mmap length of a queue's descriptor array: `round_up(depth * desc_stride, PAGE_SIZE)`.
 /// The kernel refuses any other length, and any mapping asking for `PROT_WRITE`.
-pub const fn io_desc_mmap_len(depth: u16, page_size: usize) -> usize {
-    (depth as usize * IO_DESC_SIZE).next_multiple_of(page_size)
+pub const fn io_desc_mmap_len_for(depth: u16, desc_stride: u16, page_size: usize) -> usize {
+    (depth as usize * desc_stride as usize).next_multiple_of(page_size)
 }
 
 /// `pread`/`pwrite` offset on `/dev/ublkcN` for byte `byte_off` of the request at
@@ -76,6 +99,13 @@ pub const fn user_copy_offset(q_id: u16, tag: u16, byte_off: u32) -> u64 {
         + ((q_id as u64) << UBLK_QID_OFF)
         + ((tag as u64) << UBLK_TAG_OFF)
         + ((byte_off as u64) << UBLK_IO_BUF_OFF)
+}
+
+/// `pread`/`pwrite` offset on `/dev/ublkcN` for byte `byte_off` of the integrity buffer
+/// of the request at `(q_id, tag)`, with `UBLK_F_INTEGRITY` (since Linux 7.0): the
+/// [`user_copy_offset`] with [`UBLKSRV_IO_INTEGRITY_FLAG`] added. Same limits.
+pub const fn user_copy_integrity_offset(q_id: u16, tag: u16, byte_off: u32) -> u64 {
+    user_copy_offset(q_id, tag, byte_off) | UBLKSRV_IO_INTEGRITY_FLAG
 }
 
 #[cfg(test)]
@@ -101,6 +131,26 @@ mod tests {
         assert_eq!(io_desc_mmap_len(256, 4096), 8192); // 6144 bytes
         assert_eq!(io_desc_mmap_len(4096, 4096), 98_304);
         assert_eq!(io_desc_mmap_len(128, 65_536), 65_536);
+    }
+
+    #[test]
+    fn larger_descriptors_space_the_arrays_out() {
+        // 4096 * 64 = 256 KiB per queue; 128 tags * 64 = 8 KiB.
+        assert_eq!(io_desc_mmap_offset_for(1, 64, 4096), 262_144);
+        assert_eq!(io_desc_mmap_len_for(128, 64, 4096), 8192);
+        assert_eq!(io_desc_mmap_len_for(1, 256, 4096), 4096);
+        assert_eq!(
+            io_desc_mmap_offset_for(2, 24, 4096),
+            io_desc_mmap_offset(2, 4096)
+        );
+    }
+
+    #[test]
+    fn integrity_offsets_set_bit_62_above_every_data_offset() {
+        let data = user_copy_offset(4095, 65_535, (1 << 25) - 1);
+        assert!(data < UBLKSRV_IO_INTEGRITY_FLAG);
+        let integrity = user_copy_integrity_offset(1, 2, 8);
+        assert_eq!(integrity, user_copy_offset(1, 2, 8) + (1 << 62));
     }
 
     #[test]

@@ -24,6 +24,14 @@ bitflags::bitflags! {
         /// `UBLK_AUTO_BUF_REG_FALLBACK`, automatic registration failed and the server must
         /// register the buffer itself.
         const NEED_REG_BUF = 1 << 17;
+        /// `UBLK_IO_F_INTEGRITY` (since Linux 7.0): the request has an integrity
+        /// (metadata) buffer too, read and written at
+        /// [`user_copy_integrity_offset`](crate::offsets::user_copy_integrity_offset).
+        const INTEGRITY = 1 << 18;
+        /// `UBLK_IO_F_SHMEM_ZC` (since Linux 7.1): the data is in a registered shared-memory
+        /// buffer, and the descriptor's `addr` is a [`ShmemZcAddr`](crate::ShmemZcAddr)
+        /// (see [`IoDesc::shmem_zc`](crate::IoDesc::shmem_zc)), not a server address.
+        const SHMEM_ZC = 1 << 19;
     }
 }
 

@@ -25,6 +25,9 @@ bitflags::bitflags! {
         const DMA_ALIGN = 1 << 4;
         /// `UBLK_PARAM_TYPE_SEGMENT` (since Linux 6.15): [`ParamSegment`].
         const SEGMENT = 1 << 5;
+        /// `UBLK_PARAM_TYPE_INTEGRITY` (since Linux 7.0): [`ParamIntegrity`]; requires
+        /// `UBLK_F_INTEGRITY`.
+        const INTEGRITY = 1 << 6;
     }
 }
 
@@ -36,6 +39,7 @@ impl ParamTypes {
             Self::DEVT => KernelVersion::new(6, 2),
             Self::ZONED => KernelVersion::new(6, 6),
             Self::DMA_ALIGN | Self::SEGMENT => KernelVersion::new(6, 15),
+            Self::INTEGRITY => KernelVersion::new(7, 0),
             _ => return None,
         };
         Some(v)
@@ -226,7 +230,123 @@ assert_layout!(ParamSegment, size 16, align 8, {
     pad: 14,
 });
 
-/// `struct ublk_params` as of Linux 6.16 (136 bytes).
+bitflags::bitflags! {
+    /// `LBMD_PI_CAP_*` (from `<linux/fs.h>`): [`ParamIntegrity::flags`]. The kernel refuses
+    /// any other bit.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct IntegrityCaps: u32 {
+        /// `LBMD_PI_CAP_INTEGRITY`: the device generates and checks protection information
+        /// itself (the block layer's `BLK_INTEGRITY_DEVICE_CAPABLE`).
+        const INTEGRITY = 1 << 0;
+        /// `LBMD_PI_CAP_REFTAG`: the PI carries a reference tag; not with
+        /// [`IntegrityCsum::None`].
+        const REFTAG = 1 << 1;
+    }
+}
+
+/// `LBMD_PI_CSUM_*` (from `<linux/fs.h>`): [`ParamIntegrity::csum_type`], the kind of
+/// protection information in each interval's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum IntegrityCsum {
+    /// `LBMD_PI_CSUM_NONE`: metadata without protection information.
+    None = 0,
+    /// `LBMD_PI_CSUM_IP`: IP checksum, 8-byte PI tuple.
+    Ip = 1,
+    /// `LBMD_PI_CSUM_CRC16_T10DIF`: T10 DIF CRC16, 8-byte PI tuple.
+    Crc16T10Dif = 2,
+    /// `LBMD_PI_CSUM_CRC64_NVME`: NVMe CRC64, 16-byte PI tuple.
+    Crc64Nvme = 4,
+}
+
+impl IntegrityCsum {
+    /// Bytes of the PI tuple within each interval's metadata
+    /// (`ublk_integrity_pi_tuple_size`): `pi_offset` plus this must fit `metadata_size`.
+    pub const fn pi_tuple_size(self) -> u8 {
+        match self {
+            IntegrityCsum::None => 0,
+            IntegrityCsum::Ip | IntegrityCsum::Crc16T10Dif => 8,
+            IntegrityCsum::Crc64Nvme => 16,
+        }
+    }
+}
+
+impl TryFrom<u8> for IntegrityCsum {
+    /// The unknown `LBMD_PI_CSUM_*` value.
+    type Error = u8;
+
+    fn try_from(csum: u8) -> Result<Self, u8> {
+        Ok(match csum {
+            0 => IntegrityCsum::None,
+            1 => IntegrityCsum::Ip,
+            2 => IntegrityCsum::Crc16T10Dif,
+            4 => IntegrityCsum::Crc64Nvme,
+            other => return Err(other),
+        })
+    }
+}
+
+impl From<IntegrityCsum> for u8 {
+    fn from(csum: IntegrityCsum) -> u8 {
+        csum as u8
+    }
+}
+
+/// `struct ublk_param_integrity` (16 bytes, since Linux 7.0): the device's integrity
+/// (metadata) format; needs `UBLK_F_INTEGRITY`.
+///
+/// `SET_PARAMS` refuses (`-EINVAL`) caps other than [`IntegrityCaps`], an unknown
+/// `csum_type`, `metadata_size` 0, `REFTAG` without a checksum, a PI tuple
+/// ([`IntegrityCsum::pi_tuple_size`]) past `metadata_size` from `pi_offset`, and an
+/// `interval_exp` outside 9..=`logical_bs_shift`.
+#[repr(C)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct ParamIntegrity {
+    /// [`IntegrityCaps`] bits; see [`ParamIntegrity::caps`].
+    pub flags: u32,
+    /// Most integrity segments in one request (0: no limit).
+    pub max_integrity_segments: u16,
+    /// log2 of the bytes each metadata tuple protects.
+    pub interval_exp: u8,
+    /// Metadata bytes per interval; must be non-zero.
+    pub metadata_size: u8,
+    /// Where the PI tuple starts within each interval's metadata.
+    pub pi_offset: u8,
+    /// [`IntegrityCsum`] value; see [`ParamIntegrity::csum`].
+    pub csum_type: u8,
+    /// Bytes of the application tag.
+    pub tag_size: u8,
+    /// Zero.
+    pub pad: [u8; 5],
+}
+
+assert_layout!(ParamIntegrity, size 16, align 4, {
+    flags: 0,
+    max_integrity_segments: 4,
+    interval_exp: 6,
+    metadata_size: 7,
+    pi_offset: 8,
+    csum_type: 9,
+    tag_size: 10,
+    pad: 11,
+});
+
+impl ParamIntegrity {
+    /// `flags` typed, unknown bits kept.
+    pub const fn caps(&self) -> IntegrityCaps {
+        IntegrityCaps::from_bits_retain(self.flags)
+    }
+
+    /// `csum_type` typed, or the unknown raw value.
+    pub fn csum(&self) -> Result<IntegrityCsum, u8> {
+        IntegrityCsum::try_from(self.csum_type)
+    }
+}
+
+/// `struct ublk_params` as of Linux 7.3 (152 bytes).
 ///
 /// # `len`: how much you know
 ///
@@ -262,9 +382,11 @@ pub struct Params {
     pub pad_dma_seg: [u8; 4],
     /// [`ParamTypes::SEGMENT`].
     pub seg: ParamSegment,
+    /// [`ParamTypes::INTEGRITY`] (since Linux 7.0).
+    pub integrity: ParamIntegrity,
 }
 
-assert_layout!(Params, size 136, align 8, {
+assert_layout!(Params, size 152, align 8, {
     len: 0,
     types: 4,
     basic: 8,
@@ -274,10 +396,11 @@ assert_layout!(Params, size 136, align 8, {
     dma: 108,
     pad_dma_seg: 116,
     seg: 120,
+    integrity: 136,
 });
 
 impl Params {
-    /// `sizeof(struct ublk_params)` as of Linux 6.16.
+    /// `sizeof(struct ublk_params)` as of Linux 7.3.
     pub const SIZE: u32 = core::mem::size_of::<Params>() as u32;
 
     /// All zero, with `len` = [`Params::SIZE`] and no types.
@@ -327,6 +450,16 @@ impl Params {
                 max_segments: 0,
                 pad: [0; 2],
             },
+            integrity: ParamIntegrity {
+                flags: 0,
+                max_integrity_segments: 0,
+                interval_exp: 0,
+                metadata_size: 0,
+                pi_offset: 0,
+                csum_type: 0,
+                tag_size: 0,
+                pad: [0; 5],
+            },
         }
     }
 
@@ -334,7 +467,9 @@ impl Params {
     /// bits are ignored). `len_for(BASIC)` is 40, `len_for(all())` is [`Params::SIZE`].
     pub const fn len_for(types: ParamTypes) -> u32 {
         use core::mem::{offset_of, size_of};
-        let end = if types.contains(ParamTypes::SEGMENT) {
+        let end = if types.contains(ParamTypes::INTEGRITY) {
+            offset_of!(Params, integrity) + size_of::<ParamIntegrity>()
+        } else if types.contains(ParamTypes::SEGMENT) {
             offset_of!(Params, seg) + size_of::<ParamSegment>()
         } else if types.contains(ParamTypes::DMA_ALIGN) {
             offset_of!(Params, dma) + size_of::<ParamDmaAlign>()
@@ -391,6 +526,13 @@ impl Params {
         self.types |= ParamTypes::SEGMENT.bits();
         self
     }
+
+    /// Sets the integrity format and marks it present (since Linux 7.0).
+    pub const fn with_integrity(mut self, integrity: ParamIntegrity) -> Self {
+        self.integrity = integrity;
+        self.types |= ParamTypes::INTEGRITY.bits();
+        self
+    }
 }
 
 #[cfg(test)]
@@ -400,7 +542,7 @@ mod tests {
     #[test]
     fn new_knows_the_whole_struct() {
         let p = Params::new();
-        assert_eq!(p.len, 136);
+        assert_eq!(p.len, 152);
         assert_eq!(p.types(), ParamTypes::empty());
         assert_eq!(Params { len: 0, ..p }, Params::default());
     }
@@ -413,6 +555,7 @@ mod tests {
         assert_eq!(Params::len_for(ParamTypes::DEVT), 76);
         assert_eq!(Params::len_for(ParamTypes::ZONED | ParamTypes::BASIC), 108);
         assert_eq!(Params::len_for(ParamTypes::DMA_ALIGN), 116);
+        assert_eq!(Params::len_for(ParamTypes::SEGMENT), 136);
         assert_eq!(Params::len_for(ParamTypes::all()), Params::SIZE);
     }
 
@@ -441,11 +584,44 @@ mod tests {
             ParamTypes::BASIC | ParamTypes::DISCARD | ParamTypes::SEGMENT
         );
         let bytes = p.as_bytes();
-        assert_eq!(bytes.len(), 136);
+        assert_eq!(bytes.len(), 152);
         assert_eq!(bytes[4..8], 0b10_0011u32.to_ne_bytes());
         assert_eq!(bytes[8 + 4], 9);
         assert_eq!(bytes[8 + 16..8 + 24], (1u64 << 21).to_ne_bytes());
         assert_eq!(bytes[120 + 8..120 + 12], 4096u32.to_ne_bytes());
+    }
+
+    #[test]
+    fn integrity_is_the_last_part() {
+        let p = Params::new().with_integrity(ParamIntegrity {
+            flags: (IntegrityCaps::INTEGRITY | IntegrityCaps::REFTAG).bits(),
+            interval_exp: 12,
+            metadata_size: 64,
+            pi_offset: 56,
+            csum_type: IntegrityCsum::Crc64Nvme.into(),
+            ..ParamIntegrity::default()
+        });
+        assert_eq!(p.types(), ParamTypes::INTEGRITY);
+        assert_eq!(Params::len_for(p.types()), Params::SIZE);
+        let bytes = p.as_bytes();
+        assert_eq!(bytes[136..140], 3u32.to_ne_bytes());
+        assert_eq!((bytes[136 + 7], bytes[136 + 9]), (64, 4));
+        assert_eq!(p.integrity.csum(), Ok(IntegrityCsum::Crc64Nvme));
+        assert_eq!(p.integrity.caps(), IntegrityCaps::all());
+    }
+
+    #[test]
+    fn integrity_checksums_round_trip_and_size_their_tuple() {
+        for raw in 0..=u8::MAX {
+            match IntegrityCsum::try_from(raw) {
+                Ok(csum) => assert_eq!(u8::from(csum), raw),
+                Err(e) => assert_eq!(e, raw),
+            }
+        }
+        assert_eq!(IntegrityCsum::try_from(3), Err(3));
+        assert_eq!(IntegrityCsum::None.pi_tuple_size(), 0);
+        assert_eq!(IntegrityCsum::Crc16T10Dif.pi_tuple_size(), 8);
+        assert_eq!(IntegrityCsum::Crc64Nvme.pi_tuple_size(), 16);
     }
 
     #[test]

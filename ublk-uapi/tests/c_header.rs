@@ -1,14 +1,18 @@
 //! Compares our layouts and constants with the C header gcc sees.
 //!
 //! Builds a C program from the tables below that prints `KEY VALUE` (or `KEY ABSENT`)
-//! for every `sizeof`, `offsetof`, field size and `#define`, runs it, and checks each
-//! value against ours. Items an older header lacks are guarded with `#if` and reported
-//! as absent; items every supported header has (Linux 6.1's, Debian 12's
-//! linux-libc-dev) are required. A second pass lists every `UBLK*` macro the header
-//! defines (`gcc -dM -E`) and fails on any our tables do not cover.
+//! for every `sizeof`, `offsetof`, field size, inline helper and `#define`, runs it, and
+//! checks each value against ours. Items an older header lacks are guarded with `#if`
+//! and reported as absent; items every supported header has (Linux 6.1's, Debian 12's
+//! linux-libc-dev) are required. A second pass lists every `UBLK*` macro and `ublk*`
+//! inline function the header defines (`gcc -dM -E`, `gcc -E`) and fails on any our
+//! tables do not cover.
 //!
-//! Set `UBLK_CMD_H_DIR` to a directory holding `linux/ublk_cmd.h` to check against
-//! another header, e.g. a kernel tree's `include/uapi`.
+//! Set `UBLK_CMD_H_DIR` to a directory holding `linux/ublk_cmd.h` (and the `linux/`
+//! headers it includes) to check against another header, e.g. an unpacked
+//! linux-libc-dev's `usr/include`. Set `UBLK_CMD_H_REQUIRE_ALL=1` when that header is at
+//! least as new as this crate (Linux 7.3): then every item must be present, and every
+//! macro covered, instead of absent ones being reported.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -22,11 +26,31 @@ use ublk_uapi::features::UBLK_FEATURES_LEN;
 use ublk_uapi::io_cmd::{UBLK_IO_RES_ABORT, UBLK_IO_RES_NEED_GET_DATA, UBLK_IO_RES_OK};
 use ublk_uapi::offsets::*;
 use ublk_uapi::params::UBLK_MIN_SEGMENT_SIZE;
+use ublk_uapi::shmem::{UBLK_SHMEM_ZC_IDX_MASK, UBLK_SHMEM_ZC_IDX_OFF, UBLK_SHMEM_ZC_OFF_MASK};
 use ublk_uapi::*;
 
 /// Below this many compared values something is wrong with the harness, not the header:
 /// Linux 6.1's header alone yields well over this.
 const MIN_COMPARED: usize = 130;
+
+/// The newest header this crate claims to cover: what `UBLK_CMD_H_REQUIRE_ALL` demands.
+const CRATE_HEADER: &str = "Linux 7.3";
+
+/// Which headers have an item, and so whether its absence fails.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Presence {
+    /// Every supported header (Linux 6.1 and later): absence always fails.
+    Always,
+    /// Headers since some release after 6.1: absence fails only with
+    /// `UBLK_CMD_H_REQUIRE_ALL=1`.
+    Newer,
+    /// Only headers older than this crate's, in a form since replaced (e.g. `pad0` before
+    /// it became `io_desc_size`): never required.
+    Older,
+    /// From another header (`<linux/fs.h>`'s `LBMD_PI_*`), which `UBLK_CMD_H_DIR` may
+    /// not replace: never required.
+    OtherHeader,
+}
 
 /// One value to compare.
 struct Probe {
@@ -34,10 +58,10 @@ struct Probe {
     key: String,
     /// C expression computing the value.
     c_expr: String,
-    /// Preprocessor condition under which the header has it; `None`: always (required).
+    /// Preprocessor condition under which the header has it; `None`: always.
     guard: Option<String>,
-    /// Whether a header lacking it fails the test (headers since Linux 6.1 have it).
-    required: bool,
+    /// Whether a header lacking it fails the test.
+    presence: Presence,
     /// Our value.
     ours: i128,
 }
@@ -50,29 +74,46 @@ struct Table {
 }
 
 impl Table {
+    /// A probe every header has if `guard` is `None`, a newer header's otherwise.
     fn push(&mut self, key: String, c_expr: String, guard: Option<String>, ours: i128) {
-        let required = guard.is_none();
+        let presence = if guard.is_none() {
+            Presence::Always
+        } else {
+            Presence::Newer
+        };
+        self.push_as(presence, key, c_expr, guard, ours);
+    }
+
+    fn push_as(
+        &mut self,
+        presence: Presence,
+        key: String,
+        c_expr: String,
+        guard: Option<String>,
+        ours: i128,
+    ) {
         self.probes.push(Probe {
             key,
             c_expr,
             guard,
-            required,
+            presence,
             ours,
         });
     }
 
-    fn constant(&mut self, name: &str, ours: i128, required: bool) {
+    fn constant(&mut self, name: &str, ours: i128, presence: Presence) {
         self.macros.insert(name.to_owned());
-        self.probes.push(Probe {
-            key: name.to_owned(),
-            c_expr: name.to_owned(),
-            guard: Some(format!("defined({name})")),
-            required,
+        self.push_as(
+            presence,
+            name.to_owned(),
+            name.to_owned(),
+            Some(format!("defined({name})")),
             ours,
-        });
+        );
     }
 
-    /// A macro the header defines that is not a value (include guard, function-like).
+    /// A name the header defines that is not a value (include guard, function-like
+    /// macro, inline function probed by a `fn:` key).
     fn covers(&mut self, name: &str) {
         self.macros.insert(name.to_owned());
     }
@@ -121,11 +162,20 @@ macro_rules! strukt {
 }
 
 /// `#define NAME` values: `req` ones are in every header since Linux 6.1, `opt` ones may
-/// be missing from an older header.
+/// be missing from an older header, `fs` ones come from `<linux/fs.h>`.
 macro_rules! consts {
     ($table:expr, { $($kind:ident $name:ident = $val:expr),* $(,)? }) => {{
-        $( $table.constant(stringify!($name), ($val) as i128, stringify!($kind) == "req"); )*
+        $( $table.constant(stringify!($name), ($val) as i128, presence(stringify!($kind))); )*
     }};
+}
+
+fn presence(kind: &str) -> Presence {
+    match kind {
+        "req" => Presence::Always,
+        "opt" => Presence::Newer,
+        "fs" => Presence::OtherHeader,
+        other => panic!("consts! kind {other:?}: use req, opt or fs"),
+    }
 }
 
 fn legacy(nr: Option<u32>) -> i128 {
@@ -146,12 +196,30 @@ fn table() -> Table {
         reserved if "defined(UBLK_F_UNPRIVILEGED_DEV)",
     });
     strukt!(t, DevInfo => "ublksrv_ctrl_dev_info", {
-        nr_hw_queues, queue_depth, state, pad0, max_io_buf_bytes, dev_id, ublksrv_pid, pad1,
+        nr_hw_queues, queue_depth, state,
+        io_desc_size if "defined(UBLK_F_IO_DESC_SIZE)",
+        max_io_buf_bytes, dev_id, ublksrv_pid, pad1,
         flags, ublksrv_flags,
         owner_uid if "defined(UBLK_F_UNPRIVILEGED_DEV)",
         owner_gid if "defined(UBLK_F_UNPRIVILEGED_DEV)",
         reserved1, reserved2,
     });
+    // Before Linux 7.3, io_desc_size was `__u16 pad0`.
+    let pad0 = Some("!defined(UBLK_F_IO_DESC_SIZE)".to_owned());
+    t.push_as(
+        Presence::Older,
+        "offsetof:ublksrv_ctrl_dev_info.pad0".into(),
+        "offsetof(struct ublksrv_ctrl_dev_info, pad0)".into(),
+        pad0.clone(),
+        offset_of!(DevInfo, io_desc_size) as i128,
+    );
+    t.push_as(
+        Presence::Older,
+        "fieldsize:ublksrv_ctrl_dev_info.pad0".into(),
+        "sizeof(((struct ublksrv_ctrl_dev_info *)0)->pad0)".into(),
+        pad0,
+        field_size(|s: &DevInfo| &s.io_desc_size) as i128,
+    );
     strukt!(t, IoDesc => "ublksrv_io_desc", { op_flags, nr_sectors, start_sector, addr });
     t.push(
         "offsetof:ublksrv_io_desc.nr_zones".into(),
@@ -168,6 +236,15 @@ fn table() -> Table {
     );
     strukt!(t, AutoBufReg => "ublk_auto_buf_reg" if "defined(UBLK_AUTO_BUF_REG_FALLBACK)", {
         index, flags, reserved0, reserved1,
+    });
+    strukt!(t, ElemHeader => "ublk_elem_header" if "defined(UBLK_BATCH_F_HAS_ZONE_LBA)", {
+        tag, buf_index, result,
+    });
+    strukt!(t, BatchIo => "ublk_batch_io" if "defined(UBLK_BATCH_F_HAS_ZONE_LBA)", {
+        q_id, flags, nr_elem, elem_bytes, reserved, reserved2,
+    });
+    strukt!(t, ShmemBufReg => "ublk_shmem_buf_reg" if "defined(UBLK_SHMEM_BUF_READ_ONLY)", {
+        addr, len, flags, reserved,
     });
     strukt!(t, ParamBasic => "ublk_param_basic", {
         attrs, logical_bs_shift, physical_bs_shift, io_opt_shift, io_min_shift, max_sectors,
@@ -189,16 +266,29 @@ fn table() -> Table {
     strukt!(t, ParamSegment => "ublk_param_segment" if "defined(UBLK_PARAM_TYPE_SEGMENT)", {
         seg_boundary_mask, max_segment_size, max_segments, pad,
     });
-    // sizeof(struct ublk_params) grows with every new part: compare it only for the
-    // 6.15/6.16 shape (SEGMENT is last, INTEGRITY came after 6.16).
-    strukt!(t, Params => "ublk_params"
-        size_if "defined(UBLK_PARAM_TYPE_SEGMENT) && !defined(UBLK_PARAM_TYPE_INTEGRITY)", {
+    strukt!(t, ParamIntegrity => "ublk_param_integrity"
+        if "defined(UBLK_PARAM_TYPE_INTEGRITY)", {
+        flags, max_integrity_segments, interval_exp, metadata_size, pi_offset, csum_type,
+        tag_size, pad,
+    });
+    // sizeof(struct ublk_params) grows with every new part: compare ours with the 7.0+
+    // shape (INTEGRITY last), and the 6.15-6.19 shape (SEGMENT last) with where our
+    // INTEGRITY part starts.
+    strukt!(t, Params => "ublk_params" size_if "defined(UBLK_PARAM_TYPE_INTEGRITY)", {
         len, types, basic, discard,
         devt if "defined(UBLK_PARAM_TYPE_DEVT)",
         zoned if "defined(UBLK_PARAM_TYPE_ZONED)",
         dma if "defined(UBLK_PARAM_TYPE_DMA_ALIGN)",
         seg if "defined(UBLK_PARAM_TYPE_SEGMENT)",
+        integrity if "defined(UBLK_PARAM_TYPE_INTEGRITY)",
     });
+    t.push_as(
+        Presence::Older,
+        "sizeof:ublk_params(6.15-6.19)".into(),
+        "sizeof(struct ublk_params)".into(),
+        Some("defined(UBLK_PARAM_TYPE_SEGMENT) && !defined(UBLK_PARAM_TYPE_INTEGRITY)".into()),
+        offset_of!(Params, integrity) as i128,
+    );
 
     // The header's inline helpers, applied to sample values.
     let desc = IoDesc {
@@ -221,6 +311,8 @@ fn table() -> Table {
     );
     t.covers("ublksrv_get_op");
     t.covers("ublksrv_get_flags");
+    t.covers("ublk_auto_buf_reg_to_sqe_addr");
+    t.covers("ublk_sqe_addr_to_auto_buf_reg");
     let reg = AutoBufReg {
         index: 0xbeef,
         flags: 0x01,
@@ -243,6 +335,34 @@ fn table() -> Table {
             .reserved1
             .into(),
     );
+    let zc = ShmemZcAddr {
+        index: 0xbeef,
+        offset: 0x1234_5678,
+    };
+    let shmem = Some("defined(UBLK_SHMEM_ZC_IDX_OFF)".to_owned());
+    t.push(
+        "fn:ublk_shmem_zc_addr".into(),
+        "ublk_shmem_zc_addr(0xbeef, 0x12345678)".into(),
+        shmem.clone(),
+        zc.to_addr().into(),
+    );
+    // Reserved bits 48-63 set: the helpers must ignore them.
+    let packed = 0xa5a5_beef_1234_5678;
+    t.push(
+        "fn:ublk_shmem_zc_index".into(),
+        "ublk_shmem_zc_index(0xa5a5beef12345678ULL)".into(),
+        shmem.clone(),
+        ShmemZcAddr::from_addr(packed).index.into(),
+    );
+    t.push(
+        "fn:ublk_shmem_zc_offset".into(),
+        "ublk_shmem_zc_offset(0xa5a5beef12345678ULL)".into(),
+        shmem,
+        ShmemZcAddr::from_addr(packed).offset.into(),
+    );
+    t.covers("ublk_shmem_zc_addr");
+    t.covers("ublk_shmem_zc_index");
+    t.covers("ublk_shmem_zc_offset");
 
     t.covers("USER_BLK_DRV_CMD_INC_H");
     consts!(t, {
@@ -273,6 +393,10 @@ fn table() -> Table {
         opt UBLK_U_CMD_DEL_DEV_ASYNC = CtrlOp::DelDevAsync.ioctl(),
         opt UBLK_U_CMD_UPDATE_SIZE = CtrlOp::UpdateSize.ioctl(),
         opt UBLK_U_CMD_QUIESCE_DEV = CtrlOp::QuiesceDev.ioctl(),
+        opt UBLK_U_CMD_TRY_STOP_DEV = CtrlOp::TryStopDev.ioctl(),
+        opt UBLK_U_CMD_REG_BUF = CtrlOp::RegBuf.ioctl(),
+        opt UBLK_U_CMD_UNREG_BUF = CtrlOp::UnregBuf.ioctl(),
+        opt UBLK_SHMEM_BUF_READ_ONLY = ShmemBufFlags::READ_ONLY.bits(),
         opt UBLK_FEATURES_LEN = UBLK_FEATURES_LEN,
 
         req UBLK_IO_FETCH_REQ = legacy(IoCmdOp::FetchReq.legacy()),
@@ -283,6 +407,9 @@ fn table() -> Table {
         opt UBLK_U_IO_NEED_GET_DATA = IoCmdOp::NeedGetData.ioctl(),
         opt UBLK_U_IO_REGISTER_IO_BUF = IoCmdOp::RegisterIoBuf.ioctl(),
         opt UBLK_U_IO_UNREGISTER_IO_BUF = IoCmdOp::UnregisterIoBuf.ioctl(),
+        opt UBLK_U_IO_PREP_IO_CMDS = IoCmdOp::PrepIoCmds.ioctl(),
+        opt UBLK_U_IO_COMMIT_IO_CMDS = IoCmdOp::CommitIoCmds.ioctl(),
+        opt UBLK_U_IO_FETCH_IO_CMDS = IoCmdOp::FetchIoCmds.ioctl(),
         req UBLK_IO_RES_OK = UBLK_IO_RES_OK,
         req UBLK_IO_RES_NEED_GET_DATA = UBLK_IO_RES_NEED_GET_DATA,
         req UBLK_IO_RES_ABORT = UBLK_IO_RES_ABORT,
@@ -302,6 +429,8 @@ fn table() -> Table {
         opt UBLK_MAX_NR_QUEUES = UBLK_MAX_NR_QUEUES,
         opt UBLKSRV_IO_BUF_TOTAL_BITS = UBLKSRV_IO_BUF_TOTAL_BITS,
         opt UBLKSRV_IO_BUF_TOTAL_SIZE = UBLKSRV_IO_BUF_TOTAL_SIZE,
+        opt UBLK_INTEGRITY_FLAG_OFF = UBLK_INTEGRITY_FLAG_OFF,
+        opt UBLKSRV_IO_INTEGRITY_FLAG = UBLKSRV_IO_INTEGRITY_FLAG,
 
         req UBLK_F_SUPPORT_ZERO_COPY = Features::SUPPORT_ZERO_COPY.bits(),
         req UBLK_F_URING_CMD_COMP_IN_TASK = Features::URING_CMD_COMP_IN_TASK.bits(),
@@ -317,6 +446,13 @@ fn table() -> Table {
         opt UBLK_F_AUTO_BUF_REG = Features::AUTO_BUF_REG.bits(),
         opt UBLK_F_QUIESCE = Features::QUIESCE.bits(),
         opt UBLK_F_PER_IO_DAEMON = Features::PER_IO_DAEMON.bits(),
+        opt UBLK_F_BUF_REG_OFF_DAEMON = Features::BUF_REG_OFF_DAEMON.bits(),
+        opt UBLK_F_BATCH_IO = Features::BATCH_IO.bits(),
+        opt UBLK_F_INTEGRITY = Features::INTEGRITY.bits(),
+        opt UBLK_F_SAFE_STOP_DEV = Features::SAFE_STOP_DEV.bits(),
+        opt UBLK_F_NO_AUTO_PART_SCAN = Features::NO_AUTO_PART_SCAN.bits(),
+        opt UBLK_F_SHMEM_ZC = Features::SHMEM_ZC.bits(),
+        opt UBLK_F_IO_DESC_SIZE = Features::IO_DESC_SIZE.bits(),
 
         req UBLK_S_DEV_DEAD = u16::from(DevState::Dead),
         req UBLK_S_DEV_LIVE = u16::from(DevState::Live),
@@ -345,9 +481,19 @@ fn table() -> Table {
         req UBLK_IO_F_NOUNMAP = IoFlags::NOUNMAP.bits(),
         req UBLK_IO_F_SWAP = IoFlags::SWAP.bits(),
         opt UBLK_IO_F_NEED_REG_BUF = IoFlags::NEED_REG_BUF.bits(),
+        opt UBLK_IO_F_INTEGRITY = IoFlags::INTEGRITY.bits(),
+        opt UBLK_IO_F_SHMEM_ZC = IoFlags::SHMEM_ZC.bits(),
 
         opt UBLK_AUTO_BUF_REG_FALLBACK = AutoBufRegFlags::FALLBACK.bits(),
         opt UBLK_AUTO_BUF_REG_F_MASK = AutoBufRegFlags::all().bits(),
+
+        opt UBLK_BATCH_F_HAS_ZONE_LBA = BatchFlags::HAS_ZONE_LBA.bits(),
+        opt UBLK_BATCH_F_HAS_BUF_ADDR = BatchFlags::HAS_BUF_ADDR.bits(),
+        opt UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK = BatchFlags::AUTO_BUF_REG_FALLBACK.bits(),
+
+        opt UBLK_SHMEM_ZC_OFF_MASK = UBLK_SHMEM_ZC_OFF_MASK,
+        opt UBLK_SHMEM_ZC_IDX_OFF = UBLK_SHMEM_ZC_IDX_OFF,
+        opt UBLK_SHMEM_ZC_IDX_MASK = UBLK_SHMEM_ZC_IDX_MASK,
 
         req UBLK_ATTR_READ_ONLY = BasicAttrs::READ_ONLY.bits(),
         req UBLK_ATTR_ROTATIONAL = BasicAttrs::ROTATIONAL.bits(),
@@ -361,12 +507,22 @@ fn table() -> Table {
         opt UBLK_PARAM_TYPE_ZONED = ParamTypes::ZONED.bits(),
         opt UBLK_PARAM_TYPE_DMA_ALIGN = ParamTypes::DMA_ALIGN.bits(),
         opt UBLK_PARAM_TYPE_SEGMENT = ParamTypes::SEGMENT.bits(),
+        opt UBLK_PARAM_TYPE_INTEGRITY = ParamTypes::INTEGRITY.bits(),
+
+        // What ublk_param_integrity's flags and csum_type hold, from <linux/fs.h>.
+        fs LBMD_PI_CAP_INTEGRITY = IntegrityCaps::INTEGRITY.bits(),
+        fs LBMD_PI_CAP_REFTAG = IntegrityCaps::REFTAG.bits(),
+        fs LBMD_PI_CSUM_NONE = u8::from(IntegrityCsum::None),
+        fs LBMD_PI_CSUM_IP = u8::from(IntegrityCsum::Ip),
+        fs LBMD_PI_CSUM_CRC16_T10DIF = u8::from(IntegrityCsum::Crc16T10Dif),
+        fs LBMD_PI_CSUM_CRC64_NVME = u8::from(IntegrityCsum::Crc64Nvme),
     });
     t
 }
 
 const PRELUDE: &str = "#include <stddef.h>\n#include <stdio.h>\n#include <errno.h>\n\
-                       #include <linux/ioctl.h>\n#include <linux/ublk_cmd.h>\n";
+                       #include <linux/ioctl.h>\n#include <linux/fs.h>\n\
+                       #include <linux/ublk_cmd.h>\n";
 
 fn c_program(probes: &[Probe]) -> String {
     let mut c = String::from(PRELUDE);
@@ -475,8 +631,9 @@ fn run_probes(dir: &Path, probes: &[Probe]) -> BTreeMap<String, Option<i128>> {
         .collect()
 }
 
-/// Every `UBLK*` object-like or function-like macro the header defines, plus the names
-/// of its inline functions (which `-dM` does not list, so they are asked for by name).
+/// Every `UBLK*` object-like or function-like macro the header defines (`gcc -dM -E`),
+/// and every `ublk*` inline function (which `-dM` does not list) found in the
+/// preprocessed header.
 fn header_macros(dir: &Path) -> BTreeSet<String> {
     let src = dir.join("macros.c");
     std::fs::write(&src, PRELUDE).expect("write macros.c");
@@ -490,26 +647,64 @@ fn header_macros(dir: &Path) -> BTreeSet<String> {
         .map(|rest| rest.split([' ', '(']).next().unwrap_or_default().to_owned())
         .filter(|n| n.starts_with("UBLK") || n == "USER_BLK_DRV_CMD_INC_H")
         .collect();
-    names.insert("ublksrv_get_op".into());
-    names.insert("ublksrv_get_flags".into());
+    let preprocessed = gcc(&["-E".as_ref(), src.as_os_str()], "preprocess the header");
+    names.extend(inline_functions(&preprocessed).filter(|n| n.starts_with("ublk")));
     names
+}
+
+/// Names of the `static inline` (or `__inline__`, as headers_install spells it) functions
+/// defined in preprocessed C: the identifier before the first `(` after the keywords.
+fn inline_functions(c: &str) -> impl Iterator<Item = String> + '_ {
+    c.split("static").skip(1).filter_map(|rest| {
+        let rest = rest.trim_start();
+        let rest = ["__inline__", "__inline", "inline"]
+            .iter()
+            .find_map(|kw| rest.strip_prefix(kw))?;
+        let end = rest.find(['(', ';', '{', '='])?;
+        if !rest[end..].starts_with('(') {
+            return None;
+        }
+        let ident = rest[..end]
+            .split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+            .rfind(|tok| !tok.is_empty())?;
+        Some(ident.to_owned())
+    })
+}
+
+/// `UBLK_CMD_H_REQUIRE_ALL`: `1` demands that the header have every item; unset or `0`
+/// reports the absent ones.
+fn require_all() -> bool {
+    match std::env::var("UBLK_CMD_H_REQUIRE_ALL") {
+        Err(std::env::VarError::NotPresent) => false,
+        Ok(v) if v == "0" => false,
+        Ok(v) if v == "1" => true,
+        Ok(v) => panic!("UBLK_CMD_H_REQUIRE_ALL must be 0 or 1, not {v:?}"),
+        Err(e) => panic!("UBLK_CMD_H_REQUIRE_ALL: {e}"),
+    }
 }
 
 #[test]
 fn layouts_and_constants_match_the_c_header() {
+    let require_all = require_all();
     let table = table();
     let scratch = Scratch::new();
     let results = run_probes(&scratch.0, &table.probes);
 
     let mut mismatches = Vec::new();
-    let mut missing_required = Vec::new();
+    let mut missing_always = Vec::new();
+    let mut missing_newer = Vec::new();
     let mut absent = Vec::new();
     let mut compared = 0usize;
     for p in &table.probes {
         match results.get(&p.key) {
             None => panic!("probe {} printed nothing", p.key),
-            Some(None) if p.required => missing_required.push(p.key.as_str()),
-            Some(None) => absent.push(p.key.as_str()),
+            Some(None) => match p.presence {
+                Presence::Always => missing_always.push(p.key.as_str()),
+                Presence::Newer if require_all => missing_newer.push(p.key.as_str()),
+                Presence::Newer | Presence::Older | Presence::OtherHeader => {
+                    absent.push(p.key.as_str())
+                }
+            },
             Some(Some(c)) => {
                 compared += 1;
                 if *c != p.ours {
@@ -519,8 +714,13 @@ fn layouts_and_constants_match_the_c_header() {
         }
     }
     eprintln!(
-        "compared {compared} values with <linux/ublk_cmd.h>; {} absent from this header \
-         (older than Linux 6.16): {absent:?}",
+        "compared {compared} values with <linux/ublk_cmd.h>{}; {} absent from this header: \
+         {absent:?}",
+        if require_all {
+            " (UBLK_CMD_H_REQUIRE_ALL=1)"
+        } else {
+            ""
+        },
         absent.len()
     );
     assert!(
@@ -529,8 +729,13 @@ fn layouts_and_constants_match_the_c_header() {
         mismatches.join("\n")
     );
     assert!(
-        missing_required.is_empty(),
-        "header lacks items every supported header (Linux >= 6.1) has: {missing_required:?}"
+        missing_always.is_empty(),
+        "header lacks items every supported header (Linux >= 6.1) has: {missing_always:?}"
+    );
+    assert!(
+        missing_newer.is_empty(),
+        "UBLK_CMD_H_REQUIRE_ALL=1 but the header lacks items of {CRATE_HEADER}'s: \
+         {missing_newer:?}"
     );
     assert!(
         compared >= MIN_COMPARED,
@@ -540,24 +745,55 @@ fn layouts_and_constants_match_the_c_header() {
 
 #[test]
 fn every_header_macro_is_covered() {
+    let require_all = require_all();
     let table = table();
     let scratch = Scratch::new();
     let in_header = header_macros(&scratch.0);
     let uncovered: Vec<_> = in_header.difference(&table.macros).collect();
-    // A header newer than ours defines feature flags we do not know yet: report what it
-    // adds instead of failing, since the crate only claims Linux 6.16.
+    // A header newer than ours defines feature flags we do not know yet: unless asked to
+    // be strict, report what it adds instead of failing, since the crate only claims
+    // CRATE_HEADER.
     let newer_header = uncovered.iter().any(|n| n.starts_with("UBLK_F_"));
-    if newer_header {
-        eprintln!("header is newer than Linux 6.16; not covered: {uncovered:?}");
+    if newer_header && !require_all {
+        eprintln!("header is newer than {CRATE_HEADER}; not covered: {uncovered:?}");
     } else {
         assert!(
             uncovered.is_empty(),
             "the header defines names our tables do not cover: {uncovered:?}"
         );
     }
+    eprintln!(
+        "{} UBLK macros and ublk inline functions in the header, {} covered",
+        in_header.len(),
+        in_header.len() - uncovered.len()
+    );
     assert!(
         in_header.len() >= 45,
         "only {} UBLK macros found: wrong header?",
         in_header.len()
+    );
+    // The inline-function scan must find what every supported header has.
+    for name in ["ublksrv_get_op", "ublksrv_get_flags"] {
+        assert!(
+            in_header.contains(name),
+            "{name} not found: the scan is broken"
+        );
+    }
+}
+
+#[test]
+fn inline_function_scan_reads_both_spellings() {
+    let c = "static inline __u8 ublksrv_get_op(const struct x *iod)\n{}\n\
+             static __inline__ struct ublk_auto_buf_reg ublk_sqe_addr_to_auto_buf_reg(\n\
+             __u64 a) {}\nstatic __inline__ __u64\nublk_auto_buf_reg_to_sqe_addr(void);\n\
+             static int not_inline(void); static inline int x = 1;";
+    let names: Vec<_> = inline_functions(c).collect();
+    assert_eq!(
+        names,
+        [
+            "ublksrv_get_op",
+            "ublk_sqe_addr_to_auto_buf_reg",
+            "ublk_auto_buf_reg_to_sqe_addr"
+        ]
     );
 }
