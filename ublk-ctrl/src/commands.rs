@@ -2,7 +2,7 @@
 
 use rustix::process::Pid;
 use rustix::thread::CpuSet;
-use ublk_uapi::{CtrlOp, DevInfo, Features, KernelVersion, Params};
+use ublk_uapi::{CtrlOp, DevInfo, Features, Params};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::control::{Command, Control};
@@ -184,7 +184,7 @@ fn check_granted(required: Features, granted: Features) -> Result<()> {
         None => Ok(()),
         Some(feature) => Err(Error::FeatureMissing {
             feature,
-            since: feature.since().unwrap_or(KernelVersion::new(6, 16)),
+            since: feature.since(),
         }),
     }
 }

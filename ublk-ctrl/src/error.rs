@@ -76,12 +76,15 @@ pub enum Error {
     },
 
     /// A feature the caller requires is missing from this kernel.
-    #[error("this kernel's ublk_drv lacks the feature {feature} (it needs Linux {since} or later)")]
+    #[error(
+        "this kernel's ublk_drv lacks the feature {feature} ({})",
+        since.map_or_else(|| "a bit this crate has no release for".to_owned(), |v| format!("it needs Linux {v} or later"))
+    )]
     FeatureMissing {
         /// The missing feature.
         feature: Features,
-        /// The first kernel version that has it.
-        since: KernelVersion,
+        /// The first kernel version that has it, if known.
+        since: Option<KernelVersion>,
     },
 
     /// Arguments the kernel rejected with EINVAL.

@@ -179,7 +179,13 @@ fn a_late_add_dev_returns_its_device_or_leaves_none() {
     inject(CtrlOp::AddDev, CtrlFault::Late(ms(1500)));
     let err = ctrl.add_dev(&DevSpec::new(1, 8)).unwrap_err();
     assert!(
-        matches!(err, Error::TimedOut { op: CtrlOp::AddDev, .. }),
+        matches!(
+            err,
+            Error::TimedOut {
+                op: CtrlOp::AddDev,
+                ..
+            }
+        ),
         "{err}"
     );
     drop(ctrl);

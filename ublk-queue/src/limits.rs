@@ -23,3 +23,20 @@ pub(crate) const SUPPORTED_FEATURES: Features = Features::URING_CMD_COMP_IN_TASK
     .union(Features::USER_RECOVERY_FAIL_IO)
     .union(Features::UPDATE_SIZE)
     .union(Features::QUIESCE);
+
+/// Flags the kernel sets on every device it creates, whatever was asked (`ublk_ctrl_add_dev` in
+/// Linux 7.3: CMD_IOCTL_ENCODE, URING_CMD_COMP_IN_TASK, PER_IO_DAEMON, BUF_REG_OFF_DAEMON,
+/// SAFE_STOP_DEV). They say what the kernel allows, not what the server must do: a server that
+/// keeps each queue on one thread and never registers buffers from another serves such a
+/// device exactly as an older kernel's, so finding them on a device to recover is fine.
+pub(crate) const GRANTED_FEATURES: Features = Features::CMD_IOCTL_ENCODE
+    .union(Features::URING_CMD_COMP_IN_TASK)
+    .union(Features::PER_IO_DAEMON)
+    .union(Features::BUF_REG_OFF_DAEMON)
+    .union(Features::SAFE_STOP_DEV);
+
+/// The features of an existing device this engine cannot serve: whatever changes the protocol
+/// and is not implemented here, including bits this crate does not know (they might).
+pub(crate) fn unservable(device: Features) -> Features {
+    device - SUPPORTED_FEATURES - GRANTED_FEATURES
+}
