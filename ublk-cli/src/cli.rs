@@ -59,6 +59,9 @@ pub enum Command {
     Features,
 }
 
+/// The longest `--timeout`: a year (what the control plane accepts).
+const MAX_TIMEOUT_SECS: u64 = ublk_ctrl::MAX_TIMEOUT.as_secs();
+
 /// `ublk recover`'s options.
 #[derive(Debug, Args)]
 pub struct RecoverArgs {
@@ -67,7 +70,8 @@ pub struct RecoverArgs {
     /// How long to wait, in seconds, for the kernel to notice that the old server died and for its
     /// files to close (normally moments; up to the 30 s request timeout if every request was in
     /// the old server's hands), and for each step after.
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    #[arg(long, default_value_t = 60, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout: u64,
     #[command(flatten)]
     pub serve: ServeArgs,
@@ -245,7 +249,8 @@ pub struct CommonArgs {
     pub sched: SchedArg,
     /// Queue threads poll for new requests this many microseconds before sleeping (0: never):
     /// fewer wake-ups, at the cost of CPU while they poll.
-    #[arg(long, default_value_t = 0, value_name = "US")]
+    #[arg(long, default_value_t = 0, value_name = "US",
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub poll_us: u64,
     /// Under load, queue threads gather up to N requests per wake-up, adapting to the load; 1
     /// serves each as it arrives. Default: 16, or 1 for loop (16 with --backing-io inline).
@@ -505,6 +510,14 @@ mod tests {
             (3, 60, false)
         );
         assert!(Cli::try_parse_from(["ublk", "recover"]).is_err());
+        // Beyond what a deadline can be: refused by name, never a panic later.
+        let err =
+            Cli::try_parse_from(["ublk", "recover", "3", "--timeout", "18446744073709551615"])
+                .unwrap_err();
+        assert!(err.to_string().contains("--timeout"), "{err}");
+        let err = Cli::try_parse_from(["ublk", "add", "null", "--poll-us", "18446744073709551615"])
+            .unwrap_err();
+        assert!(err.to_string().contains("--poll-us"), "{err}");
         assert!(Cli::try_parse_from(["ublk", "recover", "x"]).is_err());
     }
 

@@ -22,6 +22,10 @@ pub const CONTROL_PATH: &str = "/dev/ublk-control";
 /// has closed `/dev/ublkcN`; both are quick on a healthy system, so a stall this long means something is stuck.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest deadline a command can have (a year): longer ones are clamped to it, so that a
+/// deadline is always a point in time the clock can represent.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// How long to wait for the kernel to acknowledge the cancellation of a command that missed its
 /// deadline (at most the deadline itself).
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -119,9 +123,9 @@ impl Control {
         }
     }
 
-    /// Sets how long each command may take before it is cancelled.
+    /// Sets how long each command may take before it is cancelled (at most [`MAX_TIMEOUT`]).
     pub fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout;
+        self.timeout = timeout.min(MAX_TIMEOUT);
     }
 
     /// How long each command may take before it is cancelled.

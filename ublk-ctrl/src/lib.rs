@@ -30,7 +30,7 @@ mod error;
 pub mod fault;
 mod naming;
 
-pub use control::{CONTROL_PATH, Control, DEFAULT_TIMEOUT};
+pub use control::{CONTROL_PATH, Control, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use dev_spec::{DEFAULT_MAX_IO_BUF_BYTES, DevSpec};
 pub use error::{Error, Result};
 pub use naming::{block_dev_path, char_dev_path, dev_ids};

@@ -155,9 +155,10 @@ impl DeviceBuilder {
         self
     }
 
-    /// The deadline for each control command and for the queues to get ready.
+    /// The deadline for each control command and for the queues to get ready (at most
+    /// [`ublk_ctrl::MAX_TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = timeout.min(ublk_ctrl::MAX_TIMEOUT);
         self
     }
 

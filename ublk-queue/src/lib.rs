@@ -145,7 +145,7 @@ pub use batch::Batching;
 pub use builder::{DeviceBuilder, DiscardParams};
 pub use device::Device;
 pub use error::{Error, Result, Warning};
-pub use options::{Affinity, QueueOptions};
+pub use options::{Affinity, MAX_BUSY_POLL, QueueOptions};
 pub use recovery::Recovering;
 pub use request::{Handled, IoInfo, Request, TargetCqe, errno_of};
 pub use sched::SchedPolicy;

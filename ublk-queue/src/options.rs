@@ -5,6 +5,9 @@ use std::time::Duration;
 use crate::batch::Batching;
 use crate::sched::SchedPolicy;
 
+/// The longest poll window: a second; beyond that a thread would rather sleep.
+pub const MAX_BUSY_POLL: Duration = Duration::from_secs(1);
+
 /// Where queue threads run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -44,7 +47,7 @@ pub struct QueueOptions {
     pub affinity: Affinity,
     /// Their scheduling policy.
     pub sched: SchedPolicy,
-    /// How long they poll before sleeping (zero: never).
+    /// How long they poll before sleeping (zero: never; at most [`MAX_BUSY_POLL`]).
     pub busy_poll: Duration,
     /// How they batch requests (`None`: as the target prefers).
     pub batching: Option<Batching>,
@@ -70,10 +73,11 @@ impl QueueOptions {
         self
     }
 
-    /// How long a queue thread polls its ring after a batch before it sleeps; zero (the default)
-    /// never polls. What it saves and costs: the [`batch`](crate::batch) module.
+    /// How long a queue thread polls its ring after a batch before it sleeps, at most
+    /// [`MAX_BUSY_POLL`]; zero (the default) never polls. What it saves and costs: the
+    /// [`batch`](crate::batch) module.
     pub fn busy_poll(mut self, window: Duration) -> Self {
-        self.busy_poll = window;
+        self.busy_poll = window.min(MAX_BUSY_POLL);
         self
     }
 

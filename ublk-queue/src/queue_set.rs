@@ -18,7 +18,7 @@ use ublk_uapi::{DevInfo, Params};
 use crate::batch::Batching;
 use crate::char_dev;
 use crate::error::{Error, Result, Warning};
-use crate::options::QueueOptions;
+use crate::options::{MAX_BUSY_POLL, QueueOptions};
 use crate::queue_thread::{Event, QueueSetup, run_queue};
 use crate::stats::QueueStats;
 use crate::target::Target;
@@ -87,7 +87,7 @@ impl QueueSet {
             wake: Arc::clone(&self.wake),
             cpus,
             sched: options.sched,
-            busy_poll: options.busy_poll,
+            busy_poll: options.busy_poll.min(MAX_BUSY_POLL),
             batching,
             stats: Arc::clone(&self.stats),
         };

@@ -142,8 +142,10 @@ impl Recovering {
     }
 
     /// The deadline for each step: the old server's exit to be noticed and its char device
-    /// released, each control command, the queues to get ready (default 30 s).
+    /// released, each control command, the queues to get ready (default 30 s, at most
+    /// [`ublk_ctrl::MAX_TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
+        let timeout = timeout.min(ublk_ctrl::MAX_TIMEOUT);
         self.server.timeout = timeout;
         self.server.ctrl.with(|c| c.set_timeout(timeout));
         self
