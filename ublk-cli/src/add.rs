@@ -1,12 +1,15 @@
 //! `ublk add`: create a device and serve it, by default in the background.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+
 use ublk_queue::DeviceBuilder;
 
 use crate::backend::Backend;
 use crate::background;
 use crate::cli::TargetArgs;
 use crate::error::CliError;
-use crate::serve::Foreground;
+use crate::serve::{Foreground, Recipe};
 
 /// Runs `ublk add`.
 pub fn run(target: TargetArgs) -> Result<(), CliError> {
@@ -25,8 +28,13 @@ pub fn run(target: TargetArgs) -> Result<(), CliError> {
     if let Some(line) = backend.describe() {
         log::info!("{line}");
     }
+    let recipe = Recipe {
+        target: target.name(),
+        args: user_args(&target),
+        backing: backend.identity(),
+    };
     let serving = foreground.report(builder.add().and_then(|device| device.serve(backend)))?;
-    foreground.run(serving, &target, user_args(&target))
+    foreground.run(serving, recipe)
 }
 
 /// The device the target's options describe (a loop device's size comes from
@@ -52,19 +60,58 @@ pub fn builder_for(target: &TargetArgs) -> DeviceBuilder {
     builder
 }
 
-/// The arguments after `add <target>`, less the internal ones: what a record keeps.
-fn user_args(target: &TargetArgs) -> Vec<String> {
-    let mut args = std::env::args().skip_while(|a| a != target.name()).skip(1);
+/// The arguments after `add <target>`, less the internal ones: what a record keeps. They are
+/// taken as the OS gave them: a path that is not UTF-8 is kept, not refused or mangled.
+fn user_args(target: &TargetArgs) -> Vec<OsString> {
+    kept_args(std::env::args_os(), target.name())
+}
+
+fn kept_args(argv: impl IntoIterator<Item = OsString>, target: &str) -> Vec<OsString> {
+    let mut args = argv.into_iter().skip_while(|a| a != target).skip(1);
     let mut kept = Vec::new();
     while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--foreground" => {}
-            "--ready-fd" | "--record-dir" => {
-                args.next();
-            }
-            a if a.starts_with("--ready-fd=") || a.starts_with("--record-dir=") => {}
-            _ => kept.push(arg),
+        let bytes = arg.as_bytes();
+        if bytes == b"--foreground" {
+            continue;
         }
+        if bytes == b"--ready-fd" || bytes == b"--record-dir" {
+            args.next();
+            continue;
+        }
+        if bytes.starts_with(b"--ready-fd=") || bytes.starts_with(b"--record-dir=") {
+            continue;
+        }
+        kept.push(arg);
     }
     kept
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStringExt;
+
+    use super::*;
+
+    #[test]
+    fn records_keep_what_the_user_typed_and_drop_the_internal_options() {
+        let odd = OsString::from_vec(b"/srv/\xffdisk.img".to_vec());
+        let argv: Vec<OsString> = [
+            "ublk".into(),
+            "add".into(),
+            "loop".into(),
+            "--file".into(),
+            odd.clone(),
+            "--foreground".into(),
+            "--ready-fd".into(),
+            "7".into(),
+            "--record-dir=/tmp/x".into(),
+            "--queues".into(),
+            "2".into(),
+        ]
+        .into();
+        assert_eq!(
+            kept_args(argv, "loop"),
+            ["--file".into(), odd, "--queues".into(), OsString::from("2")]
+        );
+    }
 }

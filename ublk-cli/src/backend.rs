@@ -9,7 +9,9 @@ use ublk_queue::{
     Batching, DeviceBuilder, Handled, IoInfo, QueueInfo, QueueTarget, Request, Simple, SimpleQueue,
     Target, TargetCqe, TargetRing,
 };
-use ublk_targets::{BackingKind, Inline, Loop, LoopBuilder, LoopQueue, Mem, Null, NullQueue};
+use ublk_targets::{
+    BackingIdentity, BackingKind, Inline, Loop, LoopBuilder, LoopQueue, Mem, Null, NullQueue,
+};
 
 use crate::cli::TargetArgs;
 use crate::error::CliError;
@@ -75,6 +77,14 @@ impl Backend {
             Backend::Loop(backing) => backing.configure(builder),
             Backend::Mem(mem) => mem.get().configure(builder),
             Backend::Null(_) => builder,
+        }
+    }
+
+    /// A loop device's backing store, as opened: what its record keeps for recovery.
+    pub fn identity(&self) -> Option<BackingIdentity> {
+        match self {
+            Backend::Loop(backing) => Some(backing.identity()),
+            Backend::Null(_) | Backend::Mem(_) => None,
         }
     }
 

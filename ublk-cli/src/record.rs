@@ -1,13 +1,20 @@
 //! What a running server leaves under `/run/ublk/`: one record per device, so `ublk list` can say which
 //! target serves it, and `ublk recover` can start a new server the same way after a crash.
 //!
-//! A record is plain `key=value` lines (one `arg=` line per argument, in order). It is written atomically
-//! (a temporary file, then rename) once the device is live, and removed when the server deletes the device.
+//! A record is one JSON object, written atomically (a temporary file, then rename) once the device is
+//! live, and removed by the server that wrote it when it deletes the device. It keeps the `ublk add`
+//! arguments as given (an argument that is not UTF-8 is kept as its bytes, never dropped), and for a
+//! loop device the identity of its backing store, so that recovery serves that store or nothing.
 //! Records of devices that no longer exist are stale: they are removed when seen, never trusted.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use ublk_targets::{BackingIdentity, BackingKind};
 
 /// Where records live: tmpfs, so they vanish with the devices at reboot.
 pub const RECORD_DIR: &str = "/run/ublk";
@@ -20,11 +27,68 @@ pub struct Record {
     /// The target's name (`null`, `mem`, ...).
     pub target: String,
     /// The `ublk add` arguments after the target name, as given.
-    pub args: Vec<String>,
+    pub args: Vec<OsString>,
     /// The server's pid.
     pub pid: i32,
     /// The directory `ublk add` ran in, against which relative paths in `args` resolve.
     pub cwd: Option<PathBuf>,
+    /// A loop device's backing store, as it was when the device was made.
+    pub backing: Option<BackingIdentity>,
+}
+
+/// The record as stored.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    dev_id: u32,
+    target: String,
+    pid: i32,
+    args: Vec<Text>,
+    cwd: Option<Text>,
+    backing: Option<StoredBacking>,
+}
+
+/// A string that may not be UTF-8: a JSON string when it is, its bytes when it is not.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Text {
+    Utf8(String),
+    Bytes { bytes: Vec<u8> },
+}
+
+impl From<&std::ffi::OsStr> for Text {
+    fn from(s: &std::ffi::OsStr) -> Self {
+        match s.to_str() {
+            Some(utf8) => Text::Utf8(utf8.to_owned()),
+            None => Text::Bytes {
+                bytes: s.as_bytes().to_vec(),
+            },
+        }
+    }
+}
+
+impl From<Text> for OsString {
+    fn from(t: Text) -> Self {
+        match t {
+            Text::Utf8(s) => s.into(),
+            Text::Bytes { bytes } => OsString::from_vec(bytes),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredBacking {
+    kind: StoredKind,
+    dev: u64,
+    ino: u64,
+    rdev: u64,
+    size: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StoredKind {
+    File,
+    BlockDevice,
 }
 
 impl Record {
@@ -33,25 +97,58 @@ impl Record {
         dir.join(format!("{dev_id}.rec"))
     }
 
+    fn to_json(&self) -> String {
+        let stored = Stored {
+            dev_id: self.dev_id,
+            target: self.target.clone(),
+            pid: self.pid,
+            args: self
+                .args
+                .iter()
+                .map(|a| Text::from(a.as_os_str()))
+                .collect(),
+            cwd: self.cwd.as_deref().map(|c| Text::from(c.as_os_str())),
+            backing: self.backing.map(|b| StoredBacking {
+                kind: match b.kind {
+                    BackingKind::File => StoredKind::File,
+                    BackingKind::BlockDevice => StoredKind::BlockDevice,
+                },
+                dev: b.dev,
+                ino: b.ino,
+                rdev: b.rdev,
+                size: b.size,
+            }),
+        };
+        // Numbers, strings and byte lists: serializing them cannot fail.
+        serde_json::to_string_pretty(&stored).unwrap_or_default()
+    }
+
+    fn from_json(text: &str) -> Option<Record> {
+        let stored: Stored = serde_json::from_str(text).ok()?;
+        Some(Record {
+            dev_id: stored.dev_id,
+            target: stored.target,
+            args: stored.args.into_iter().map(OsString::from).collect(),
+            pid: stored.pid,
+            cwd: stored.cwd.map(|c| OsString::from(c).into()),
+            backing: stored.backing.map(|b| BackingIdentity {
+                kind: match b.kind {
+                    StoredKind::File => BackingKind::File,
+                    StoredKind::BlockDevice => BackingKind::BlockDevice,
+                },
+                dev: b.dev,
+                ino: b.ino,
+                rdev: b.rdev,
+                size: b.size,
+            }),
+        })
+    }
+
     /// Writes the record under `dir` atomically.
     pub fn save_in(&self, dir: &Path) -> io::Result<()> {
         fs::create_dir_all(dir)?;
-        let mut text = format!(
-            "dev_id={}\ntarget={}\npid={}\n",
-            self.dev_id, self.target, self.pid
-        );
-        if let Some(cwd) = self.cwd.as_ref().and_then(|c| c.to_str()) {
-            text.push_str("cwd=");
-            text.push_str(cwd);
-            text.push('\n');
-        }
-        for arg in &self.args {
-            text.push_str("arg=");
-            text.push_str(arg);
-            text.push('\n');
-        }
         let tmp = dir.join(format!(".{}.rec.{}", self.dev_id, std::process::id()));
-        fs::write(&tmp, text)?;
+        fs::write(&tmp, self.to_json())?;
         fs::rename(&tmp, Self::path_in(dir, self.dev_id))
     }
 
@@ -62,7 +159,7 @@ impl Record {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        Self::parse(&text).map(Some).ok_or_else(|| {
+        Self::from_json(&text).map(Some).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("malformed record for device {dev_id}"),
@@ -114,30 +211,6 @@ impl Record {
         removed.sort_unstable();
         Ok(removed)
     }
-
-    fn parse(text: &str) -> Option<Record> {
-        let (mut dev_id, mut target, mut pid, mut args) = (None, None, None, Vec::new());
-        let mut cwd = None;
-        for line in text.lines() {
-            let (key, value) = line.split_once('=')?;
-            match key {
-                "dev_id" => dev_id = value.parse().ok(),
-                "target" => target = Some(value.to_owned()),
-                "pid" => pid = value.parse().ok(),
-                "arg" => args.push(value.to_owned()),
-                "cwd" => cwd = Some(PathBuf::from(value)),
-                // Keys a newer version may add are not an error.
-                _ => {}
-            }
-        }
-        Some(Record {
-            dev_id: dev_id?,
-            target: target?,
-            args,
-            pid: pid?,
-            cwd,
-        })
-    }
 }
 
 #[cfg(test)]
@@ -151,15 +224,38 @@ mod tests {
         dir
     }
 
+    fn record(dev_id: u32) -> Record {
+        Record {
+            dev_id,
+            target: "null".into(),
+            args: vec![],
+            pid: 1,
+            cwd: None,
+            backing: None,
+        }
+    }
+
     #[test]
     fn saves_loads_and_removes() {
         let dir = scratch_dir("roundtrip");
         let record = Record {
             dev_id: 3,
-            target: "mem".into(),
-            args: vec!["--size".into(), "1G".into(), "a=b".into()],
+            target: "loop".into(),
+            // A newline, an `=`, and bytes that are not UTF-8 come back as they were.
+            args: vec![
+                "--file".into(),
+                OsString::from_vec(b"/srv/disk\n\xff.img".to_vec()),
+                "a=b".into(),
+            ],
             pid: 42,
-            cwd: Some(PathBuf::from("/srv/disks")),
+            cwd: Some(PathBuf::from(OsString::from_vec(b"/srv/\xfe".to_vec()))),
+            backing: Some(BackingIdentity {
+                kind: BackingKind::File,
+                dev: 2049,
+                ino: 77,
+                rdev: 0,
+                size: 1 << 30,
+            }),
         };
         record.save_in(&dir).unwrap();
         assert_eq!(Record::load_in(&dir, 3).unwrap(), Some(record));
@@ -171,18 +267,24 @@ mod tests {
     }
 
     #[test]
+    fn a_server_removes_only_its_own_record() {
+        let dir = scratch_dir("own");
+        record(5).save_in(&dir).unwrap();
+        Record::remove_own_in(&dir, 5, 99).unwrap();
+        assert!(
+            Record::load_in(&dir, 5).unwrap().is_some(),
+            "pid 1 wrote it"
+        );
+        Record::remove_own_in(&dir, 5, 1).unwrap();
+        assert!(Record::load_in(&dir, 5).unwrap().is_none());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn stale_records_are_removed_and_live_ones_kept() {
         let dir = scratch_dir("stale");
         for id in [1, 2, 5] {
-            Record {
-                dev_id: id,
-                target: "null".into(),
-                args: vec![],
-                pid: 1,
-                cwd: None,
-            }
-            .save_in(&dir)
-            .unwrap();
+            record(id).save_in(&dir).unwrap();
         }
         assert_eq!(Record::remove_stale_in(&dir, &[2]).unwrap(), vec![1, 5]);
         assert!(Record::load_in(&dir, 2).unwrap().is_some());
@@ -194,11 +296,14 @@ mod tests {
     fn a_malformed_record_is_an_error_not_a_guess() {
         let dir = scratch_dir("malformed");
         fs::create_dir_all(&dir).unwrap();
-        fs::write(Record::path_in(&dir, 9), "target=mem\n").unwrap();
-        assert_eq!(
-            Record::load_in(&dir, 9).unwrap_err().kind(),
-            io::ErrorKind::InvalidData
-        );
+        for text in ["target=mem\n", "{\"dev_id\":9}", "{\"dev_id\":\"x\"}", ""] {
+            fs::write(Record::path_in(&dir, 9), text).unwrap();
+            assert_eq!(
+                Record::load_in(&dir, 9).unwrap_err().kind(),
+                io::ErrorKind::InvalidData,
+                "{text:?}"
+            );
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ublk_queue::{Device, Recovering};
+use ublk_targets::BackingIdentity;
 
 use crate::add;
 use crate::backend::Backend;
@@ -18,7 +19,7 @@ use crate::background;
 use crate::cli::{Cli, Command, RecoverArgs, TargetArgs};
 use crate::error::CliError;
 use crate::record::Record;
-use crate::serve::Foreground;
+use crate::serve::{Foreground, Recipe};
 
 /// A device checked for recovery, with what its record says.
 #[derive(Debug)]
@@ -53,8 +54,13 @@ pub fn run(args: RecoverArgs) -> Result<(), CliError> {
         .recovering
         .timeout(Duration::from_secs(args.timeout))
         .queue_options(checked.target.common().queue_options());
+    let recipe = Recipe {
+        target: checked.target.name(),
+        args: checked.record.args,
+        backing: checked.record.backing,
+    };
     let serving = foreground.report(recovering.serve(backend))?;
-    foreground.run(serving, &checked.target, checked.record.args)
+    foreground.run(serving, recipe)
 }
 
 /// Opens the backend the record names, as `ublk add` did, after checking it can serve the same
@@ -71,14 +77,30 @@ fn open_backend(checked: &Checked) -> Result<Backend, CliError> {
             )
         })?;
     }
-    if let TargetArgs::Loop { file, .. } = &checked.target
-        && !file.exists()
-    {
-        return Err(CliError::Msg(format!(
-            "the backing store of device {id}, {}, is gone: nothing to recover the device from \
-             (delete it: `ublk del {id}`)",
-            file.display()
-        )));
+    if let TargetArgs::Loop { file, .. } = &checked.target {
+        // The store must be the very one the device was made from: serving another file of the
+        // same size would hand the device's users someone else's data, and opening a truncated
+        // file with the recorded --size would silently grow it back with zeroes.
+        let Some(was) = checked.record.backing else {
+            return Err(CliError::Msg(format!(
+                "the record of device {id} does not say which backing store it was made from; \
+                 not trusting it (delete the device: `ublk del {id}`)"
+            )));
+        };
+        let now = BackingIdentity::of(file).map_err(|e| {
+            CliError::Msg(format!(
+                "the backing store of device {id} cannot be examined ({e}): nothing to recover \
+                 the device from (delete it: `ublk del {id}`)"
+            ))
+        })?;
+        if let Some(change) = was.change_to(&now) {
+            return Err(CliError::Msg(format!(
+                "the backing store of device {id}, {}, is not the one the device was made from: \
+                 {change}; it was left untouched (put the original back, or delete the device: \
+                 `ublk del {id}`)",
+                file.display()
+            )));
+        }
     }
     let backend = Backend::open(&checked.target)?;
     let wanted = backend
@@ -157,7 +179,7 @@ pub fn check(id: u32, dir: &Path) -> Result<Checked, CliError> {
 fn parse_target(record: &Record) -> Result<TargetArgs, String> {
     let argv = ["ublk", "add", record.target.as_str()]
         .into_iter()
-        .map(str::to_owned)
+        .map(std::ffi::OsString::from)
         .chain(record.args.iter().cloned());
     match Cli::try_parse_from(argv) {
         Ok(Cli {
@@ -178,9 +200,10 @@ mod tests {
         Record {
             dev_id: 3,
             target: target.into(),
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            args: args.iter().map(|a| (*a).into()).collect(),
             pid: 42,
             cwd: None,
+            backing: None,
         }
     }
 

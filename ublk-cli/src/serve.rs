@@ -8,12 +8,26 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ublk_queue::Serving;
+use std::ffi::OsString;
 
-use crate::cli::{ServeArgs, TargetArgs};
+use ublk_queue::Serving;
+use ublk_targets::BackingIdentity;
+
+use crate::cli::ServeArgs;
 use crate::error::CliError;
 use crate::record::Record;
 use crate::signals::StopOnSignal;
+
+/// What a device's record says about how it was made.
+#[derive(Debug)]
+pub struct Recipe {
+    /// The target's name.
+    pub target: &'static str,
+    /// The `ublk add` arguments after the target's name.
+    pub args: Vec<OsString>,
+    /// A loop device's backing store.
+    pub backing: Option<BackingIdentity>,
+}
 
 /// A server about to serve a device in this process.
 #[derive(Debug)]
@@ -57,12 +71,7 @@ impl Foreground {
 
     /// Serves the live device until it is stopped (SIGINT/SIGTERM or `ublk del`), with its
     /// record (for `ublk list` and `ublk recover`) in place meanwhile.
-    pub fn run(
-        self,
-        serving: Serving,
-        target: &TargetArgs,
-        args: Vec<String>,
-    ) -> Result<(), CliError> {
+    pub fn run(self, serving: Serving, recipe: Recipe) -> Result<(), CliError> {
         let id = serving.id();
         for warning in serving.warnings() {
             log::warn!("{warning}");
@@ -75,10 +84,11 @@ impl Foreground {
         );
         let record = Record {
             dev_id: id,
-            target: target.name().into(),
-            args,
+            target: recipe.target.into(),
+            args: recipe.args,
             pid: std::process::id() as i32,
             cwd: std::env::current_dir().ok(),
+            backing: recipe.backing,
         };
         if let Err(e) = record.save_in(&self.record_dir) {
             log::warn!(

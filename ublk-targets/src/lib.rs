@@ -25,6 +25,9 @@ mod mem;
 mod null;
 
 pub use error::Error;
-pub use loop_target::{BackingIo, BackingKind, Inline, Loop, LoopBuilder, LoopQueue, LoopWarning};
+pub use loop_target::{
+    BackingIdentity, BackingIo, BackingKind, IdentityChange, Inline, Loop, LoopBuilder, LoopQueue,
+    LoopWarning,
+};
 pub use mem::{CHUNK_BYTES, Mem};
 pub use null::{Null, NullQueue};

@@ -9,6 +9,7 @@ use rustix::io::Errno;
 use ublk_queue::DiscardParams;
 
 use crate::error::Error;
+use crate::loop_target::identity::BackingIdentity;
 use crate::loop_target::{BackingKind, LoopBuilder, LoopWarning};
 
 /// The smallest logical block size, and the unit of every size the block layer sends.
@@ -36,6 +37,8 @@ pub(crate) struct Backing {
     pub discard: Option<DiscardParams>,
     /// A block device that can discard itself (`BLOCK_URING_CMD_DISCARD` applies).
     pub block_discard: bool,
+    /// Which store this is, as opened (before any growing).
+    pub identity: BackingIdentity,
     pub warnings: Vec<LoopWarning>,
 }
 
@@ -86,6 +89,7 @@ fn open_existing(opts: &LoopBuilder) -> Result<Backing, Error> {
     let (fd, mut direct) = open_fd(opts, &mut warnings)?;
     let st = rustix::fs::fstat(&fd).map_err(|e| io_error(path, "stat", e))?;
     let kind = kind_of(path, FileType::from_raw_mode(st.st_mode))?;
+    let mut identity = BackingIdentity::of_open(path, fd.as_fd(), kind, &st)?;
     if kind == BackingKind::File && !opts.read_only && st.st_mode & 0o222 == 0 {
         // Root may open a file nobody may write for writing anyway; a file marked read-only is an
         // image someone meant to keep: write to it only when asked to make it writable.
@@ -153,6 +157,7 @@ fn open_existing(opts: &LoopBuilder) -> Result<Backing, Error> {
                 // Grow sparse: the new range reads as zeroes and takes no space until written.
                 rustix::fs::ftruncate(&fd, size)
                     .map_err(|e| io_error(path, "grow to the device size", e))?;
+                identity.size = size;
             }
             _ => {
                 return Err(Error::TooSmall {
@@ -184,6 +189,7 @@ fn open_existing(opts: &LoopBuilder) -> Result<Backing, Error> {
         read_only: opts.read_only,
         discard,
         block_discard,
+        identity,
         warnings,
     })
 }
@@ -246,7 +252,7 @@ fn create(path: &Path) -> Result<bool, Error> {
 }
 
 /// Regular files and block devices serve; anything else is named in the error.
-fn kind_of(path: &Path, file_type: FileType) -> Result<BackingKind, Error> {
+pub(crate) fn kind_of(path: &Path, file_type: FileType) -> Result<BackingKind, Error> {
     let what = match file_type {
         FileType::RegularFile => return Ok(BackingKind::File),
         FileType::BlockDevice => return Ok(BackingKind::BlockDevice),
@@ -375,7 +381,7 @@ fn sysfs_queue_value(major: u32, minor: u32, name: &str) -> Option<u64> {
 /// rustix 1.1 wraps BLKSSZGET and BLKPBSZGET but not BLKGETSIZE64, so this is the crate's one
 /// hand-made ioctl. `BLKGETSIZE64` is `_IOR(0x12, 114, size_t)` in include/uapi/linux/fs.h; the
 /// kernel answers with a u64 whatever `size_t` is (`blkdev_ioctl`: `put_u64`).
-fn blkgetsize64(fd: BorrowedFd<'_>) -> rustix::io::Result<u64> {
+pub(crate) fn blkgetsize64(fd: BorrowedFd<'_>) -> rustix::io::Result<u64> {
     use rustix::ioctl::{Getter, Opcode, ioctl, opcode};
     const BLKGETSIZE64: Opcode = opcode::read::<usize>(0x12, 114);
     // SAFETY: BLKGETSIZE64 is a getter that writes exactly one u64 through its pointer argument,
@@ -383,7 +389,7 @@ fn blkgetsize64(fd: BorrowedFd<'_>) -> rustix::io::Result<u64> {
     unsafe { ioctl(fd, Getter::<BLKGETSIZE64, u64>::new()) }
 }
 
-fn io_error(path: &Path, what: &'static str, errno: Errno) -> Error {
+pub(crate) fn io_error(path: &Path, what: &'static str, errno: Errno) -> Error {
     Error::Io {
         path: path.to_owned(),
         what,

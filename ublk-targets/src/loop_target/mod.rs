@@ -3,6 +3,7 @@
 
 mod backing;
 mod backing_io;
+mod identity;
 mod queue;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use ublk_queue::{Batching, DeviceBuilder, DiscardParams, QueueInfo, Target};
 
 use crate::error::Error;
 pub use backing_io::{BackingIo, Inline};
+pub use identity::{BackingIdentity, IdentityChange};
 pub use queue::LoopQueue;
 use queue::QueueConfig;
 
@@ -163,6 +165,7 @@ impl LoopBuilder {
             read_only: backing.read_only,
             discard: backing.discard,
             block_discard: backing.block_discard,
+            identity: backing.identity,
             inline,
             warnings: backing.warnings,
         })
@@ -195,6 +198,7 @@ pub struct Loop {
     block_discard: bool,
     /// Which READs and WRITEs run inline on the queue thread (see [`BackingIo`]).
     inline: Inline,
+    identity: BackingIdentity,
     warnings: Vec<LoopWarning>,
 }
 
@@ -238,6 +242,12 @@ impl Loop {
     /// The DISCARD and WRITE_ZEROES limits the device advertises (`None` when read-only).
     pub fn discard(&self) -> Option<DiscardParams> {
         self.discard
+    }
+
+    /// Which store this is (as opened, and grown to the device size): what a device's record
+    /// keeps so that recovery serves the same store or none.
+    pub fn identity(&self) -> BackingIdentity {
+        self.identity
     }
 
     /// What could not be done as asked (buffered instead of direct I/O, a larger block size).
