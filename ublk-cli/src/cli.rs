@@ -39,6 +39,11 @@ pub enum Command {
         json: bool,
     },
     /// Stop and delete devices; their servers exit.
+    ///
+    /// A device served by `ublk` is deleted by its own server, asked to stop with SIGTERM; a
+    /// server that is stopped (SIGSTOP) or does not stop in time is named, with what to do,
+    /// and the device is left as it is: `del` never waits on a server that cannot answer.
+    /// Devices without a server are deleted at once; a server of another program gets STOP_DEV.
     Del {
         /// The device id to delete (as `ublk list` shows it).
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -46,6 +51,14 @@ pub enum Command {
         /// Delete every ublk device.
         #[arg(long)]
         all: bool,
+        /// Kill the server first (SIGKILL): for a server that is stopped or stuck. Its
+        /// requests fail, or wait for `ublk recover` on a device with recovery.
+        #[arg(long)]
+        force: bool,
+        /// How long, in seconds, each server gets to stop (or to die, with --force).
+        #[arg(long, default_value_t = 30, value_name = "SECS",
+              value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
+        timeout: u64,
     },
     /// Serve a device again after its server died (devices added with --recovery).
     ///

@@ -1,4 +1,18 @@
-//! `ublk del`: stop and delete devices.
+//! `ublk del`: stop and delete devices, without ever blocking on a server that cannot answer.
+//!
+//! STOP_DEV removes the disk, and removing a disk waits for every request in flight; a request
+//! held by a server that is stopped (SIGSTOP) or stuck is never completed, and the waiting task
+//! sleeps uninterruptibly in the kernel, where no signal, not even SIGKILL, ends it. So `del`
+//! never sends STOP_DEV while a live server holds the device:
+//! - a `ublk` server (its record names it) is asked to stop with SIGTERM, through a pidfd: it
+//!   stops and deletes its device itself, and `del` waits for it to exit, up to `--timeout`;
+//! - a server that is stopped is refused at once, naming it and what to do;
+//! - `--force` kills the server (SIGKILL) first: the kernel then fails or requeues what it held;
+//! - a device without a live server (DEAD, QUIESCED, or its server gone) is stopped and deleted
+//!   here.
+//!
+//! A server of another program, which may not stop on SIGTERM, gets STOP_DEV from `del` as
+//! before; if it is stuck, that STOP_DEV waits for it.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -6,15 +20,16 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::Errno;
-use rustix::process::{Pid, PidfdFlags, pidfd_open};
-
+use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 use ublk_ctrl::{Control, Error as CtrlError};
+use ublk_uapi::DevState;
 
 use crate::error::CliError;
 use crate::record::{RECORD_DIR, Record};
 
-/// Deletes device `id`, or every device with `all`.
-pub fn run(id: Option<u32>, all: bool) -> Result<(), CliError> {
+/// Deletes device `id`, or every device with `all`; `force` kills servers first, and each
+/// server gets `timeout` to stop.
+pub fn run(id: Option<u32>, all: bool, force: bool, timeout: Duration) -> Result<(), CliError> {
     let mut ctrl = Control::open()?;
     let ids = match id {
         Some(id) => vec![id],
@@ -25,7 +40,7 @@ pub fn run(id: Option<u32>, all: bool) -> Result<(), CliError> {
     };
     let mut first_error = None;
     for id in ids {
-        match delete(&mut ctrl, id) {
+        match delete(&mut ctrl, id, force, timeout) {
             Ok(()) => println!("deleted device {id}"),
             Err(e) if all => {
                 eprintln!("ublk: device {id}: {e}");
@@ -37,23 +52,127 @@ pub fn run(id: Option<u32>, all: bool) -> Result<(), CliError> {
     first_error.map_or(Ok(()), Err)
 }
 
-/// STOP_DEV (its server's queues see every command aborted and exit), then DEL_DEV, then waits for the
-/// server process to exit, so that what it held (a loop device's backing file) is released when `del`
-/// returns. Works in any state: a dead or quiesced device is deleted too.
-fn delete(ctrl: &mut Control, id: u32) -> Result<(), CliError> {
-    // Taken before the stop, so a pid reused after the server exits cannot be mistaken for it. A
-    // dead server's pid (the kernel keeps it for a QUIESCED device) opens nothing: no wait.
-    let server = ctrl
-        .dev_info(id)
-        .ok()
+/// A live server, held by a pidfd: its pid cannot be reused for another process while we hold it.
+struct Server {
+    pid: i32,
+    pidfd: OwnedFd,
+}
+
+impl Server {
+    /// The live server of a device whose info names pid `pid`, if that process is alive (and
+    /// still the device's server once its pidfd is open).
+    fn of(ctrl: &mut Control, id: u32, pid: i32) -> Option<Server> {
         // A dead device's server pid is -1, which `Pid::from_raw` refuses with a panic.
-        .and_then(|info| Pid::from_raw(info.ublksrv_pid.max(0)))
-        .and_then(|pid| {
-            pidfd_open(pid, PidfdFlags::empty())
-                .ok()
-                .map(|fd| (pid, fd))
-        });
-    ctrl.stop_dev(id)?;
+        let raw = Pid::from_raw(pid.max(0))?;
+        let pidfd = pidfd_open(raw, PidfdFlags::empty()).ok()?;
+        // The pid might have been reused between the two reads: with the pidfd open, the
+        // device naming the same pid again means it is that process.
+        let again = ctrl.dev_info(id).ok()?;
+        (again.ublksrv_pid == pid && !exits_within(&pidfd, Duration::ZERO))
+            .then_some(Server { pid, pidfd })
+    }
+
+    fn signal(&self, signal: Signal) -> Result<(), CliError> {
+        match pidfd_send_signal(&self.pidfd, signal) {
+            // Already gone: nothing to signal, and nothing to wait for.
+            Ok(()) | Err(Errno::SRCH) => Ok(()),
+            Err(e) => Err(CliError::io(
+                format!("signalling server pid {}", self.pid),
+                e.into(),
+            )),
+        }
+    }
+
+    /// The process's state letter (`S`, `D`, `T`, ...), from /proc (our pidfd keeps the pid).
+    fn state(&self) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .next()?
+            .chars()
+            .next()
+    }
+}
+
+/// What a state letter says about a server that does not exit.
+fn state_hint(state: Option<char>) -> &'static str {
+    match state {
+        Some('T' | 't') => "it is stopped (SIGSTOP, or a debugger)",
+        Some('D') => {
+            "it is blocked in the kernel (state D), most likely on I/O that does not finish"
+        }
+        Some('Z') | None => "it is exiting",
+        Some(_) => "it is running but does not finish its requests",
+    }
+}
+
+fn delete(ctrl: &mut Control, id: u32, force: bool, timeout: Duration) -> Result<(), CliError> {
+    let info = ctrl.dev_info(id)?;
+    let pid = info.ublksrv_pid;
+    let live = matches!(info.state(), Ok(DevState::Live));
+    let server = if live {
+        Server::of(ctrl, id, pid)
+    } else {
+        None
+    };
+    let records = Path::new(RECORD_DIR);
+    let ours = Record::load_in(records, id)
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.pid == pid);
+    match &server {
+        Some(server) if force => {
+            server.signal(Signal::KILL)?;
+            if !exits_within(&server.pidfd, timeout) {
+                return Err(CliError::Msg(format!(
+                    "device {id}'s server (pid {pid}) was sent SIGKILL but did not exit within \
+                     {timeout:?}: {}; the device is left as it is",
+                    state_hint(server.state())
+                )));
+            }
+        }
+        Some(server) if matches!(server.state(), Some('T' | 't')) => {
+            return Err(CliError::Msg(format!(
+                "device {id}'s server (pid {pid}) is stopped (SIGSTOP, or a debugger), so it cannot \
+                 finish its requests and the device cannot be removed: resume it (`kill -CONT \
+                 {pid}`) and run `ublk del {id}` again, or kill it (`ublk del --force {id}`)"
+            )));
+        }
+        Some(server) if ours => {
+            // It stops and deletes its device itself, from its own process.
+            server.signal(Signal::TERM)?;
+            if !exits_within(&server.pidfd, timeout) {
+                return Err(CliError::Msg(format!(
+                    "device {id}'s server (pid {pid}) did not stop within {timeout:?}: {}; kill \
+                     it with `ublk del --force {id}` (its requests then fail or, with recovery, \
+                     wait for `ublk recover`)",
+                    state_hint(server.state())
+                )));
+            }
+        }
+        _ => {}
+    }
+    let records_gone = || {
+        let _ = Record::remove_own_in(records, id, pid);
+    };
+    if server.is_some() && (force || ours) {
+        // The server is gone. Its device, if still there, still names it; a device under this
+        // id that names another server is a new one, not ours to touch.
+        match ctrl.dev_info(id) {
+            Ok(now) if now.ublksrv_pid == pid => {}
+            Ok(_) | Err(CtrlError::NoSuchDevice { .. }) => {
+                records_gone();
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // What is left: a device without a live server, or one served by another program.
+    match ctrl.stop_dev(id) {
+        Ok(()) | Err(CtrlError::NoSuchDevice { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
     // Not waiting for openers of /dev/ublkbN: one that never closes would stall `del` until the
     // deadline; the id is freed when it does.
     match ctrl.del_dev_nowait(id) {
@@ -61,19 +180,20 @@ fn delete(ctrl: &mut Control, id: u32) -> Result<(), CliError> {
         Ok(()) | Err(CtrlError::NoSuchDevice { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let _ = Record::remove_in(Path::new(RECORD_DIR), id);
-    if let Some((pid, pidfd)) = server
-        && !exits_within(&pidfd, SERVER_EXIT_TIMEOUT)
+    records_gone();
+    // Another program's server exits once its device is gone; wait, so that what it held (a
+    // backing file) is released when `del` returns.
+    if let Some(server) = &server
+        && !exits_within(&server.pidfd, SERVER_EXIT_TIMEOUT)
     {
         log::warn!(
-            "device {id} is deleted, but its server (pid {}) is still running after {SERVER_EXIT_TIMEOUT:?}",
-            pid.as_raw_nonzero()
+            "device {id} is deleted, but its server (pid {pid}) is still running after {SERVER_EXIT_TIMEOUT:?}"
         );
     }
     Ok(())
 }
 
-/// How long `del` waits for a stopped device's server to exit.
+/// How long `del` waits for another program's server to exit once its device is deleted.
 const SERVER_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether the process behind `pidfd` exits within `timeout` (a pidfd turns readable when it does).
@@ -92,5 +212,32 @@ fn exits_within(pidfd: &OwnedFd, timeout: Duration) -> bool {
             Err(Errno::INTR) if !left.is_zero() => {}
             Err(_) => return false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stuck_servers_are_described_by_their_state() {
+        assert!(state_hint(Some('T')).contains("SIGSTOP"));
+        assert!(state_hint(Some('t')).contains("debugger"));
+        assert!(state_hint(Some('D')).contains("state D"));
+        assert!(state_hint(Some('S')).contains("running"));
+    }
+
+    #[test]
+    fn a_process_that_runs_does_not_exit_and_one_that_ends_does() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep");
+        let pid = Pid::from_raw(child.id() as i32).expect("a pid");
+        let pidfd = pidfd_open(pid, PidfdFlags::empty()).expect("pidfd");
+        assert!(!exits_within(&pidfd, Duration::from_millis(50)));
+        pidfd_send_signal(&pidfd, Signal::KILL).expect("kill");
+        assert!(exits_within(&pidfd, Duration::from_secs(5)));
+        child.wait().expect("reaped");
     }
 }

@@ -37,7 +37,12 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Add { target } => add::run(target),
         Command::List { json } => list::run(json),
-        Command::Del { id, all } => del::run(id, all),
+        Command::Del {
+            id,
+            all,
+            force,
+            timeout,
+        } => del::run(id, all, force, std::time::Duration::from_secs(timeout)),
         Command::Recover(args) => recover::run(args),
         Command::Features => features::run(),
     };
