@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
 
 use ublk_queue::DeviceBuilder;
 
@@ -10,6 +11,10 @@ use crate::background;
 use crate::cli::TargetArgs;
 use crate::error::CliError;
 use crate::serve::{Foreground, Recipe};
+
+/// How long `ublk add` waits for its background server to report the device live. Each control
+/// step inside has its own 30 s deadline; this only bounds the whole.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs `ublk add`.
 pub fn run(target: TargetArgs) -> Result<(), CliError> {
@@ -22,7 +27,7 @@ pub fn run(target: TargetArgs) -> Result<(), CliError> {
     if !serve.here() {
         // The background server opens the backing store again, for itself.
         drop(backend);
-        return background::spawn();
+        return background::spawn(READY_TIMEOUT);
     }
     let foreground = Foreground::start(serve, false)?;
     if let Some(line) = backend.describe() {
@@ -33,7 +38,9 @@ pub fn run(target: TargetArgs) -> Result<(), CliError> {
         args: user_args(&target),
         backing: backend.identity(),
     };
-    let serving = foreground.report(builder.add().and_then(|device| device.serve(backend)))?;
+    let device = foreground.report(builder.add())?;
+    foreground.made(device.id());
+    let serving = foreground.report(device.serve(backend))?;
     foreground.run(serving, recipe)
 }
 

@@ -21,6 +21,9 @@ use crate::error::CliError;
 use crate::record::Record;
 use crate::serve::{Foreground, Recipe};
 
+/// The least `ublk recover` waits for its background server, as `ublk add` does.
+const MIN_READY_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A device checked for recovery, with what its record says.
 #[derive(Debug)]
 pub struct Checked {
@@ -37,7 +40,9 @@ pub fn run(args: RecoverArgs) -> Result<(), CliError> {
     if !args.serve.here() {
         // The background server opens the backing store again, for itself.
         drop(backend);
-        return background::spawn();
+        // Waiting for the old server's exit, then every step: each up to --timeout.
+        let timeout = Duration::from_secs(args.timeout);
+        return background::spawn((timeout * 3 + Duration::from_secs(30)).max(MIN_READY_TIMEOUT));
     }
     let foreground = Foreground::start(&args.serve, true)?;
     if let Backend::Mem(_) = backend {

@@ -64,6 +64,14 @@ impl Foreground {
         })
     }
 
+    /// Tells the waiting parent that ADD_DEV made device `id`: should this server never report
+    /// a verdict, the parent deletes it.
+    pub fn made(&self, id: u32) {
+        if let Some(ready) = self.ready.borrow_mut().as_mut() {
+            let _ = writeln!(ready, "id {id}");
+        }
+    }
+
     /// Passes `result` on; an error also goes to the waiting parent, which prints it.
     pub fn report<T, E: Into<CliError>>(&self, result: Result<T, E>) -> Result<T, CliError> {
         report(&self.ready, result)
