@@ -50,7 +50,8 @@ pub fn builder_for(target: &TargetArgs) -> DeviceBuilder {
     let common = target.common();
     let size = match target {
         TargetArgs::Null { size, .. } | TargetArgs::Mem { size, .. } => *size,
-        TargetArgs::Loop { .. } => 0,
+        // The backing store's or the RAM disk's: set by `Backend::configure`.
+        TargetArgs::Loop { .. } | TargetArgs::Fault { .. } => 0,
     };
     let mut builder = DeviceBuilder::new()
         .queues(common.queues)

@@ -3,14 +3,17 @@
 //! made), and served as one [`Target`] whichever it is.
 
 use std::io;
+use std::num::NonZeroU64;
 use std::os::fd::BorrowedFd;
+use std::time::Duration;
 
 use ublk_queue::{
     Batching, DeviceBuilder, Handled, IoInfo, QueueInfo, QueueTarget, Request, Simple, SimpleQueue,
     Target, TargetCqe, TargetRing,
 };
 use ublk_targets::{
-    BackingIdentity, BackingKind, Inline, Loop, LoopBuilder, LoopQueue, Mem, Null, NullQueue,
+    BackingIdentity, BackingKind, Fault, FaultPlan, FaultQueue, Inline, Loop, LoopBuilder,
+    LoopQueue, Mem, Null, NullQueue,
 };
 
 use crate::cli::TargetArgs;
@@ -24,6 +27,8 @@ pub enum Backend {
     Mem(Simple<Mem>),
     /// An opened, checked backing store.
     Loop(Loop),
+    /// A RAM disk or a backing store, with faults.
+    Fault(Box<Fault<Backend>>),
 }
 
 impl Backend {
@@ -32,15 +37,7 @@ impl Backend {
     pub fn open(target: &TargetArgs) -> Result<Backend, CliError> {
         match target {
             TargetArgs::Null { .. } => Ok(Backend::Null(Null)),
-            // The chunk table is made before the device, so a size beyond memory fails cleanly.
-            TargetArgs::Mem { size, .. } => Mem::try_new(*size)
-                .map(|mem| Backend::Mem(Simple::new(mem)))
-                .map_err(|e| {
-                    CliError::Msg(format!(
-                        "a {} RAM disk is too big: {e}",
-                        crate::size::format_size(*size)
-                    ))
-                }),
+            TargetArgs::Mem { size, .. } => mem(*size),
             TargetArgs::Loop {
                 file,
                 size,
@@ -49,23 +46,32 @@ impl Backend {
                 backing_io,
                 common,
             } => {
-                let mut builder = LoopBuilder::new(file)
+                let builder = LoopBuilder::new(file)
                     .buffered(*buffered)
                     .read_only(*read_only)
                     .backing_io(backing_io.backing_io());
-                if let Some(size) = size {
-                    builder = builder.size(*size);
-                }
-                // 512, the default, is also the least: it asks for nothing, and the backing
-                // store's own block size is used.
-                if common.block_size != 512 {
-                    builder = builder.block_size(common.block_size);
-                }
-                let backing = builder.open()?;
-                for warning in backing.warnings() {
-                    log::warn!("{}: {warning}", file.display());
-                }
-                Ok(Backend::Loop(backing))
+                open_loop(builder, *size, common.block_size)
+            }
+            TargetArgs::Fault {
+                size,
+                file,
+                every,
+                delay_us,
+                fail_errno,
+                panic_after,
+                common,
+            } => {
+                let store = match file {
+                    Some(file) => open_loop(LoopBuilder::new(file), *size, common.block_size)?,
+                    None => mem(size.unwrap_or(0))?,
+                };
+                let plan = FaultPlan {
+                    every: NonZeroU64::new(*every).unwrap_or(NonZeroU64::MIN),
+                    delay: Duration::from_micros(*delay_us),
+                    fail: *fail_errno,
+                    panic_after: panic_after.and_then(NonZeroU64::new),
+                };
+                Ok(Backend::Fault(Box::new(Fault::new(store, plan))))
             }
         }
     }
@@ -77,6 +83,16 @@ impl Backend {
             Backend::Loop(backing) => backing.configure(builder),
             Backend::Mem(mem) => mem.get().configure(builder),
             Backend::Null(_) => builder,
+            Backend::Fault(fault) => fault.inner().configure(builder),
+        }
+    }
+
+    /// Whether the data lives in this process's memory (and dies with it).
+    pub fn in_memory(&self) -> bool {
+        match self {
+            Backend::Mem(_) => true,
+            Backend::Fault(fault) => fault.inner().in_memory(),
+            Backend::Null(_) | Backend::Loop(_) => false,
         }
     }
 
@@ -84,14 +100,31 @@ impl Backend {
     pub fn identity(&self) -> Option<BackingIdentity> {
         match self {
             Backend::Loop(backing) => Some(backing.identity()),
+            Backend::Fault(fault) => fault.inner().identity(),
             Backend::Null(_) | Backend::Mem(_) => None,
         }
     }
 
     /// One line about the backend for the log, if there is more to say than the target's name.
     pub fn describe(&self) -> Option<String> {
-        let Backend::Loop(backing) = self else {
-            return None;
+        let backing = match self {
+            Backend::Loop(backing) => backing,
+            Backend::Fault(fault) => {
+                let plan = fault.plan();
+                return Some(format!(
+                    "faults on every {} request(s): delay {:?}, fail {}, panic at {}; over {}",
+                    plan.every,
+                    plan.delay,
+                    plan.fail.map_or_else(|| "no".to_owned(), |e| e.to_string()),
+                    plan.panic_after
+                        .map_or_else(|| "none".to_owned(), |n| n.to_string()),
+                    fault
+                        .inner()
+                        .describe()
+                        .unwrap_or_else(|| "memory".to_owned())
+                ));
+            }
+            Backend::Null(_) | Backend::Mem(_) => return None,
         };
         Some(format!(
             "{} ({}, {} I/O{}, {}-byte blocks{})",
@@ -120,6 +153,40 @@ impl Backend {
     }
 }
 
+/// A loop backing store, opened and checked.
+fn open_loop(
+    builder: LoopBuilder,
+    size: Option<u64>,
+    block_size: u32,
+) -> Result<Backend, CliError> {
+    let mut builder = builder;
+    if let Some(size) = size {
+        builder = builder.size(size);
+    }
+    // 512, the default, is also the least: it asks for nothing, and the backing store's own
+    // block size is used.
+    if block_size != 512 {
+        builder = builder.block_size(block_size);
+    }
+    let backing = builder.open()?;
+    for warning in backing.warnings() {
+        log::warn!("{}: {warning}", backing.path().display());
+    }
+    Ok(Backend::Loop(backing))
+}
+
+/// A RAM disk; its chunk table is made before the device, so a size beyond memory fails cleanly.
+fn mem(size: u64) -> Result<Backend, CliError> {
+    Mem::try_new(size)
+        .map(|mem| Backend::Mem(Simple::new(mem)))
+        .map_err(|e| {
+            CliError::Msg(format!(
+                "a {} RAM disk is too big: {e}",
+                crate::size::format_size(size)
+            ))
+        })
+}
+
 impl Target for Backend {
     type Queue = BackendQueue;
 
@@ -128,6 +195,7 @@ impl Target for Backend {
             Backend::Null(null) => BackendQueue::Null(null.open_queue(q)?),
             Backend::Mem(mem) => BackendQueue::Mem(mem.open_queue(q)?),
             Backend::Loop(backing) => BackendQueue::Loop(backing.open_queue(q)?),
+            Backend::Fault(fault) => BackendQueue::Fault(Box::new(fault.open_queue(q)?)),
         })
     }
 
@@ -136,6 +204,7 @@ impl Target for Backend {
             Backend::Null(null) => null.batching(),
             Backend::Mem(mem) => mem.batching(),
             Backend::Loop(backing) => backing.batching(),
+            Backend::Fault(fault) => fault.batching(),
         }
     }
 }
@@ -146,6 +215,7 @@ pub enum BackendQueue {
     Null(NullQueue),
     Mem(SimpleQueue<Mem>),
     Loop(LoopQueue),
+    Fault(Box<FaultQueue<BackendQueue>>),
 }
 
 impl QueueTarget for BackendQueue {
@@ -154,6 +224,7 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Null(q) => q.handle(req, ring),
             BackendQueue::Mem(q) => q.handle(req, ring),
             BackendQueue::Loop(q) => q.handle(req, ring),
+            BackendQueue::Fault(q) => q.handle(req, ring),
         }
     }
 
@@ -162,6 +233,7 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Null(q) => q.complete(io, cqe, ring),
             BackendQueue::Mem(q) => q.complete(io, cqe, ring),
             BackendQueue::Loop(q) => q.complete(io, cqe, ring),
+            BackendQueue::Fault(q) => q.complete(io, cqe, ring),
         }
     }
 
@@ -170,6 +242,7 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Null(q) => q.fixed_files(),
             BackendQueue::Mem(q) => q.fixed_files(),
             BackendQueue::Loop(q) => q.fixed_files(),
+            BackendQueue::Fault(q) => q.fixed_files(),
         }
     }
 
@@ -178,6 +251,7 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Null(q) => q.register_buffers(),
             BackendQueue::Mem(q) => q.register_buffers(),
             BackendQueue::Loop(q) => q.register_buffers(),
+            BackendQueue::Fault(q) => q.register_buffers(),
         }
     }
 }

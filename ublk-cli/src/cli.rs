@@ -161,6 +161,71 @@ pub enum TargetArgs {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// A RAM disk (--size) or a file (--file) whose chosen requests are delayed or fail, or
+    /// whose queue thread panics: to test how servers, recovery and applications cope.
+    ///
+    /// Requests are counted per queue; every --every-th is chosen. A delay blocks the whole
+    /// queue thread, as a stalled disk would. With --file the file is served as `loop` serves
+    /// it (direct I/O), and `ublk recover` can take the device over after a planned panic.
+    Fault {
+        /// Serve a RAM disk of this size (bytes, or with a K/M/G/T suffix); with --file, the
+        /// size to create or grow the file to.
+        #[arg(long, value_parser = parse_size, required_unless_present = "file")]
+        size: Option<u64>,
+        /// Serve this file or block device instead of memory.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Choose every N-th request of each queue (1: all).
+        #[arg(long, default_value_t = 1, value_name = "N",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        every: u64,
+        /// Delay each chosen request by this many microseconds, on the queue thread.
+        #[arg(long, default_value_t = 0, value_name = "US",
+              value_parser = clap::value_parser!(u64).range(0..=60_000_000))]
+        delay_us: u64,
+        /// Fail each chosen request with this errno (EIO, ENOSPC, ... or a number).
+        #[arg(long, value_name = "ERRNO", value_parser = parse_errno)]
+        fail_errno: Option<rustix::io::Errno>,
+        /// Panic the queue thread at its N-th request (a crash, for recovery tests).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        panic_after: Option<u64>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+/// `--fail-errno`: an errno by name (EIO, ENOSPC, ...) or number.
+pub fn parse_errno(text: &str) -> Result<rustix::io::Errno, String> {
+    use rustix::io::Errno;
+    const NAMED: &[(&str, Errno)] = &[
+        ("EIO", Errno::IO),
+        ("ENOSPC", Errno::NOSPC),
+        ("ENODATA", Errno::NODATA),
+        ("ETIMEDOUT", Errno::TIMEDOUT),
+        ("EREMOTEIO", Errno::REMOTEIO),
+        ("ENOLINK", Errno::NOLINK),
+        ("EILSEQ", Errno::ILSEQ),
+        ("EPERM", Errno::PERM),
+        ("EROFS", Errno::ROFS),
+        ("ENOMEM", Errno::NOMEM),
+        ("EAGAIN", Errno::AGAIN),
+        ("EBUSY", Errno::BUSY),
+        ("EINVAL", Errno::INVAL),
+        ("EOPNOTSUPP", Errno::OPNOTSUPP),
+    ];
+    if let Some((_, errno)) = NAMED
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(text))
+    {
+        return Ok(*errno);
+    }
+    match text.parse::<i32>() {
+        Ok(n) if (1..4096).contains(&n) => Ok(Errno::from_raw_os_error(n)),
+        _ => Err(format!(
+            "{text:?} is not an errno: give a name ({}) or a number from 1 to 4095",
+            NAMED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        )),
+    }
 }
 
 /// `--backing-io`: ublk_targets' `BackingIo`, by name.
@@ -189,6 +254,7 @@ impl TargetArgs {
             TargetArgs::Null { .. } => "null",
             TargetArgs::Mem { .. } => "mem",
             TargetArgs::Loop { .. } => "loop",
+            TargetArgs::Fault { .. } => "fault",
         }
     }
 
@@ -197,7 +263,17 @@ impl TargetArgs {
         match self {
             TargetArgs::Null { common, .. }
             | TargetArgs::Mem { common, .. }
-            | TargetArgs::Loop { common, .. } => common,
+            | TargetArgs::Loop { common, .. }
+            | TargetArgs::Fault { common, .. } => common,
+        }
+    }
+
+    /// The file or block device the target serves, if it serves one.
+    pub fn backing_file(&self) -> Option<&std::path::Path> {
+        match self {
+            TargetArgs::Loop { file, .. } => Some(file),
+            TargetArgs::Fault { file, .. } => file.as_deref(),
+            TargetArgs::Null { .. } | TargetArgs::Mem { .. } => None,
         }
     }
 }
@@ -510,6 +586,56 @@ mod tests {
         assert_eq!(batching(&["--batch", "1"]), Ok(Some(Batching::OFF)));
         assert_eq!(batching(&["--batch-wait-us", "0"]), Ok(Some(Batching::OFF)));
         assert!(batching(&["--batch", "0"]).unwrap_err().contains("--batch"));
+    }
+
+    #[test]
+    fn fault_takes_a_store_and_a_plan() {
+        let cli = Cli::try_parse_from([
+            "ublk",
+            "add",
+            "fault",
+            "--file",
+            "/tmp/f",
+            "--every",
+            "10",
+            "--delay-us",
+            "500",
+            "--fail-errno",
+            "enospc",
+            "--panic-after",
+            "1000",
+        ])
+        .unwrap();
+        let Command::Add {
+            target:
+                TargetArgs::Fault {
+                    size,
+                    file,
+                    every,
+                    delay_us,
+                    fail_errno,
+                    panic_after,
+                    ..
+                },
+        } = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (size, file.as_deref()),
+            (None, Some(std::path::Path::new("/tmp/f")))
+        );
+        assert_eq!((every, delay_us, panic_after), (10, 500, Some(1000)));
+        assert_eq!(fail_errno, Some(rustix::io::Errno::NOSPC));
+        assert!(
+            Cli::try_parse_from(["ublk", "add", "fault"]).is_err(),
+            "a store is required"
+        );
+        let err = Cli::try_parse_from(["ublk", "add", "fault", "--size", "1M", "--every", "0"])
+            .unwrap_err();
+        assert!(err.to_string().contains("--every"), "{err}");
+        assert_eq!(parse_errno("5"), Ok(rustix::io::Errno::IO));
+        assert!(parse_errno("EWHAT").unwrap_err().contains("EIO"));
     }
 
     #[test]

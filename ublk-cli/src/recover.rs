@@ -45,7 +45,7 @@ pub fn run(args: RecoverArgs) -> Result<(), CliError> {
         return background::spawn((timeout * 3 + Duration::from_secs(30)).max(MIN_READY_TIMEOUT));
     }
     let foreground = Foreground::start(&args.serve, true)?;
-    if let Backend::Mem(_) = backend {
+    if backend.in_memory() {
         log::warn!(
             "device {}: a mem device's data died with its old server: it now reads as zeroes",
             args.id
@@ -82,7 +82,7 @@ fn open_backend(checked: &Checked) -> Result<Backend, CliError> {
             )
         })?;
     }
-    if let TargetArgs::Loop { file, .. } = &checked.target {
+    if let Some(file) = checked.target.backing_file() {
         // The store must be the very one the device was made from: serving another file of the
         // same size would hand the device's users someone else's data, and opening a truncated
         // file with the recorded --size would silently grow it back with zeroes.

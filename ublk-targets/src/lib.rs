@@ -3,6 +3,7 @@
 //! - [`Null`]: completes every request at once without moving data, like the kernel's null_blk;
 //!   the yardstick for the engine's own overhead.
 //! - [`Mem`]: a RAM disk that allocates memory as it is written, safe under concurrent queues.
+//! - [`Fault`]: another target with delays, errors or a panic on chosen requests, for testing.
 //! - [`Loop`]: a regular file or a block device, like the kernel's loop driver, served with
 //!   asynchronous I/O on each queue's io_uring; [`LoopBuilder`] opens and checks the backing store
 //!   before any device exists, and [`Error`] says what is wrong with it.
@@ -20,11 +21,13 @@
 //! ```
 
 mod error;
+mod fault;
 mod loop_target;
 mod mem;
 mod null;
 
 pub use error::Error;
+pub use fault::{Fault, FaultPlan, FaultQueue};
 pub use loop_target::{
     BackingIdentity, BackingIo, BackingKind, IdentityChange, Inline, Loop, LoopBuilder, LoopQueue,
     LoopWarning,
