@@ -233,4 +233,15 @@ mod tests {
             }
         );
     }
+
+    proptest::proptest! {
+        /// Whatever the server writes, reading it never panics, and only whole lines count.
+        #[test]
+        fn any_output_reads_without_panic(text in "\\PC{0,200}") {
+            let verdict = Verdict::read(&text);
+            if !text.contains('\n') {
+                proptest::prop_assert_eq!(verdict, Verdict::default());
+            }
+        }
+    }
 }

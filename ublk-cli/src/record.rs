@@ -306,4 +306,30 @@ mod tests {
         }
         fs::remove_dir_all(&dir).unwrap();
     }
+
+    proptest::proptest! {
+        /// A record file holding anything loads as a record or as InvalidData, never a panic.
+        #[test]
+        fn any_file_content_is_a_record_or_refused(text in "\\PC{0,200}") {
+            let _ = Record::from_json(&text);
+        }
+
+        /// Whatever bytes the arguments hold (newlines, `=`, invalid UTF-8), they come back.
+        #[test]
+        fn any_arguments_round_trip(
+            args in proptest::collection::vec(proptest::collection::vec(1u8.., 0..40), 0..8),
+            dev_id: u32,
+            pid: i32,
+        ) {
+            let record = Record {
+                dev_id,
+                target: "loop".into(),
+                args: args.into_iter().map(OsString::from_vec).collect(),
+                pid,
+                cwd: None,
+                backing: None,
+            };
+            proptest::prop_assert_eq!(Record::from_json(&record.to_json()), Some(record));
+        }
+    }
 }

@@ -86,4 +86,24 @@ mod tests {
         assert_eq!(format_size(1 << 30), "1G");
         assert_eq!(format_size(0), "0");
     }
+
+    proptest::proptest! {
+        /// Any text is a size or an error, never a panic; and every size reads back from how
+        /// it is shown.
+        #[test]
+        fn any_text_parses_or_is_refused(text in ".{0,24}") {
+            let _ = parse_size(&text);
+        }
+
+        #[test]
+        fn sizes_round_trip_through_their_display(bytes: u64) {
+            proptest::prop_assert_eq!(parse_size(&format_size(bytes)), Ok(bytes));
+        }
+
+        #[test]
+        fn suffixes_multiply(n in 0u64..(1 << 20), unit in 0usize..5) {
+            let (suffix, shift) = [("", 0), ("K", 10), ("MiB", 20), ("g", 30), ("TB", 40)][unit];
+            proptest::prop_assert_eq!(parse_size(&format!("{n}{suffix}")), Ok(n << shift));
+        }
+    }
 }

@@ -38,11 +38,18 @@ impl IoInfo {
             // The kernel caps requests at max_sectors, which fits the buffer; never overrun it.
             return Err(Errno::IO);
         }
+        // A range that does not fit 64 bits in bytes is no range on any device: never let it
+        // wrap round to a small offset.
+        let offset = desc
+            .start_sector
+            .checked_mul(1 << ublk_uapi::io_desc::SECTOR_SHIFT)
+            .filter(|offset| offset.checked_add(len).is_some())
+            .ok_or(Errno::IO)?;
         Ok(IoInfo {
             tag,
             op,
             flags: desc.flags(),
-            offset: desc.byte_offset(),
+            offset,
             len,
             buf,
         })
@@ -339,5 +346,32 @@ mod tests {
             Handled::from_result(Err(Errno::NOSPC.into())),
             Handled::Done(-Errno::NOSPC.raw_os_error())
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever a descriptor holds, decoding it never panics, and what it accepts is a
+        /// range that fits: READ/WRITE within the tag's buffer, offset + length within 64 bits,
+        /// the offset exactly the sector times 512.
+        #[test]
+        fn any_descriptor_decodes_or_is_refused(
+            op_flags: u32,
+            nr_sectors: u32,
+            start_sector: u64,
+            buf_bytes in 0usize..(64 << 20),
+        ) {
+            let d = IoDesc { op_flags, nr_sectors, start_sector, addr: 0 };
+            match IoInfo::from_desc(1, &d, std::ptr::null_mut(), buf_bytes) {
+                Ok(info) => {
+                    proptest::prop_assert!(info.offset().checked_add(info.len()).is_some());
+                    proptest::prop_assert_eq!(u128::from(info.offset()), u128::from(start_sector) * 512);
+                    proptest::prop_assert_eq!(info.len(), u64::from(nr_sectors) * 512);
+                    if matches!(info.op(), IoOp::Read | IoOp::Write) {
+                        proptest::prop_assert!(info.len() <= buf_bytes as u64);
+                    }
+                    proptest::prop_assert_eq!(info.flags().bits(), op_flags & !0xff);
+                }
+                Err(errno) => proptest::prop_assert!(errno == Errno::IO || errno == Errno::OPNOTSUPP),
+            }
+        }
     }
 }
