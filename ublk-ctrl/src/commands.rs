@@ -1,5 +1,7 @@
 //! The control commands, one method each, with typed arguments and results.
 
+use std::time::Duration;
+
 use rustix::process::Pid;
 use rustix::thread::CpuSet;
 use ublk_uapi::{CtrlOp, DevInfo, Features, Params};
@@ -161,6 +163,32 @@ impl Control {
             }
         }
         Ok(set)
+    }
+
+    /// UPDATE_SIZE (Linux 6.16): the live device's new capacity, in 512-byte sectors; the kernel
+    /// tells the disk's users (`set_capacity_and_notify`). The server must be ready to serve the
+    /// new size first.
+    pub fn update_size(&mut self, dev_id: u32, sectors: u64) -> Result<()> {
+        self.execute(Command::new(CtrlOp::UpdateSize, dev_id).data(sectors))
+            .map(drop)
+    }
+
+    /// QUIESCE_DEV (Linux 6.16, devices with `QUIESCE`): stops handing requests to the server,
+    /// waits up to `timeout` (0: without limit) for those it holds to complete, then cancels its
+    /// pending fetches, so that the server's queues end while the device waits, QUIESCED, for
+    /// a new server (user recovery).
+    pub fn quiesce_dev(&mut self, dev_id: u32, timeout: Duration) -> Result<()> {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.execute(Command::new(CtrlOp::QuiesceDev, dev_id).data(ms))
+            .map(drop)
+    }
+
+    /// TRY_STOP_DEV (Linux 7.0): STOP_DEV unless someone holds `/dev/ublkbN` open (a mount, a
+    /// process), in which case it fails with [`Error::Busy`] and changes nothing; checked and
+    /// done under the disk's open lock, so nobody can open it in between.
+    pub fn try_stop_dev(&mut self, dev_id: u32) -> Result<()> {
+        self.execute(Command::new(CtrlOp::TryStopDev, dev_id))
+            .map(drop)
     }
 
     /// START_USER_RECOVERY: the device is QUIESCED and its old server gone; a new server may now open it.
