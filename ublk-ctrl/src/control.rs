@@ -197,10 +197,11 @@ impl Control {
                     Duration::ZERO
                 };
                 match self.wait(tag, grace) {
+                    // Cancelled (not started: ECANCELED; interrupted in the driver's wait:
+                    // EINTR): the kernel is done with the buffer.
+                    Ok(Some(res)) if is_cancelled(res) => return Err(timed_out),
                     // It finished after all: its real result.
-                    Ok(Some(res)) if res != -Errno::CANCELED.raw_os_error() => res,
-                    // Cancelled: the kernel is done with the buffer.
-                    Ok(Some(_)) => return Err(timed_out),
+                    Ok(Some(res)) => res,
                     Ok(None) | Err(_) => {
                         self.abandon(tag, cmd);
                         return Err(timed_out);
@@ -294,6 +295,13 @@ impl AsFd for Control {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// Whether `res` is what our ASYNC_CANCEL made of a command: -ECANCELED if it had not started,
+/// -EINTR if it was interrupted in one of the driver's waits (an io-wq worker gets no other
+/// signal).
+fn is_cancelled(res: i32) -> bool {
+    res == -Errno::CANCELED.raw_os_error() || res == -Errno::INTR.raw_os_error()
 }
 
 /// Turns the errno of a failed command into the error that says what to do about it.
