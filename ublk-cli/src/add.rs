@@ -30,9 +30,6 @@ pub fn run(target: TargetArgs) -> Result<(), CliError> {
         return background::spawn(READY_TIMEOUT);
     }
     let foreground = Foreground::start(serve, false)?;
-    if let Some(line) = backend.describe() {
-        log::info!("{line}");
-    }
     let recipe = Recipe {
         target: target.name(),
         args: user_args(&target),
@@ -40,6 +37,9 @@ pub fn run(target: TargetArgs) -> Result<(), CliError> {
     };
     let device = foreground.report(builder.add())?;
     foreground.made(device.id());
+    if let Some(line) = backend.describe() {
+        log::info!("device {}: {line}", device.id());
+    }
     let serving = foreground.report(device.serve(backend))?;
     foreground.run(serving, recipe)
 }

@@ -52,7 +52,7 @@ pub fn run(args: RecoverArgs) -> Result<(), CliError> {
         );
     }
     if let Some(line) = backend.describe() {
-        log::info!("{line}");
+        log::info!("device {}: {line}", args.id);
     }
     // Queue threads run as the record's options say, like the first server's did.
     let recovering = checked
