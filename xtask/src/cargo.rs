@@ -3,9 +3,10 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
+
 use crate::cmd::Cmd;
 use crate::error::{Result, bail};
-use crate::json::{self, Value};
 
 /// One compiled test harness (a crate's unit tests, an integration test file, ...).
 #[derive(Debug, Clone, PartialEq)]
@@ -40,7 +41,7 @@ pub fn build_ublk(release: bool) -> Result<PathBuf> {
         .current_dir(&crate::project_root())
         .show_stderr()
         .read()?;
-    let exes = executables(&out, |v| target_kind(v).as_deref() == Some("bin"));
+    let exes = executables(&out, |a| a.kind() == Some("bin"));
     match exes
         .into_iter()
         .find(|t| t.path.file_name().is_some_and(|n| n == "ublk"))
@@ -65,48 +66,72 @@ pub fn build_tests(release: bool) -> Result<Vec<TestBinary>> {
         .current_dir(&crate::project_root())
         .show_stderr()
         .read()?;
-    Ok(executables(&out, |v| {
-        v.get("profile")
-            .and_then(|p| p.get("test"))
-            .and_then(Value::as_bool)
-            == Some(true)
-    }))
+    Ok(executables(&out, |a| a.profile.test))
 }
 
-fn target_kind(artifact: &Value) -> Option<String> {
-    let kinds = artifact.get("target")?.get("kind")?.as_array()?;
-    kinds.first()?.as_str().map(str::to_owned)
+/// One line of `cargo --message-format=json`: only artifacts matter here.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+enum Message {
+    CompilerArtifact(Artifact),
+    #[serde(other)]
+    Other,
 }
 
-/// The executables among cargo's `compiler-artifact` messages that `keep` accepts.
-fn executables(messages: &str, keep: impl Fn(&Value) -> bool) -> Vec<TestBinary> {
+/// A `compiler-artifact` message, reduced to what names and locates an executable.
+#[derive(Debug, Deserialize)]
+struct Artifact {
+    #[serde(default)]
+    package_id: String,
+    target: ArtifactTarget,
+    profile: ArtifactProfile,
+    executable: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ArtifactTarget {
+    kind: Vec<String>,
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ArtifactProfile {
+    test: bool,
+}
+
+impl Artifact {
+    /// `lib`, `bin`, `test`, ...: the first of the target's kinds.
+    fn kind(&self) -> Option<&str> {
+        self.target.kind.first().map(String::as_str)
+    }
+}
+
+/// The executables among cargo's `compiler-artifact` messages that `keep` accepts. Lines that
+/// are not cargo messages are skipped.
+fn executables(messages: &str, keep: impl Fn(&Artifact) -> bool) -> Vec<TestBinary> {
     let mut found: Vec<TestBinary> = Vec::new();
-    for v in messages.lines().filter_map(json::parse) {
-        if v.get("reason").and_then(Value::as_str) != Some("compiler-artifact") || !keep(&v) {
-            continue;
-        }
-        let Some(path) = v.get("executable").and_then(Value::as_str) else {
+    for line in messages.lines() {
+        let Ok(Message::CompilerArtifact(artifact)) = serde_json::from_str(line) else {
             continue;
         };
-        let target = v
-            .get("target")
-            .and_then(|t| t.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or("?");
-        let kind = target_kind(&v).unwrap_or_else(|| "?".into());
-        let package = v
-            .get("package_id")
-            .and_then(Value::as_str)
-            .map_or("?", package_name);
+        if !keep(&artifact) {
+            continue;
+        }
+        let Some(path) = artifact.executable.clone() else {
+            continue;
+        };
+        let kind = artifact.kind().unwrap_or("?");
+        let package = if artifact.package_id.is_empty() {
+            "?"
+        } else {
+            package_name(&artifact.package_id)
+        };
         let name = if kind == "lib" {
             format!("{package} (lib)")
         } else {
-            format!("{package} ({kind} {target})")
+            format!("{package} ({kind} {})", artifact.target.name)
         };
-        let bin = TestBinary {
-            name,
-            path: PathBuf::from(path),
-        };
+        let bin = TestBinary { name, path };
         if !found.contains(&bin) {
             found.push(bin);
         }
@@ -151,14 +176,10 @@ mod tests {
 {"reason":"compiler-artifact","target":{"kind":["lib"],"name":"ublk_ctrl"},"profile":{"test":false},"executable":null}
 {"reason":"compiler-artifact","package_id":"path+file:///w/cli#ublk-cli@0.1.0","target":{"kind":["test"],"name":"smoke"},"profile":{"test":true},"executable":"/t/deps/smoke-bb"}
 {"reason":"compiler-artifact","package_id":"path+file:///w/cli#ublk-cli@0.1.0","target":{"kind":["test"],"name":"smoke"},"profile":{"test":true},"executable":"/t/deps/smoke-bb"}
+{"reason":"compiler-artifact","package_id":"path+file:///w/cli#ublk-cli@0.1.0","target":{"kind":["bin"],"name":"ublk"},"profile":{"test":false},"executable":"/t/ublk"}
+   Compiling foo v0.1.0
 {"reason":"build-finished","success":true}"#;
-        let is_test = |v: &Value| {
-            v.get("profile")
-                .and_then(|p| p.get("test"))
-                .and_then(Value::as_bool)
-                == Some(true)
-        };
-        let got = executables(msgs, is_test);
+        let got = executables(msgs, |a| a.profile.test);
         assert_eq!(
             got,
             [
@@ -171,6 +192,14 @@ mod tests {
                     path: "/t/deps/smoke-bb".into()
                 },
             ]
+        );
+        let bins = executables(msgs, |a| a.kind() == Some("bin"));
+        assert_eq!(
+            bins,
+            [TestBinary {
+                name: "ublk-cli (bin ublk)".into(),
+                path: "/t/ublk".into()
+            }]
         );
     }
 

@@ -9,7 +9,6 @@ mod ci;
 mod cmd;
 mod demo;
 mod error;
-mod json;
 mod vm;
 mod vm_e2e;
 mod vm_run;

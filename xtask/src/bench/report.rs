@@ -1,8 +1,11 @@
 //! The bench's outputs: the markdown table, the summary JSON, and the SVG chart of the ratios.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
-use super::plan::Timing;
+use serde::Serialize;
+
+use super::plan::{DEPTH, Timing};
 use super::results::{self, Cell, Creation, Goal};
 
 /// Where and how the figures were taken.
@@ -171,28 +174,75 @@ pub fn markdown(
     s
 }
 
-/// A JSON string literal.
-fn q(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// `summary.json`: how the figures were taken, every cell, creation times, goals.
+#[derive(Debug, Serialize)]
+struct Summary<'a> {
+    machine: MachineJson<'a>,
+    timing: TimingJson,
+    cells: Vec<CellJson<'a>>,
+    creation: Vec<CreationJson>,
+    goals: Vec<GoalJson<'a>>,
 }
 
-fn num(x: Option<f64>) -> String {
-    match x {
-        Some(x) if x.is_finite() => format!("{x}"),
-        _ => "null".into(),
-    }
+#[derive(Debug, Serialize)]
+struct MachineJson<'a> {
+    host_cpu: &'a str,
+    host_cores: usize,
+    accel: &'a str,
+    smp: u32,
+    mem_mib: u64,
+    guest_kernel: &'a str,
+    other_qemus: usize,
+    other_cpu_pct: Option<f64>,
+    contended: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct TimingJson {
+    runtime_s: u32,
+    ramp_s: u32,
+    runs: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct CellJson<'a> {
+    case: &'a str,
+    title: &'a str,
+    subject: &'a str,
+    queues: u16,
+    jobs: u32,
+    iodepth: u32,
+    iops_median: Option<f64>,
+    iops_runs: Vec<f64>,
+    mib_s_median: Option<f64>,
+    lat_us_median: Option<f64>,
+    failed_runs: u32,
+    baseline: Option<&'a str>,
+    ratio: Option<f64>,
+    enters_per_io: Option<f64>,
+    server_cpu_us_per_io: Option<f64>,
+    skipped: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct CreationJson {
+    queues: u16,
+    hw_queues: Vec<u16>,
+    depth: u16,
+    median_ms: Option<f64>,
+    samples_ms: Vec<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct GoalJson<'a> {
+    goal: &'a str,
+    figure: &'a str,
+    met: Option<bool>,
+}
+
+/// Milliseconds to the microsecond, as the summary has always shown them.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// The summary JSON: machine, timing, every cell, creation times, goals.
@@ -203,93 +253,67 @@ pub fn summary_json(
     machine: &Machine,
     timing: Timing,
 ) -> String {
-    let mut s = String::from("{\n");
-    let _ = writeln!(
-        s,
-        "  \"machine\": {{\"host_cpu\": {}, \"host_cores\": {}, \"accel\": {}, \"smp\": {}, \
-         \"mem_mib\": {}, \"guest_kernel\": {}, \"other_qemus\": {}, \"other_cpu_pct\": {}, \
-         \"contended\": {}}},",
-        q(&machine.host_cpu),
-        machine.host_cores,
-        q(machine.accel),
-        machine.smp,
-        machine.mem_mib,
-        q(&machine.guest_kernel),
-        machine.other_qemus,
-        num(machine.other_cpu_pct),
-        machine.contended()
-    );
-    let _ = writeln!(
-        s,
-        "  \"timing\": {{\"runtime_s\": {}, \"ramp_s\": {}, \"runs\": {}}},",
-        timing.runtime, timing.ramp, timing.runs
-    );
-    s.push_str("  \"cells\": [\n");
-    let rows: Vec<String> = cells
-        .iter()
-        .map(|c| {
-            let samples: Vec<String> = c.samples.iter().map(|x| format!("{}", x.iops)).collect();
-            format!(
-                "    {{\"case\": {}, \"title\": {}, \"subject\": {}, \"queues\": {}, \"jobs\": {}, \
-                 \"iodepth\": {}, \"iops_median\": {}, \"iops_runs\": [{}], \"mib_s_median\": {}, \
-                 \"lat_us_median\": {}, \"failed_runs\": {}, \"baseline\": {}, \"ratio\": {}, \
-                 \"enters_per_io\": {}, \"server_cpu_us_per_io\": {}, \"skipped\": {}}}",
-                q(c.case.id),
-                q(c.case.title),
-                q(c.subject.id()),
-                c.case.queues,
-                c.case.jobs,
-                c.case.iodepth,
-                num(c.iops()),
-                samples.join(", "),
-                num(c.bw_mib()),
-                num(c.lat_us()),
-                c.failed,
-                c.subject.baseline().map_or("null".into(), |b| q(b.id())),
-                num(results::ratio(cells, c)),
-                num(c.enters_per_io()),
-                num(c.cpu_us_per_io()),
-                c.skipped.as_deref().map_or("null".into(), q),
-            )
-        })
-        .collect();
-    s.push_str(&rows.join(",\n"));
-    s.push_str("\n  ],\n  \"creation\": [\n");
-    let rows: Vec<String> = creations
-        .iter()
-        .map(|c| {
-            let ms: Vec<String> = c
-                .samples
-                .iter()
-                .map(|d| format!("{:.3}", d.as_secs_f64() * 1e3))
-                .collect();
-            let hw: Vec<String> = c.hw_queues.iter().map(u16::to_string).collect();
-            format!(
-                "    {{\"queues\": {}, \"hw_queues\": [{}], \"depth\": 128, \"median_ms\": {}, \
-                 \"samples_ms\": [{}]}}",
-                c.queues,
-                hw.join(", "),
-                num(c.median().map(|d| d.as_secs_f64() * 1e3)),
-                ms.join(", ")
-            )
-        })
-        .collect();
-    s.push_str(&rows.join(",\n"));
-    s.push_str("\n  ],\n  \"goals\": [\n");
-    let rows: Vec<String> = goals
-        .iter()
-        .map(|g| {
-            format!(
-                "    {{\"goal\": {}, \"figure\": {}, \"met\": {}}}",
-                q(g.what),
-                q(&g.figure),
-                g.met.map_or("null".into(), |m| m.to_string())
-            )
-        })
-        .collect();
-    s.push_str(&rows.join(",\n"));
-    s.push_str("\n  ]\n}\n");
-    s
+    let summary = Summary {
+        machine: MachineJson {
+            host_cpu: &machine.host_cpu,
+            host_cores: machine.host_cores,
+            accel: machine.accel,
+            smp: machine.smp,
+            mem_mib: machine.mem_mib,
+            guest_kernel: &machine.guest_kernel,
+            other_qemus: machine.other_qemus,
+            other_cpu_pct: machine.other_cpu_pct,
+            contended: machine.contended(),
+        },
+        timing: TimingJson {
+            runtime_s: timing.runtime,
+            ramp_s: timing.ramp,
+            runs: timing.runs,
+        },
+        cells: cells
+            .iter()
+            .map(|c| CellJson {
+                case: c.case.id,
+                title: c.case.title,
+                subject: c.subject.id(),
+                queues: c.case.queues,
+                jobs: c.case.jobs,
+                iodepth: c.case.iodepth,
+                iops_median: c.iops(),
+                iops_runs: c.samples.iter().map(|x| x.iops).collect(),
+                mib_s_median: c.bw_mib(),
+                lat_us_median: c.lat_us(),
+                failed_runs: c.failed,
+                baseline: c.subject.baseline().map(|b| b.id()),
+                ratio: results::ratio(cells, c),
+                enters_per_io: c.enters_per_io(),
+                server_cpu_us_per_io: c.cpu_us_per_io(),
+                skipped: c.skipped.as_deref(),
+            })
+            .collect(),
+        creation: creations
+            .iter()
+            .map(|c| CreationJson {
+                queues: c.queues,
+                hw_queues: c.hw_queues.clone(),
+                depth: DEPTH,
+                median_ms: c.median().map(ms),
+                samples_ms: c.samples.iter().copied().map(ms).collect(),
+            })
+            .collect(),
+        goals: goals
+            .iter()
+            .map(|g| GoalJson {
+                goal: g.what,
+                figure: &g.figure,
+                met: g.met,
+            })
+            .collect(),
+    };
+    // Serializing plain structs of strings and numbers cannot fail; non-finite floats become null.
+    let mut text = serde_json::to_string_pretty(&summary).expect("summary serializes");
+    text.push('\n');
+    text
 }
 
 /// A horizontal bar chart of every ublk/kernel ratio, with the parity line at 1.0.
@@ -458,14 +482,25 @@ mod tests {
             runs: 1,
         };
         let text = summary_json(&cells, &creations, &goals, &machine(), t);
-        let v = crate::json::parse(&text).expect(&text);
-        let rows = v
-            .get("cells")
-            .and_then(crate::json::Value::as_array)
-            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).expect(&text);
+        let rows = v["cells"].as_array().unwrap();
         assert_eq!(rows.len(), 3);
-        assert_eq!(rows[0].get("ratio"), Some(&crate::json::Value::Number(0.2)));
-        assert_eq!(rows[2].get("iops_median"), Some(&crate::json::Value::Null));
+        assert_eq!(rows[0]["ratio"], 0.2);
+        assert_eq!(rows[0]["subject"], "ublk-null");
+        assert_eq!(rows[0]["baseline"], "null_blk");
+        assert_eq!(rows[0]["iops_runs"], serde_json::json!([20000.0]));
+        assert!(rows[2]["iops_median"].is_null());
+        assert_eq!(rows[2]["skipped"], "ublk loop target not available");
+        assert_eq!(v["machine"]["contended"], false);
+        assert_eq!(v["machine"]["other_cpu_pct"], 3.0);
+        assert_eq!(v["timing"]["runtime_s"], 2);
+        let creation = &v["creation"][0];
+        assert_eq!(creation["hw_queues"], serde_json::json!([4]));
+        assert_eq!(creation["depth"], 128);
+        assert_eq!(creation["median_ms"], 20.0);
+        assert_eq!(creation["samples_ms"], serde_json::json!([20.0]));
+        assert_eq!(v["goals"].as_array().unwrap().len(), goals.len());
+        assert!(v["goals"][0]["goal"].is_string());
     }
 
     #[test]

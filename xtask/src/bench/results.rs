@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use super::console::{self, QueueTotals};
+use serde::Deserialize;
+
 use super::plan::{Case, Plan, Subject};
-use crate::json::{self, Value};
 
 /// One fio run's figures.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,25 +108,61 @@ pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
     })
 }
 
+/// fio's `--output-format=json`, reduced to the figures we read.
+#[derive(Debug, Deserialize)]
+struct FioOutput {
+    #[serde(default)]
+    jobs: Vec<FioJob>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FioJob {
+    #[serde(default)]
+    error: i64,
+    read: Option<FioDirection>,
+    write: Option<FioDirection>,
+}
+
+/// One direction's figures of a job; a field fio left out is `None`.
+#[derive(Debug, Deserialize)]
+struct FioDirection {
+    iops: Option<f64>,
+    bw_bytes: Option<f64>,
+    lat_ns: Option<FioLatency>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FioLatency {
+    mean: Option<f64>,
+}
+
 /// The figures of one fio JSON document for `direction` (`read` or `write`): IOPS and bandwidth
 /// summed over its jobs, latency averaged weighted by IOPS. `Err` says what is wrong with it.
 pub fn sample(fio_json: &str, direction: &str) -> Result<Sample, String> {
-    let doc = json::parse(fio_json.trim()).ok_or("not valid JSON")?;
-    let jobs = doc
-        .get("jobs")
-        .and_then(Value::as_array)
-        .filter(|j| !j.is_empty())
-        .ok_or("no jobs in fio's output")?;
-    let (mut iops, mut bw, mut lat_weighted) = (0.0, 0.0, 0.0);
-    for job in jobs {
-        if let Some(err) = number(job.get("error")).filter(|e| *e != 0.0) {
-            return Err(format!("fio job error {err}"));
+    let doc: FioOutput = serde_json::from_str(fio_json.trim()).map_err(|e| {
+        if e.is_data() {
+            format!("unexpected fio JSON: {e}")
+        } else {
+            "not valid JSON".to_owned()
         }
-        let d = job.get(direction).ok_or("no figures for the direction")?;
-        let job_iops = number(d.get("iops")).ok_or("no iops")?;
-        let lat_ns = number(d.get("lat_ns").and_then(|l| l.get("mean"))).ok_or("no lat_ns")?;
+    })?;
+    if doc.jobs.is_empty() {
+        return Err("no jobs in fio's output".into());
+    }
+    let (mut iops, mut bw, mut lat_weighted) = (0.0, 0.0, 0.0);
+    for job in &doc.jobs {
+        if job.error != 0 {
+            return Err(format!("fio job error {}", job.error));
+        }
+        let d = match direction {
+            "write" => job.write.as_ref(),
+            _ => job.read.as_ref(),
+        }
+        .ok_or("no figures for the direction")?;
+        let job_iops = d.iops.ok_or("no iops")?;
+        let lat_ns = d.lat_ns.as_ref().and_then(|l| l.mean).ok_or("no lat_ns")?;
         iops += job_iops;
-        bw += number(d.get("bw_bytes")).unwrap_or(0.0);
+        bw += d.bw_bytes.unwrap_or(0.0);
         lat_weighted += lat_ns * job_iops;
     }
     if iops <= 0.0 {
@@ -136,13 +173,6 @@ pub fn sample(fio_json: &str, direction: &str) -> Result<Sample, String> {
         lat_us: lat_weighted / iops / 1000.0,
         bw_mib: bw / f64::from(1 << 20),
     })
-}
-
-fn number(v: Option<&Value>) -> Option<f64> {
-    match v? {
-        Value::Number(n) => Some(*n),
-        _ => None,
-    }
 }
 
 /// Every cell of `plan`, filled from the guest's report.
@@ -344,8 +374,17 @@ mod tests {
         assert!((s.bw_mib - 16384000.0 / 1048576.0).abs() < 1e-9);
         assert_eq!(sample(FIO, "write").unwrap_err(), "zero IOPS");
         assert_eq!(sample("{", "read").unwrap_err(), "not valid JSON");
+        assert_eq!(sample("{}", "read").unwrap_err(), "no jobs in fio's output");
         let failed = FIO.replacen("\"error\":0", "\"error\":5", 1);
         assert!(sample(&failed, "read").unwrap_err().contains("error 5"));
+        let no_lat = FIO.replacen("\"lat_ns\":{\"mean\":20000.0}", "\"lat_ns\":{}", 1);
+        assert_eq!(sample(&no_lat, "read").unwrap_err(), "no lat_ns");
+        let typo = FIO.replacen("\"iops\":1000.0", "\"iops\":\"many\"", 1);
+        assert!(
+            sample(&typo, "read")
+                .unwrap_err()
+                .starts_with("unexpected fio JSON:")
+        );
     }
 
     fn cell(case: &str, subject: Subject, iops: &[f64]) -> Cell {
