@@ -9,7 +9,7 @@ use crate::cargo::{self, TestBinary};
 use crate::cmd::{self, quote};
 use crate::error::{Result, bail};
 use crate::vm::console::{self, Item};
-use crate::vm::{self, GuestOpts, SCENARIO_DIR, VmArgs, host, initramfs::Payload, kernel};
+use crate::vm::{self, GuestOpts, SCENARIO_DIR, VmArgs, host, initramfs::Payload};
 
 /// Run every `#[ignore = "needs ublk_drv"]` test and every scenario script in a ublk guest.
 ///
@@ -123,7 +123,7 @@ pub fn run(args: &Args) -> Result<u8> {
         bail!("vm-e2e: nothing to run (no ignored tests or scenarios match)");
     }
 
-    let kernel = kernel::get(args.vm.kernel.as_deref(), &vm::vm_dir().join("cache"))?;
+    let kernel = vm::kernel(&args.vm)?;
     let accel = vm::choose_accel(&args.vm, &kernel)?;
     let nonce = console::new_nonce();
     payload.script = guest_script(&plan, &nonce, args.test_threads, args.filter.as_deref());

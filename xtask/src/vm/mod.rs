@@ -1,5 +1,6 @@
 //! What the VM verbs share: host packages, the guest kernel, the initramfs, the QEMU boot.
 
+pub mod apt;
 pub mod console;
 pub mod host;
 pub mod initramfs;
@@ -13,12 +14,12 @@ use std::time::{Duration, Instant};
 use crate::cmd;
 use crate::error::{IoContext as _, Result};
 use initramfs::Payload;
-use kernel::Kernel;
+use kernel::{Kernel, Series};
 use qemu::Accel;
 
 const KERNEL_HELP: &str = "\
-Boot your own kernel instead of Debian's linux-image-6.12-cloud-amd64 (fetched with apt-get
-download into target/vm/cache/ and reused while its version stays current).
+Boot your own kernel instead of one of Debian's cloud kernels (--debian-kernel, fetched with
+apt-get download into target/vm/cache/ and reused while its version stays current).
 
 DIR must hold:
   DIR/vmlinuz                    the bzImage (or DIR/boot/vmlinuz-* as in an unpacked .deb)
@@ -45,9 +46,20 @@ pub struct VmArgs {
     /// falls back to TCG software emulation if KVM is missing or refuses the guest.
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
-    /// Boot a kernel from DIR instead of Debian's 6.12 cloud kernel (see --help for the layout).
+    /// Boot a kernel from DIR instead of a Debian cloud kernel (see --help for the layout).
     #[arg(long, value_name = "DIR", long_help = KERNEL_HELP)]
     pub kernel: Option<PathBuf>,
+    /// Which Debian cloud kernel to boot: `6.12` (linux-image-6.12-cloud-amd64 from the
+    /// machine's apt lists) or `newest` (linux-image-cloud-amd64 from trixie-backports, read
+    /// through a private apt configuration under target/vm/cache/apt/).
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = Series::V6_12,
+        value_name = "SERIES",
+        conflicts_with = "kernel"
+    )]
+    pub debian_kernel: Series,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -68,8 +80,9 @@ impl VmArgs {
             "--accel={}",
             if accel == Accel::Kvm { "kvm" } else { "tcg" }
         ));
-        if let Some(dir) = &self.kernel {
-            args.push(format!("--kernel={}", dir.display()));
+        match &self.kernel {
+            Some(dir) => args.push(format!("--kernel={}", dir.display())),
+            None => args.push(format!("--debian-kernel={}", self.debian_kernel)),
         }
         args
     }
@@ -99,9 +112,18 @@ pub fn vm_dir() -> PathBuf {
 /// Host packages and the kernel: what every boot needs before its payload.
 pub fn prepare(args: &VmArgs) -> Result<Kernel> {
     host::ensure()?;
+    kernel(args)
+}
+
+/// The kernel `--kernel` or `--debian-kernel` names, fetched or taken from the cache.
+pub fn kernel(args: &VmArgs) -> Result<Kernel> {
     let dir = vm_dir();
     fs::create_dir_all(&dir).at("create", &dir)?;
-    kernel::get(args.kernel.as_deref(), &dir.join("cache"))
+    kernel::get(
+        args.kernel.as_deref(),
+        args.debian_kernel,
+        &dir.join("cache"),
+    )
 }
 
 /// Resolves `--accel`; `auto` probes KVM (once per xtask run: callers keep the answer).
@@ -132,7 +154,7 @@ pub struct GuestOpts<'a> {
     /// `None`: no limit.
     pub timeout: Option<Duration>,
     pub interactive: bool,
-    /// The console is saved to target/vm/<log_name>.log.
+    /// The verb: the console is saved to target/vm/<verb>-<series>-<release>.log.
     pub log_name: &'a str,
 }
 
@@ -155,7 +177,7 @@ pub fn boot_guest(
     // Held until the guest is gone: the initramfs and console files are shared by every run.
     let _lock = lock_vm_dir(&dir)?;
     let initrd = initramfs::build(kernel, payload, nonce, &dir)?;
-    let log = dir.join(format!("{}.log", opts.log_name));
+    let log = dir.join(format!("{}.log", kernel.log_name(opts.log_name)));
     if opts.interactive {
         eprintln!(
             "[xtask] guest shell on the serial console: `exit` powers the guest off, Ctrl-A X quits QEMU"
