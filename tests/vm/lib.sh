@@ -119,3 +119,22 @@ cleanup() {
     [ -z "${fio_pid:-}" ] || kill -9 "$fio_pid" 2>/dev/null || true
     ublk del --all >/dev/null 2>&1 || true
 }
+
+# --- Skips (the protocol vm-e2e judges; see tests/vm/README.md) -------------------------------
+# needs_linux X.Y FEATURE: if the guest's kernel (`uname -r`) is older than Linux X.Y, which
+# brings FEATURE, prints `SKIP: needs FEATURE (Linux X.Y)` and exits 77: vm-e2e counts the
+# scenario as skipped. Name the release that really brings the feature: on a kernel that is
+# X.Y or newer a skip is a failure.
+needs_linux() {
+    _nl_have=$(uname -r)
+    _nl_have_major=${_nl_have%%.*}
+    _nl_have_minor=${_nl_have#*.}
+    _nl_have_minor=${_nl_have_minor%%[!0-9]*}
+    _nl_want_major=${1%%.*}
+    _nl_want_minor=${1#*.}
+    if [ "$_nl_have_major" -lt "$_nl_want_major" ] ||
+        { [ "$_nl_have_major" -eq "$_nl_want_major" ] && [ "$_nl_have_minor" -lt "$_nl_want_minor" ]; }; then
+        echo "SKIP: needs $2 (Linux $1)"
+        exit 77
+    fi
+}

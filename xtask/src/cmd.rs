@@ -3,7 +3,7 @@
 //! A tiny stand-in for the `xshell` crate (not an allowed dependency here).
 
 use std::ffi::{OsStr, OsString};
-use std::fmt::Write as _;
+use std::io::{BufRead as _, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
@@ -162,9 +162,65 @@ impl Cmd {
         })
     }
 
+    /// Runs with stdout and stderr passed through line by line behind `prefix`, keeping an
+    /// unprefixed copy of each; returns them with the exit status, whatever it is.
+    pub fn tee(mut self, prefix: &str) -> Result<Teed> {
+        echo(&self.cmdline);
+        let spawn_err = |cmdline: &str, source| Error::Spawn {
+            cmdline: cmdline.to_owned(),
+            source,
+        };
+        let mut child = self
+            .inner
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| spawn_err(&self.cmdline, e))?;
+        let out = child.stdout.take().expect("stdout was piped");
+        let err = child.stderr.take().expect("stderr was piped");
+        let (stdout, stderr) = std::thread::scope(|s| {
+            let out = s.spawn(|| tee_lines(out, std::io::stdout(), prefix));
+            let err = s.spawn(|| tee_lines(err, std::io::stderr(), prefix));
+            (
+                out.join().unwrap_or_default(),
+                err.join().unwrap_or_default(),
+            )
+        });
+        let status = child.wait().map_err(|e| spawn_err(&self.cmdline, e))?;
+        Ok(Teed {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+
     pub fn into_command(self) -> (Command, String) {
         (self.inner, self.cmdline)
     }
+}
+
+/// What [`Cmd::tee`] saw.
+#[derive(Debug)]
+pub struct Teed {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Copies `from` to `to` line by line behind `prefix`, returning the unprefixed text.
+fn tee_lines(from: impl Read, mut to: impl Write, prefix: &str) -> String {
+    let mut from = BufReader::new(from);
+    let mut kept = Vec::new();
+    let mut line = Vec::new();
+    while from.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+        let _ = to
+            .write_all(prefix.as_bytes())
+            .and_then(|()| to.write_all(&line))
+            .and_then(|()| to.flush());
+        kept.append(&mut line);
+    }
+    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// Prints the command about to run, shell-style, so a user can rerun it by hand.
@@ -208,18 +264,6 @@ pub fn quote(word: impl AsRef<OsStr>) -> String {
     out
 }
 
-/// Joins words into one shell command line.
-pub fn quote_all<S: AsRef<OsStr>>(words: &[S]) -> String {
-    let mut out = String::new();
-    for (i, w) in words.iter().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        let _ = write!(out, "{}", quote(w));
-    }
-    out
-}
-
 /// Looks a program up in `PATH` plus the sbin directories a non-root `PATH` often lacks.
 pub fn which(program: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -247,7 +291,6 @@ mod tests {
         assert_eq!(quote("a b"), "'a b'");
         assert_eq!(quote("it's"), "'it'\\''s'");
         assert_eq!(quote(""), "''");
-        assert_eq!(quote_all(&["echo", "$HOME"]), "echo '$HOME'");
     }
 
     #[test]
@@ -260,6 +303,17 @@ mod tests {
         assert!(msg.contains("exit status 3"), "{msg}");
         assert!(msg.contains("sh -c 'echo oops >&2; exit 3'"), "{msg}");
         assert!(msg.contains("oops"), "{msg}");
+    }
+
+    #[test]
+    fn tee_keeps_both_streams_and_the_status() {
+        let teed = Cmd::new("sh")
+            .args(["-c", "echo out; echo err >&2; exit 4"])
+            .tee("| ")
+            .unwrap();
+        assert_eq!(teed.status.code(), Some(4));
+        assert_eq!(teed.stdout, "out\n");
+        assert_eq!(teed.stderr, "err\n");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::cargo::{self, TestBinary};
 use crate::cmd::{self, quote};
 use crate::error::{Result, bail};
 use crate::vm::console::{self, Item};
+use crate::vm::skip::{Linux, SKIP_STATUS};
 use crate::vm::{self, GuestOpts, SCENARIO_DIR, VmArgs, host, initramfs::Payload};
 
 /// Run every `#[ignore = "needs ublk_drv"]` test and every scenario script in a ublk guest.
@@ -16,11 +17,15 @@ use crate::vm::{self, GuestOpts, SCENARIO_DIR, VmArgs, host, initramfs::Payload}
 /// Steps: install missing host packages (root) -> `cargo build -p ublk-cli --bin ublk` and
 /// `cargo test --workspace --no-run` -> list each test binary's ignored tests on the host
 /// (binaries with none are skipped) -> fetch the kernel -> build the initramfs -> boot (KVM if
-/// it works, else TCG) -> run each binary with `--ignored --test-threads=N [FILTER]`, then each
-/// scenario (`sh DIR/NAME.sh` in /tmp, with `ublk` on PATH). One line per binary and scenario,
-/// then `vm-e2e: N passed, M failed`; the exit status is 0 only if nothing failed.
+/// it works, else TCG) -> run each binary with `--ignored --test-threads=N --show-output
+/// [FILTER]`, then each scenario (`sh DIR/NAME.sh` in /tmp, with `ublk` on PATH). One line per
+/// binary and scenario, then `vm-e2e: kernel RELEASE (SERIES)` and
+/// `vm-e2e: N passed, M failed, K skipped`; the exit status is 0 only if nothing failed.
 ///
-/// Scenario scripts are POSIX sh (busybox) scripts; exit status 0 means pass.
+/// Scenario scripts are POSIX sh (busybox) scripts; exit status 0 means pass. A test or
+/// scenario that needs a feature the kernel lacks prints `SKIP: needs FEATURE (Linux X.Y)`
+/// (a scenario then exits 77, a test returns early): it counts as skipped if the guest's
+/// kernel is older than X.Y, and as a failure if not.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -136,23 +141,35 @@ pub fn run(args: &Args) -> Result<u8> {
     let outcome = vm::boot_guest(&args.vm, &kernel, &payload, &nonce, &opts)?;
 
     let items = console::items(&outcome.console, &nonce);
-    let report = summarize(&plan, &items, &outcome.status);
+    // The guest's own `uname -r`; the manifest's release if the guest died before saying.
+    let release =
+        console::guest_release(&outcome.console, &nonce).unwrap_or(kernel.release.clone());
+    let report = summarize(&plan, &items, &outcome.status, Some(&release));
     println!();
     for line in &report.lines {
         println!("{line}");
     }
     cmd::progress(all, "vm-e2e finished");
-    println!("vm-e2e: {} passed, {} failed", report.passed, report.failed);
+    println!("vm-e2e: kernel {release} ({})", kernel.series);
+    println!(
+        "vm-e2e: {} passed, {} failed, {} skipped",
+        report.passed, report.failed, report.skipped
+    );
     Ok(u8::from(report.failed > 0))
 }
 
 /// The guest's run.sh: each planned item between its begin and done markers.
 fn guest_script(plan: &[Planned], nonce: &str, test_threads: u32, filter: Option<&str>) -> String {
-    let mut s = String::from("export RUST_BACKTRACE=1\nfailed=0\n");
+    let release = console::release_marker(nonce, "$(uname -r)");
+    let mut s = format!("export RUST_BACKTRACE=1\necho \"{release}\"\nfailed=0\n");
     for item in plan {
         let run = match item.kind {
             "test" => {
-                let mut line = format!("{} --ignored --test-threads={test_threads}", item.guest);
+                // --show-output: a passing test's SKIP line appears under its name.
+                let mut line = format!(
+                    "{} --ignored --test-threads={test_threads} --show-output",
+                    item.guest
+                );
                 if let Some(f) = filter {
                     let _ = write!(line, " {}", quote(f));
                 }
@@ -174,59 +191,113 @@ struct Report {
     lines: Vec<String>,
     passed: u64,
     failed: u64,
+    skipped: u64,
 }
 
-/// One line per planned item, and the totals: tests count one each (from libtest's summary),
-/// scenarios count one each; a binary that failed without a libtest failure (a crash, a
-/// timeout) counts as one failure, and so does a guest that never printed its end marker.
-fn summarize(plan: &[Planned], items: &[Item], guest: &std::result::Result<i32, String>) -> Report {
+/// One line per planned item (with its failures and skips under it), and the totals: tests
+/// count one each (from libtest's summary), scenarios count one each; a binary that failed
+/// without a libtest failure (a crash, a timeout) counts as one failure, and so does a guest
+/// that never printed its end marker. A skip ([`crate::vm::skip`]) moves a passed test, or a scenario that
+/// exited 77, to the skipped count if `release` (the guest's `uname -r`) is older than the
+/// release it names, and to the failed count otherwise.
+fn summarize(
+    plan: &[Planned],
+    items: &[Item],
+    guest: &std::result::Result<i32, String>,
+    release: Option<&str>,
+) -> Report {
+    let linux = release.and_then(Linux::parse);
     let mut report = Report {
         lines: vec![],
         passed: 0,
         failed: 0,
+        skipped: 0,
     };
     for planned in plan {
-        let item = items
+        let title = format!("{} {}", planned.kind, planned.name);
+        let Some(item) = items
             .iter()
-            .find(|i| i.kind == planned.kind && i.name == planned.name);
-        let verdict = if item.is_some_and(Item::passed) {
-            "ok  "
-        } else {
-            "FAIL"
+            .find(|i| i.kind == planned.kind && i.name == planned.name)
+        else {
+            report.failed += 1;
+            report.lines.push(format!("FAIL {title}: never started"));
+            continue;
         };
-        let detail = match item {
-            None => {
-                report.failed += 1;
-                "never started".to_owned()
+        let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+        let mut notes: Vec<String> = item
+            .failures
+            .iter()
+            .map(|f| format!("       failed: {f}"))
+            .collect();
+        let mut bad_skip = false;
+        for s in &item.skips {
+            // A test that failed anyway counts as failed, whatever it printed.
+            if s.test.as_ref().is_some_and(|t| item.failures.contains(t)) {
+                continue;
             }
-            Some(item) => {
-                let (p, f) = item.tests.unwrap_or((0, 0));
-                report.passed += p;
-                report.failed += f;
-                let counted = if item.tests.is_some() {
-                    format!("{p} passed, {f} failed; ")
-                } else {
-                    String::new()
-                };
-                let crashed = !item.passed() && f == 0;
-                match item.status {
-                    Some(0) if item.kind == "scenario" => report.passed += 1,
-                    _ if crashed => report.failed += 1,
-                    _ => {}
+            let who = s.test.as_ref().map_or(String::new(), |t| format!("{t}: "));
+            match s.skip.verdict(linux) {
+                Ok(()) => {
+                    skipped += 1;
+                    notes.push(format!("       skipped: {who}{}", s.skip.line));
                 }
-                match item.status {
-                    Some(code) => format!("{counted}exit status {code}"),
-                    None => format!("{counted}did not finish"),
+                Err(why) => {
+                    bad_skip = true;
+                    failed += 1;
+                    notes.push(format!("       failed: {who}{}: {why}", s.skip.line));
                 }
             }
-        };
-        report.lines.push(format!(
-            "{verdict} {} {}: {detail}",
-            planned.kind, planned.name
-        ));
-        for failure in item.map(|i| i.failures.as_slice()).unwrap_or_default() {
-            report.lines.push(format!("       failed: {failure}"));
         }
+        let counted = if let Some((p, f)) = item.tests {
+            // Each skipping test passed in libtest's count.
+            passed = p.saturating_sub(skipped + failed);
+            failed += f;
+            let also = if skipped > 0 {
+                format!(", {skipped} skipped")
+            } else {
+                String::new()
+            };
+            format!("{passed} passed, {failed} failed{also}; ")
+        } else {
+            String::new()
+        };
+        if item.kind == "scenario" {
+            // A scenario counts once: passed, skipped (77 with a justified SKIP line) or failed.
+            (passed, failed, skipped) = match item.status {
+                _ if bad_skip => (0, 1, 0),
+                Some(0) => (1, 0, 0),
+                Some(SKIP_STATUS) if skipped > 0 => (0, 0, 1),
+                Some(SKIP_STATUS) => {
+                    notes.push(format!(
+                        "       failed: exit status {SKIP_STATUS} (skip) without a \
+                         `SKIP: needs FEATURE (Linux X.Y)` line"
+                    ));
+                    (0, 1, 0)
+                }
+                _ => (0, 1, 0),
+            };
+        } else if !item.passed() && item.tests.is_none_or(|(_, f)| f == 0) {
+            // Crashed or timed out outside any test libtest could report.
+            failed += 1;
+        }
+        report.passed += passed;
+        report.failed += failed;
+        report.skipped += skipped;
+        let verdict = if failed > 0 {
+            "FAIL"
+        } else if passed == 0 && skipped > 0 {
+            "skip"
+        } else {
+            "ok  "
+        };
+        let status = match item.status {
+            Some(code) => format!("exit status {code}"),
+            None => "did not finish".to_owned(),
+        };
+        report
+            .lines
+            .push(format!("{verdict} {title}: {counted}{status}"));
+        report.lines.extend(notes);
     }
     if let Err(why) = guest {
         report.failed += 1;
@@ -259,7 +330,15 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.contains("/xtask/ublk-ctrl (lib) --ignored --test-threads=1 'open ctrl'\n"),
+            s.contains(
+                "/xtask/ublk-ctrl (lib) --ignored --test-threads=1 --show-output 'open ctrl'\n"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.starts_with(
+                "export RUST_BACKTRACE=1\necho \"=== XTASK-RELEASE run=n1 $(uname -r) ===\"\n"
+            ),
             "{s}"
         );
         assert!(
@@ -285,6 +364,7 @@ mod tests {
                 status: Some(0),
                 tests: Some((3, 0)),
                 failures: vec![],
+                skips: vec![],
             },
             // Aborted before libtest's summary: one failure.
             Item {
@@ -293,6 +373,7 @@ mod tests {
                 status: Some(134),
                 tests: None,
                 failures: vec![],
+                skips: vec![],
             },
             Item {
                 kind: "scenario".into(),
@@ -300,6 +381,7 @@ mod tests {
                 status: Some(0),
                 tests: None,
                 failures: vec![],
+                skips: vec![],
             },
             Item {
                 kind: "scenario".into(),
@@ -307,10 +389,11 @@ mod tests {
                 status: Some(1),
                 tests: None,
                 failures: vec!["fail: FAIL: it broke".into()],
+                skips: vec![],
             },
         ];
-        let report = summarize(&plan, &items, &Ok(1));
-        assert_eq!((report.passed, report.failed), (4, 2));
+        let report = summarize(&plan, &items, &Ok(1), Some("6.12.117+deb12-cloud-amd64"));
+        assert_eq!((report.passed, report.failed, report.skipped), (4, 2, 0));
         assert_eq!(
             report.lines,
             [
@@ -332,9 +415,10 @@ mod tests {
             status: None,
             tests: Some((1, 1)),
             failures: vec!["x::y".into()],
+            skips: vec![],
         }];
-        let report = summarize(&plan, &items, &Err("timed out after 5s".into()));
-        assert_eq!((report.passed, report.failed), (1, 3));
+        let report = summarize(&plan, &items, &Err("timed out after 5s".into()), None);
+        assert_eq!((report.passed, report.failed, report.skipped), (1, 3, 0));
         assert_eq!(
             report.lines,
             [
@@ -343,6 +427,112 @@ mod tests {
                 "FAIL scenario s.sh: never started",
                 "FAIL guest: timed out after 5s",
             ]
+        );
+    }
+
+    fn skipped(test: Option<&str>, line: &str) -> console::Skipped {
+        console::Skipped {
+            test: test.map(str::to_owned),
+            skip: crate::vm::skip::Skip::parse(line).unwrap(),
+        }
+    }
+
+    fn item(kind: &str, name: &str, status: i32, tests: Option<(u64, u64)>) -> Item {
+        Item {
+            kind: kind.into(),
+            name: name.into(),
+            status: Some(status),
+            tests,
+            failures: vec![],
+            skips: vec![],
+        }
+    }
+
+    #[test]
+    fn justified_skips_count_as_skipped_and_are_listed() {
+        let plan = [planned("test", "a (lib)"), planned("scenario", "80-new.sh")];
+        let mut test = item("test", "a (lib)", 0, Some((5, 0)));
+        test.skips = vec![
+            skipped(Some("x::new"), "SKIP: needs FOO (Linux 6.13)"),
+            skipped(Some("x::newer"), "SKIP: needs BAR (Linux 7.0)"),
+        ];
+        let mut scenario = item("scenario", "80-new.sh", 77, None);
+        scenario.skips = vec![skipped(None, "SKIP: needs BAZ (Linux 99.0)")];
+        let report = summarize(
+            &plan,
+            &[test, scenario],
+            &Ok(0),
+            Some("6.12.117+deb12-cloud-amd64"),
+        );
+        assert_eq!((report.passed, report.failed, report.skipped), (3, 0, 3));
+        assert_eq!(
+            report.lines,
+            [
+                "ok   test a (lib): 3 passed, 0 failed, 2 skipped; exit status 0",
+                "       skipped: x::new: SKIP: needs FOO (Linux 6.13)",
+                "       skipped: x::newer: SKIP: needs BAR (Linux 7.0)",
+                "skip scenario 80-new.sh: exit status 77",
+                "       skipped: SKIP: needs BAZ (Linux 99.0)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_skip_the_kernel_does_not_justify_is_a_failure() {
+        let plan = [
+            planned("test", "a (lib)"),
+            planned("scenario", "80-old.sh"),
+            planned("scenario", "81-bare.sh"),
+        ];
+        let mut test = item("test", "a (lib)", 0, Some((5, 0)));
+        test.skips = vec![skipped(Some("x::old"), "SKIP: needs FOO (Linux 6.13)")];
+        let mut scenario = item("scenario", "80-old.sh", 77, None);
+        scenario.skips = vec![skipped(None, "SKIP: needs BAZ (Linux 1.0)")];
+        // Exit 77 without the line: a crash by another name.
+        let bare = item("scenario", "81-bare.sh", 77, None);
+        let report = summarize(
+            &plan,
+            &[test, scenario, bare],
+            &Ok(1),
+            Some("7.3.4+deb13-cloud-amd64"),
+        );
+        assert_eq!((report.passed, report.failed, report.skipped), (4, 3, 0));
+        assert_eq!(
+            report.lines[0],
+            "FAIL test a (lib): 4 passed, 1 failed; exit status 0"
+        );
+        assert!(
+            report.lines[1].starts_with(
+                "       failed: x::old: SKIP: needs FOO (Linux 6.13): unjustified skip: \
+                 the guest runs Linux 7.3"
+            ),
+            "{}",
+            report.lines[1]
+        );
+        assert_eq!(report.lines[2], "FAIL scenario 80-old.sh: exit status 77");
+        assert!(report.lines[3].contains("(Linux 1.0): unjustified skip"));
+        assert_eq!(report.lines[4], "FAIL scenario 81-bare.sh: exit status 77");
+        assert!(report.lines[5].contains("without a `SKIP: needs FEATURE (Linux X.Y)` line"));
+    }
+
+    #[test]
+    fn a_skip_in_a_failed_test_changes_nothing_and_an_unknown_release_fails_skips() {
+        let plan = [planned("test", "a (lib)")];
+        let mut test = item("test", "a (lib)", 101, Some((1, 1)));
+        test.failures = vec!["x::broken".into()];
+        test.skips = vec![skipped(Some("x::broken"), "SKIP: needs FOO (Linux 99.0)")];
+        let report = summarize(&plan, &[test.clone()], &Ok(1), Some("6.12.1"));
+        assert_eq!((report.passed, report.failed, report.skipped), (1, 1, 0));
+
+        test.failures.clear();
+        test.tests = Some((2, 0));
+        test.status = Some(0);
+        let report = summarize(&plan, &[test], &Ok(0), None);
+        assert_eq!((report.passed, report.failed, report.skipped), (1, 1, 0));
+        assert!(
+            report.lines[1].contains("release is unknown"),
+            "{:?}",
+            report.lines
         );
     }
 }

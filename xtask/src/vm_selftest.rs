@@ -1,18 +1,17 @@
 //! `cargo xtask vm-selftest`: proves the VM harness reports failures (for CI).
 
-use std::io::{BufRead as _, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
-use crate::cmd;
-use crate::error::{Error, IoContext as _, Result};
+use crate::cmd::Cmd;
+use crate::error::{IoContext as _, Result};
 use crate::vm::{self, VmArgs};
 
 /// Check that the harness detects failures: exit 0 only if every check below holds.
 ///
-/// 1. `vm-e2e --no-tests --scenario-dir tests/vm/selftest` (pass.sh exits 0, fail.sh exits 1)
-///    exits non-zero, reports pass.sh ok and fail.sh FAIL with the reason it printed, and sums up
-///    `1 passed, 1 failed`.
+/// 1. `vm-e2e --no-tests --scenario-dir tests/vm/selftest` exits non-zero, reports pass.sh ok
+///    and fail.sh FAIL with the reason it printed, skip-justified.sh (needs Linux 99.0) as
+///    skipped with its SKIP line, skip-unjustified.sh (claims a feature needs Linux 1.0) as
+///    FAIL, and sums up `1 passed, 2 failed, 1 skipped`.
 /// 2. `vm-run -- exit 7` exits with status 7 (the guest's status reaches xtask's).
 /// 3. `vm-run -- poweroff -f` (the guest dies before its end marker) fails and says why.
 #[derive(Debug, clap::Args)]
@@ -81,8 +80,19 @@ pub fn run(args: &Args) -> Result<u8> {
         &e2e,
     );
     check(
-        "vm-e2e sums up `1 passed, 1 failed`",
-        out.lines().any(|l| l == "vm-e2e: 1 passed, 1 failed"),
+        "vm-e2e counts a skip the kernel justifies (Linux 99.0) as skipped",
+        out.contains("skip scenario skip-justified.sh: exit status 77\n       skipped: SKIP: needs a feature of the far future (Linux 99.0)"),
+        &e2e,
+    );
+    check(
+        "vm-e2e fails a skip the kernel does not justify (Linux 1.0)",
+        out.contains("FAIL scenario skip-unjustified.sh: exit status 77\n       failed: SKIP: needs a feature every kernel has (Linux 1.0): unjustified skip"),
+        &e2e,
+    );
+    check(
+        "vm-e2e sums up `1 passed, 2 failed, 1 skipped`",
+        out.lines()
+            .any(|l| l == "vm-e2e: 1 passed, 2 failed, 1 skipped"),
         &e2e,
     );
 
@@ -111,9 +121,11 @@ pub fn run(args: &Args) -> Result<u8> {
         &died,
     );
 
+    println!("vm-selftest: kernel {}", kernel.label());
     if failures.is_empty() {
         println!(
-            "vm-selftest: the harness detects failing scenarios, exit statuses, missing end markers"
+            "vm-selftest: the harness detects failing scenarios, exit statuses, missing end \
+             markers, and judges skips"
         );
     } else {
         println!(
@@ -126,57 +138,17 @@ pub fn run(args: &Args) -> Result<u8> {
     Ok(u8::from(!failures.is_empty()))
 }
 
-/// Runs this xtask binary with `args`, passing its output through while keeping a copy.
+/// Runs this xtask binary with `args`, passing its output through behind `| ` while keeping a
+/// copy. The prefix keeps the inner run's deliberate `vm-e2e: 1 passed, 2 failed, 1 skipped`
+/// from reading as our own summary.
 fn xtask(args: &[&[&str]]) -> Result<Run> {
     let exe = std::env::current_exe().at("find", &PathBuf::from("the xtask executable"))?;
-    let words: Vec<String> = args
-        .iter()
-        .flat_map(|a| a.iter().map(|w| (*w).to_owned()))
-        .collect();
-    let cmdline = format!("{} {}", cmd::quote(&exe), cmd::quote_all(&words));
-    cmd::echo(&cmdline);
-    let mut child = Command::new(&exe)
-        .args(&words)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| Error::Spawn {
-            cmdline: cmdline.clone(),
-            source,
-        })?;
-    let out = child.stdout.take().expect("stdout was piped");
-    let err = child.stderr.take().expect("stderr was piped");
-    let (stdout, stderr) = std::thread::scope(|s| {
-        let out = s.spawn(|| tee(out, std::io::stdout()));
-        let err = s.spawn(|| tee(err, std::io::stderr()));
-        (
-            out.join().unwrap_or_default(),
-            err.join().unwrap_or_default(),
-        )
-    });
-    let status = child
-        .wait()
-        .map_err(|source| Error::Spawn { cmdline, source })?;
+    let teed = Cmd::new(exe)
+        .args(args.iter().flat_map(|a| a.iter()))
+        .tee("| ")?;
     Ok(Run {
-        code: status.code(),
-        stdout,
-        stderr,
+        code: teed.status.code(),
+        stdout: teed.stdout,
+        stderr: teed.stderr,
     })
-}
-
-/// Copies `from` to `to` line by line behind `| `, keeping the unprefixed text. The prefix keeps
-/// the inner run's deliberate `vm-e2e: 1 passed, 1 failed` from reading as our own summary.
-fn tee(from: impl Read, mut to: impl Write) -> String {
-    let mut from = BufReader::new(from);
-    let mut kept = Vec::new();
-    let mut line = Vec::new();
-    while from.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-        let _ = to
-            .write_all(b"| ")
-            .and_then(|()| to.write_all(&line))
-            .and_then(|()| to.flush());
-        kept.append(&mut line);
-    }
-    String::from_utf8_lossy(&kept).into_owned()
 }

@@ -6,6 +6,7 @@
 //! machine's own backports suite for QEMU) are read without ever changing the machine's sources.
 //! The machine's dpkg status is still what apt sees as installed.
 
+use std::cmp::Ordering;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -165,6 +166,48 @@ impl Control {
     }
 }
 
+/// The entry of `dir` that `keep` accepts with the highest version-like name (see
+/// [`version_cmp`]): the newest of several cached downloads.
+pub fn newest_entry(dir: &Path, keep: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| keep(p))
+        .collect();
+    found.sort_by(|a, b| version_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
+    found.pop()
+}
+
+/// Orders names with their digit runs compared as numbers, so `7.10` sorts after `7.9`.
+pub fn version_cmp(a: &str, b: &str) -> Ordering {
+    fn runs(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (ra, rb) = (runs(a), runs(b));
+    for ((da, xa), (db, xb)) in ra.iter().zip(&rb) {
+        let ord = if *da && *db {
+            let (ta, tb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
+            ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb))
+        } else {
+            xa.cmp(xb)
+        };
+        if ord != Ordering::Equal {
+            return ord;
+        }
+    }
+    ra.len().cmp(&rb.len())
+}
+
 /// The machine's Debian release codename (`VERSION_CODENAME` in /etc/os-release).
 pub fn codename() -> Result<String> {
     let path = Path::new("/etc/os-release");
@@ -287,6 +330,25 @@ mod tests {
         let c = Control::parse("Pre-Depends: x\nVersion: 1\n").unwrap();
         assert!(c.depends.is_empty());
         assert_eq!(Control::parse("Package: x\n"), None);
+    }
+
+    #[test]
+    fn version_cmp_compares_digit_runs_as_numbers() {
+        use Ordering::*;
+        let v = |a, b| version_cmp(a, b);
+        assert_eq!(
+            v("linux-image-7.10.1_7.10.1-1", "linux-image-7.9.2_7.9.2-1"),
+            Greater
+        );
+        assert_eq!(
+            v(
+                "linux-image-7.3.4_7.3.4-1~bpo13+1",
+                "linux-image-7.3.4_7.3.4-1~bpo13+2"
+            ),
+            Less
+        );
+        assert_eq!(v("a-07", "a-7"), Equal);
+        assert_eq!(v("a-7", "a-7.1"), Less);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 
 use std::fmt::Display;
 
+use super::skip::Skip;
+
 /// Printed by `/init` as its first line: the time to reach it is the boot time.
 pub const INIT_MARKER: &str = "=== XTASK-INIT ===";
 
@@ -21,6 +23,23 @@ pub fn begin_marker(nonce: &str, kind: &str, name: &str) -> String {
 /// Printed after one test binary or scenario ran, with its exit status.
 pub fn done_marker(nonce: &str, kind: &str, name: &str, status: impl Display) -> String {
     format!("=== XTASK-DONE run={nonce} {kind} {name} status={status} ===")
+}
+
+/// Printed by vm-e2e's guest before anything runs: the guest's `uname -r`, which skips are
+/// judged against.
+pub fn release_marker(nonce: &str, release: impl Display) -> String {
+    format!("=== XTASK-RELEASE run={nonce} {release} ===")
+}
+
+/// The release in the guest's [`release_marker`] for this run.
+pub fn guest_release(console: &str, nonce: &str) -> Option<String> {
+    let prefix = format!("=== XTASK-RELEASE run={nonce} ");
+    lines(console)
+        .filter_map(|l| {
+            let rest = &l[l.find(&prefix)? + prefix.len()..];
+            Some(rest.split_once(" ===")?.0.to_owned())
+        })
+        .last()
 }
 
 /// A run nonce: unique enough per boot, from the clock and our pid.
@@ -62,6 +81,16 @@ pub struct Item {
     /// Tests libtest reported as `test NAME ... FAILED`, or a scenario's `NAME: FAIL: why` lines
     /// (so the summary at the end of a long console says why, not only that, it failed).
     pub failures: Vec<String>,
+    /// Its `SKIP: needs ...` lines (see [`super::skip`]).
+    pub skips: Vec<Skipped>,
+}
+
+/// One skip line, and the test whose `--show-output` section held it (`None` for a scenario, or
+/// a line outside any test's section).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub test: Option<String>,
+    pub skip: Skip,
 }
 
 impl Item {
@@ -75,6 +104,8 @@ pub fn items(console: &str, nonce: &str) -> Vec<Item> {
     let begin = format!("=== XTASK-BEGIN run={nonce} ");
     let done = format!("=== XTASK-DONE run={nonce} ");
     let mut items: Vec<Item> = Vec::new();
+    // The test whose captured output libtest is showing (`---- NAME stdout ----`).
+    let mut section: Option<String> = None;
     for line in lines(console) {
         if let Some(at) = line.find(&begin) {
             let rest = line[at + begin.len()..].trim_end_matches(" ===");
@@ -85,7 +116,16 @@ pub fn items(console: &str, nonce: &str) -> Vec<Item> {
                 status: None,
                 tests: None,
                 failures: vec![],
+                skips: vec![],
             });
+            section = None;
+        } else if let Some(name) = output_section(line) {
+            section = Some(name.to_owned());
+        } else if let Some(skip) = Skip::parse(line) {
+            if let Some(item) = items.last_mut() {
+                let test = section.clone().filter(|_| item.kind == "test");
+                item.skips.push(Skipped { test, skip });
+            }
         } else if let Some(name) = failed_test(line) {
             if let Some(item) = items.last_mut() {
                 item.failures.push(name.to_owned());
@@ -108,6 +148,11 @@ pub fn items(console: &str, nonce: &str) -> Vec<Item> {
         }
     }
     items
+}
+
+/// `---- some::name stdout ----` (libtest's header over a test's captured output) -> `some::name`.
+fn output_section(line: &str) -> Option<&str> {
+    line.strip_prefix("---- ")?.strip_suffix(" stdout ----")
 }
 
 /// `test some::name ... FAILED` -> `some::name`.
@@ -201,6 +246,7 @@ mod tests {
                     status: Some(101),
                     tests: Some((1, 1)),
                     failures: vec!["ctrl::open".into()],
+                    skips: vec![],
                 },
                 Item {
                     kind: "scenario".into(),
@@ -208,6 +254,7 @@ mod tests {
                     status: Some(0),
                     tests: None,
                     failures: vec![],
+                    skips: vec![],
                 },
                 Item {
                     kind: "scenario".into(),
@@ -215,6 +262,7 @@ mod tests {
                     status: None,
                     tests: None,
                     failures: vec!["10-crash: FAIL: step two: device 1 is gone".into()],
+                    skips: vec![],
                 },
             ]
         );
@@ -231,8 +279,49 @@ mod tests {
             status: Some(0),
             tests: Some((3, 1)),
             failures: vec![],
+            skips: vec![],
         };
         assert!(!item.passed());
+    }
+
+    #[test]
+    fn skips_are_attributed_to_the_test_whose_output_holds_them() {
+        let console = [
+            release_marker("n", "6.12.117+deb12-cloud-amd64"),
+            begin_marker("n", "test", "ublk-ctrl (lib)"),
+            "test a ... ok".into(),
+            "test b ... FAILED".into(),
+            "successes:".into(),
+            "---- a stdout ----".into(),
+            "SKIP: needs FOO (Linux 6.13)".into(),
+            "failures:".into(),
+            "---- b stdout ----".into(),
+            "SKIP: needs BAR (Linux 1.0)".into(),
+            "test result: FAILED. 1 passed; 1 failed; 0 ignored".into(),
+            done_marker("n", "test", "ublk-ctrl (lib)", 101),
+            begin_marker("n", "scenario", "80-x.sh"),
+            "[ 2.0] SKIP: needs BAZ (Linux 6.14)".into(),
+            done_marker("n", "scenario", "80-x.sh", 77),
+        ]
+        .join("\r\n");
+        assert_eq!(
+            guest_release(&console, "n").as_deref(),
+            Some("6.12.117+deb12-cloud-amd64")
+        );
+        assert_eq!(guest_release(&console, "other"), None);
+        let got = items(&console, "n");
+        let skips = |i: usize| -> Vec<(Option<&str>, &str)> {
+            got[i]
+                .skips
+                .iter()
+                .map(|s| (s.test.as_deref(), s.skip.feature.as_str()))
+                .collect()
+        };
+        assert_eq!(skips(0), [(Some("a"), "FOO"), (Some("b"), "BAR")]);
+        assert_eq!(got[0].failures, ["b"]);
+        // A scenario's skip belongs to no test, even after a test binary's sections.
+        assert_eq!(skips(1), [(None, "BAZ")]);
+        assert_eq!(got[1].status, Some(77));
     }
 
     #[test]

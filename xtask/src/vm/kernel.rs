@@ -13,7 +13,6 @@
 //! dependencies of each module are read from its own `.modinfo` section (`depends=`), which is
 //! what depmod reads too.
 
-use std::cmp::Ordering;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -284,43 +283,8 @@ fn image_packages(image: &str, depends: &[String]) -> Vec<String> {
 
 /// Offline fallback: the newest kernel of the series already in the cache.
 fn newest_cached(cache: &Path, series: Series) -> Option<Kernel> {
-    let mut dirs: Vec<PathBuf> = fs::read_dir(cache)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|d| d.join("manifest").exists())
-        .collect();
-    dirs.sort_by(|a, b| version_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
-    load_cached(&dirs.pop()?, series).ok()
-}
-
-/// Orders names with their digit runs compared as numbers, so `7.10` sorts after `7.9`.
-fn version_cmp(a: &str, b: &str) -> Ordering {
-    fn runs(s: &str) -> Vec<(bool, &str)> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        let bytes = s.as_bytes();
-        for i in 1..=bytes.len() {
-            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
-                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
-                start = i;
-            }
-        }
-        out
-    }
-    let (ra, rb) = (runs(a), runs(b));
-    for ((da, xa), (db, xb)) in ra.iter().zip(&rb) {
-        let ord = if *da && *db {
-            let (ta, tb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
-            ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb))
-        } else {
-            xa.cmp(xb)
-        };
-        if ord != Ordering::Equal {
-            return ord;
-        }
-    }
-    ra.len().cmp(&rb.len())
+    let dir = apt::newest_entry(cache, |d| d.join("manifest").exists())?;
+    load_cached(&dir, series).ok()
 }
 
 fn only_entry(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<PathBuf> {
@@ -606,25 +570,6 @@ mod tests {
             image_packages("linux-image-6.12.117+deb12-cloud-amd64", &deps),
             ["linux-image-6.12.117+deb12-cloud-amd64"]
         );
-    }
-
-    #[test]
-    fn version_cmp_compares_digit_runs_as_numbers() {
-        use Ordering::*;
-        let v = |a, b| version_cmp(a, b);
-        assert_eq!(
-            v("linux-image-7.10.1_7.10.1-1", "linux-image-7.9.2_7.9.2-1"),
-            Greater
-        );
-        assert_eq!(
-            v(
-                "linux-image-7.3.4_7.3.4-1~bpo13+1",
-                "linux-image-7.3.4_7.3.4-1~bpo13+2"
-            ),
-            Less
-        );
-        assert_eq!(v("a-07", "a-7"), Equal);
-        assert_eq!(v("a-7", "a-7.1"), Less);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod host;
 pub mod initramfs;
 pub mod kernel;
 pub mod qemu;
+pub mod skip;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -154,7 +155,7 @@ pub struct GuestOpts<'a> {
     /// `None`: no limit.
     pub timeout: Option<Duration>,
     pub interactive: bool,
-    /// The verb: the console is saved to target/vm/<verb>-<series>-<release>.log.
+    /// The verb: the console is saved to `target/vm/<verb>-<series>-<release>.log`.
     pub log_name: &'a str,
 }
 
