@@ -270,16 +270,21 @@ fn install(packages: &[&'static str]) -> Result<String> {
 
 /// The private apt configuration with the machine's suites and CODENAME-backports.
 fn backports_apt(codename: &str) -> Result<(Apt, String)> {
-    let mirrors = apt::mirrors(codename);
     let target = format!("{codename}-backports");
-    let sources = [
-        format!("deb {} {codename} main", mirrors.archive),
-        format!("deb {} {codename}-updates main", mirrors.archive),
-        format!("deb {} {target} main", mirrors.archive),
-        format!("deb {} {codename}-security main", mirrors.security),
-    ];
+    let sources = backports_sources(&apt::mirrors(codename), codename);
     let dir = super::vm_dir().join("cache").join("apt").join(&target);
     Ok((Apt::private(&dir, &sources)?, target))
+}
+
+/// The base suites (their packages' dependencies come from there) and the backports suite, one
+/// per line: the one-line format takes one suite per line.
+fn backports_sources(mirrors: &apt::Mirrors, codename: &str) -> Vec<String> {
+    vec![
+        format!("deb {} {codename} main", mirrors.archive),
+        format!("deb {} {codename}-updates main", mirrors.archive),
+        format!("deb {} {codename}-backports main", mirrors.archive),
+        format!("deb {} {codename}-security main", mirrors.security),
+    ]
 }
 
 /// `apt-get install -y --no-remove`: even if the simulation missed something, apt stops rather
@@ -386,6 +391,23 @@ Conf qemu-system-x86 (1:10.0.2+ds-2+deb13u1~bpo12+1 Debian Backports:oldstable-b
         assert_eq!(
             route(&pkgs, &unsolvable, Some(&bpo), "bookworm"),
             Route::Backports
+        );
+    }
+
+    #[test]
+    fn backports_sources_keep_the_base_suites() {
+        let mirrors = apt::Mirrors {
+            archive: "http://deb.debian.org/debian".into(),
+            security: "http://deb.debian.org/debian-security".into(),
+        };
+        assert_eq!(
+            backports_sources(&mirrors, "bookworm"),
+            [
+                "deb http://deb.debian.org/debian bookworm main",
+                "deb http://deb.debian.org/debian bookworm-updates main",
+                "deb http://deb.debian.org/debian bookworm-backports main",
+                "deb http://deb.debian.org/debian-security bookworm-security main",
+            ]
         );
     }
 
