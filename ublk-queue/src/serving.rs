@@ -136,12 +136,12 @@ impl Serving {
 impl Serving {
     /// Leaves the device to a future server instead of stopping it, as a crash would but
     /// cleanly: the queues leave at once, `/dev/ublkcN` is closed, and the kernel quiesces the
-    /// device; returns once it is QUIESCED, ready for [`Device::recover`] in this process or
+    /// device; returns once it is QUIESCED, ready for [`Device::recover`](crate::Device::recover) in this process or
     /// another. Use it to hand a device over to a new version of its server while its users keep
     /// their open files.
     ///
     /// Requests this server holds are failed or reissued as the device's recovery mode says (see
-    /// [`Recovering`]: only with USER_RECOVERY_REISSUE does nothing fail).
+    /// [`Recovering`](crate::Recovering): only with USER_RECOVERY_REISSUE does nothing fail).
     ///
     /// # Errors
     ///

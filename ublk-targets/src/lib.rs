@@ -32,5 +32,5 @@ pub use loop_target::{
     BackingIdentity, BackingIo, BackingKind, IdentityChange, Inline, Loop, LoopBuilder, LoopQueue,
     LoopWarning,
 };
-pub use mem::{CHUNK_BYTES, Mem};
+pub use mem::{CHUNK_BYTES, MAX_ZEROING_BYTES, Mem};
 pub use null::{Null, NullQueue};
