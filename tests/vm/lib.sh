@@ -10,11 +10,12 @@
 #   MNT            a mount point cleanup() unmounts before it deletes the devices;
 #   AFTER_DEL      a command cleanup() runs last, after deleting the devices (remove files,
 #                  detach a kernel loop device, reload a module);
-#   REFUSED_CHECK  a command refused() runs after each refusal, with its label (15: nothing_left);
+#   REFUSED_CHECK  a command refused() runs after each refusal, with its label (15, 55: nothing_left);
 #   fio_pid, server_pid  a background fio and a foreground server that cleanup() kills.
 #
 # Devices: `add_dev VAR ARGS...` runs `ublk add ARGS` and sets ${VAR}_id (the device id) and
-# ${VAR}_path (/dev/ublkb<id>); `del_dev VAR` deletes that device again. Only 10 and 15, which
+# ${VAR}_path (/dev/ublkb<id>); `del_dev VAR` deletes that device again; `parse_dev` checks such a
+# line from elsewhere (40: a --foreground server's stdout). Only 10 and 15, which
 # test what `ublk add` prints, read its output themselves.
 #
 # Helpers keep their working variables in globals with a two-letter prefix of their name (ash has
