@@ -1,8 +1,25 @@
-# Helpers the scenario scripts share (busybox ash). In the guest at /xtask/lib.sh; a scenario
-# sets N (its name) first, and FIO_LOG if fail() should show a fio output file, then sources it:
+# Helpers the scenario scripts share (POSIX sh as busybox ash runs it). In the guest at
+# /xtask/lib.sh; a scenario sets N (its name) first, and any of the settings below it uses, then
+# sources it:
 #     N=70-recovery-kill9-loop FIO_LOG=/tmp/r70.fio
 #     . /xtask/lib.sh
 #     trap cleanup EXIT
+#
+# Settings a scenario may give (before `trap cleanup EXIT` fires, i.e. any time):
+#   FIO_LOG        a fio output file that fail() shows;
+#   MNT            a mount point cleanup() unmounts before it deletes the devices;
+#   AFTER_DEL      a command cleanup() runs last, after deleting the devices (remove files,
+#                  detach a kernel loop device, reload a module);
+#   REFUSED_CHECK  a command refused() runs after each refusal, with its label (15, 55: nothing_left);
+#   fio_pid, server_pid  a background fio and a foreground server that cleanup() kills.
+#
+# Devices: `add_dev VAR ARGS...` runs `ublk add ARGS` and sets ${VAR}_id (the device id) and
+# ${VAR}_path (/dev/ublkb<id>); `del_dev VAR` deletes that device again; `parse_dev` checks such a
+# line from elsewhere (40: a --foreground server's stdout). Only 10 and 15, which
+# test what `ublk add` prints, read its output themselves.
+#
+# Helpers keep their working variables in globals with a two-letter prefix of their name (ash has
+# `local`, POSIX sh does not), so they do not clobber a scenario's `id`, `rc` or `line`.
 
 # fail MESSAGE...: reports the failure (with fio's output and the server log's tail) and exits 1.
 fail() {
@@ -10,6 +27,29 @@ fail() {
     [ -n "${FIO_LOG:-}" ] && [ -f "$FIO_LOG" ] && sed "s/^/$N: fio: /" "$FIO_LOG" >&2
     tail -20 /run/ublk/server.log 2>/dev/null | sed "s/^/$N: server.log: /" >&2
     exit 1
+}
+
+# now_us: the wall clock in microseconds (busybox `date` has no %N; adjtimex shows tv_usec).
+now_us() {
+    adjtimex | awk '/time.tv_sec/ { s = $2 } /time.tv_usec/ { u = $2 } END { printf "%d%06d\n", s, u }'
+}
+
+# ms_since T0: milliseconds since T0 (a now_us time).
+ms_since() {
+    echo $((($(now_us) - $1) / 1000))
+}
+
+# deadline SECS: the now_us time SECS seconds from now. past DEADLINE: whether it has come.
+deadline() {
+    echo $(($(now_us) + $1 * 1000000))
+}
+past() {
+    [ "$(now_us)" -gt "$1" ]
+}
+
+# list_json: `ublk list --json` (at most 30 s); fails with its stderr if it fails.
+list_json() {
+    timeout 30 ublk list --json 2>/tmp/list.err || fail "ublk list --json failed ($?): $(cat /tmp/list.err)"
 }
 
 # entry ID: device ID's object in `ublk list --json`.
@@ -22,12 +62,48 @@ field() {
     entry "$1" | sed "s/.*\"$2\":\"\{0,1\}\([^,\"]*\).*/\1/"
 }
 
-# wait_state ID STATE: up to 60 s (a full queue is noticed only at the 30 s request timeout).
+# parse_dev VAR LINE WHAT: LINE must be what `ublk add` prints, `<id> /dev/ublkb<id>`, and name a
+# block device; sets ${VAR}_id and ${VAR}_path. WHAT names the printer in the failure message.
+parse_dev() {
+    case $1 in '' | [0-9]* | *[!A-Za-z0-9_]*) fail "parse_dev: '$1' is not a variable name" ;; esac
+    pd_id=${2%% *}
+    pd_path=${2#* }
+    case $pd_id in '' | *[!0-9]*) fail "$3 printed '$2', expected '<id> /dev/ublkb<id>'" ;; esac
+    [ "$pd_path" = "/dev/ublkb$pd_id" ] || fail "$3 printed '$2', expected '$pd_id /dev/ublkb$pd_id'"
+    [ -b "$pd_path" ] || fail "$3 printed '$2' but $pd_path is not a block device"
+    eval "${1}_id=\$pd_id ${1}_path=\$pd_path"
+}
+
+# add_dev VAR ARGS...: `ublk add ARGS` must succeed within 60 s and print a device (see parse_dev);
+# sets ${VAR}_id and ${VAR}_path. Fails with the command's output otherwise.
+add_dev() {
+    ad_var=$1
+    shift
+    ad_rc=0
+    ad_out=$(timeout 60 ublk add "$@" 2>/tmp/add.err) || ad_rc=$?
+    [ "$ad_rc" -eq 0 ] || fail "ublk add $* exited $ad_rc: $(cat /tmp/add.err)${ad_out:+ (stdout: $ad_out)}"
+    [ ! -s /tmp/add.err ] || sed "s/^/$N: ublk add: /" /tmp/add.err >&2
+    parse_dev "$ad_var" "$ad_out" "ublk add $*"
+}
+
+# del_dev VAR [SECS]: `ublk del ${VAR}_id` must succeed within SECS (60) seconds and leave neither
+# ${VAR}_path nor /dev/ublkc<id> behind (it returns once the server has exited).
+del_dev() {
+    eval "dd_id=\$${1}_id dd_path=\$${1}_path"
+    dd_rc=0
+    timeout "${2:-60}" ublk del "$dd_id" >/dev/null 2>/tmp/del.err || dd_rc=$?
+    [ "$dd_rc" -eq 0 ] ||
+        fail "ublk del $dd_id exited $dd_rc (124: took over ${2:-60} s): $(cat /tmp/del.err)"
+    [ ! -e "$dd_path" ] || fail "$dd_path still exists after ublk del $dd_id"
+    [ ! -e "/dev/ublkc$dd_id" ] || fail "/dev/ublkc$dd_id still exists after ublk del $dd_id"
+}
+
+# wait_state ID STATE [SECS]: waits until device ID is in STATE, at most SECS (60) seconds of wall
+# time (a full queue is noticed only at the 30 s request timeout).
 wait_state() {
-    tries=0
+    ws_end=$(deadline "${3:-60}")
     until [ "$(field "$1" state)" = "$2" ]; do
-        tries=$((tries + 1))
-        [ "$tries" -le 600 ] || fail "device $1 is $(field "$1" state), not $2, after 60 s"
+        ! past "$ws_end" || fail "device $1 is $(field "$1" state), not $2, after ${3:-60} s"
         sleep 0.1
     done
 }
@@ -43,28 +119,61 @@ running() {
     case $(proc_state "$1") in '' | Z) return 1 ;; esac
 }
 
+# wait_exit PID SECS WHAT: waits until PID has exited (gone or a zombie), at most SECS seconds of
+# wall time, and sets waited_ms; past that it kills PID and fails, naming its state and wait channel.
+wait_exit() {
+    we_t0=$(now_us)
+    we_end=$((we_t0 + $2 * 1000000))
+    while running "$1"; do
+        if past "$we_end"; then
+            we_comm=$(cat "/proc/$1/comm" 2>/dev/null || true)
+            we_state="state $(proc_state "$1"), wchan $(cat "/proc/$1/wchan" 2>/dev/null || true)"
+            kill -9 "$1" 2>/dev/null || true
+            fail "$3: pid $1 ($we_comm) still running after $2 s ($we_state)"
+        fi
+        sleep 0.1
+    done
+    waited_ms=$(ms_since "$we_t0")
+}
+
 # ublk_processes: the pids of running (not zombie) processes named `ublk`.
 ublk_processes() {
-    for d in /proc/[0-9]*; do
-        [ "$(cat "$d/comm" 2>/dev/null)" = ublk ] && running "${d#/proc/}" && echo "${d#/proc/}"
+    for up_d in /proc/[0-9]*; do
+        [ "$(cat "$up_d/comm" 2>/dev/null)" = ublk ] && running "${up_d#/proc/}" && echo "${up_d#/proc/}"
     done
     true
 }
 
+# nothing_left LABEL: no device in `ublk list`, no /dev/ublk[bc]N node and no ublk process.
+nothing_left() {
+    nl_json=$(list_json) || fail "$1: ublk list --json failed"
+    [ "$nl_json" = "[]" ] || fail "$1: devices left behind: $nl_json"
+    nl_nodes=$(ls /dev | grep -E '^ublk[bc][0-9]+$' || true)
+    [ -z "$nl_nodes" ] || fail "$1: device nodes left behind: $nl_nodes"
+    nl_procs=$(ublk_processes)
+    [ -z "$nl_procs" ] || fail "$1: ublk processes left behind: $nl_procs"
+}
+
 # d_state: processes in D state, as pid:comm; waits up to 5 s for transient ones to leave it.
 d_state() {
-    tries=0
+    ds_tries=0
     while :; do
-        found=
-        for d in /proc/[0-9]*; do
-            [ "$(proc_state "${d#/proc/}")" = D ] || continue
-            found="$found ${d#/proc/}:$(cat "$d/comm" 2>/dev/null)"
+        ds_found=
+        for ds_d in /proc/[0-9]*; do
+            [ "$(proc_state "${ds_d#/proc/}")" = D ] || continue
+            ds_found="$ds_found ${ds_d#/proc/}:$(cat "$ds_d/comm" 2>/dev/null)"
         done
-        [ -n "$found" ] && [ "$tries" -lt 50 ] || break
-        tries=$((tries + 1))
+        [ -n "$ds_found" ] && [ "$ds_tries" -lt 50 ] || break
+        ds_tries=$((ds_tries + 1))
         sleep 0.1
     done
-    echo "$found"
+    echo "$ds_found"
+}
+
+# no_d_state LABEL: fails if a process is still in D state after d_state's 5 s.
+no_d_state() {
+    ns_stuck=$(d_state)
+    [ -z "$ns_stuck" ] || fail "$1: processes in D state:$ns_stuck"
 }
 
 # written ID: sectors written to /dev/ublkbID so far (field 7 of the block stat file).
@@ -80,44 +189,79 @@ ios() {
 # wait_io COUNTER ID MORE: waits up to 60 s, while fio ($fio_pid) runs, until `COUNTER ID`
 # (written or ios) has grown by MORE from now; fails if fio exits first or the count stalls.
 wait_io() {
-    from=$("$1" "$2")
-    tries=0
-    while [ "$("$1" "$2")" -lt $((from + $3)) ]; do
+    wi_from=$("$1" "$2")
+    wi_tries=0
+    while [ "$("$1" "$2")" -lt $((wi_from + $3)) ]; do
         running "$fio_pid" || fail "fio exited before $1 on device $2 grew by $3"
-        tries=$((tries + 1))
-        [ "$tries" -le 600 ] || fail "no I/O reaches device $2 ($1 grew by less than $3 in 60 s)"
+        wi_tries=$((wi_tries + 1))
+        [ "$wi_tries" -le 600 ] || fail "no I/O reaches device $2 ($1 grew by less than $3 in 60 s)"
         sleep 0.1
     done
 }
 
-# refused LABEL WORDS COMMAND...: COMMAND must fail (exit 1 for our errors, 2 for clap's) with one
-# stderr line containing "error" and WORDS (case-insensitive), print nothing on stdout and not
-# panic. Then, if the scenario set REFUSED_CHECK, `$REFUSED_CHECK LABEL` runs (15 checks that
-# nothing was left behind).
-refused() {
-    label=$1 words=$2
-    shift 2
-    rc=0
-    "$@" >/tmp/bad.out 2>/tmp/bad.err || rc=$?
-    shown="'$*' (exit $rc, stderr: $(cat /tmp/bad.err))"
-    [ "$rc" -ne 0 ] || fail "$label: $shown succeeded; stdout: $(cat /tmp/bad.out)"
-    [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ] || fail "$label: $shown: expected exit status 1 or 2 (124+ means timeout or a signal)"
-    ! grep -q panicked /tmp/bad.out /tmp/bad.err || fail "$label: $shown panicked"
-    [ ! -s /tmp/bad.out ] || fail "$label: $shown printed on stdout: $(cat /tmp/bad.out)"
-    errors=$(grep -ci error /tmp/bad.err || true)
-    [ "$errors" -eq 1 ] || fail "$label: $shown: expected one error line on stderr, got $errors"
-    line=$(grep -i error /tmp/bad.err)
-    # clap names a missing argument on the line after its error line, so search all of stderr.
-    grep -qiF -- "$words" /tmp/bad.err || fail "$label: $shown: stderr does not mention '$words'"
-    case $line in *"$words"*) ;; *) line="$line $(grep -F -- "$words" /tmp/bad.err | head -1)" ;; esac
-    [ -z "${REFUSED_CHECK:-}" ] || "$REFUSED_CHECK" "$label"
-    echo "$N: ok: $label: exit $rc: $line"
+# fio_fails WHAT SECS: the background fio ($fio_pid), whose device went away or lost its server
+# (WHAT says which), must exit within SECS seconds (wait_exit: sets waited_ms) with a non-zero
+# status, left in fio_rc; clears fio_pid.
+fio_fails() {
+    wait_exit "$fio_pid" "$2" "$1: fio"
+    fio_rc=0
+    wait "$fio_pid" || fio_rc=$?
+    fio_pid=
+    [ "$fio_rc" -ne 0 ] || fail "$1: fio exited 0 instead of failing its I/O"
 }
 
-# cleanup: what a scenario's EXIT trap does: kill fio ($fio_pid) if it runs, delete every device.
+# md5 FILE [FIRST_MIB COUNT_MIB]: the md5 of FILE (fails if it cannot be read), or of COUNT_MIB
+# MiB of it from FIRST_MIB MiB on.
+md5() {
+    if [ $# -eq 1 ]; then
+        m5_sum=$(md5sum <"$1") || fail "cannot read $1 (md5sum exited $?)"
+    else
+        m5_sum=$(dd if="$1" bs=1M skip="$2" count="$3" 2>/dev/null | md5sum)
+    fi
+    echo "${m5_sum%% *}"
+}
+
+# zeroes_md5 MIB: the md5 of MIB MiB of zeroes.
+zeroes_md5() {
+    dd if=/dev/zero bs=1M count="$1" 2>/dev/null | md5sum | cut -d' ' -f1
+}
+
+# refused LABEL WORDS COMMAND...: COMMAND must fail (exit 1 for our errors, 2 for clap's) with one
+# stderr line containing "error" (in any case) and WORDS (exactly: case-sensitive, no pattern),
+# print nothing on stdout and not panic. Then, if the scenario set REFUSED_CHECK,
+# `$REFUSED_CHECK LABEL` runs (15 and 55 check that nothing was left behind).
+refused() {
+    rf_label=$1 rf_words=$2
+    shift 2
+    rf_rc=0
+    "$@" >/tmp/bad.out 2>/tmp/bad.err || rf_rc=$?
+    rf_shown="'$*' (exit $rf_rc, stderr: $(cat /tmp/bad.err))"
+    [ "$rf_rc" -ne 0 ] || fail "$rf_label: $rf_shown succeeded; stdout: $(cat /tmp/bad.out)"
+    [ "$rf_rc" -eq 1 ] || [ "$rf_rc" -eq 2 ] ||
+        fail "$rf_label: $rf_shown: expected exit status 1 or 2 (124+ means timeout or a signal)"
+    ! grep -q panicked /tmp/bad.out /tmp/bad.err || fail "$rf_label: $rf_shown panicked"
+    [ ! -s /tmp/bad.out ] || fail "$rf_label: $rf_shown printed on stdout: $(cat /tmp/bad.out)"
+    rf_errors=$(grep -ci error /tmp/bad.err || true)
+    [ "$rf_errors" -eq 1 ] || fail "$rf_label: $rf_shown: expected one error line on stderr, got $rf_errors"
+    rf_line=$(grep -i error /tmp/bad.err)
+    # clap names a missing argument on the line after its error line, so search all of stderr.
+    grep -qF -- "$rf_words" /tmp/bad.err ||
+        fail "$rf_label: $rf_shown: stderr does not mention '$rf_words'"
+    case $rf_line in
+        *"$rf_words"*) ;;
+        *) rf_line="$rf_line $(grep -F -- "$rf_words" /tmp/bad.err | head -1)" ;;
+    esac
+    [ -z "${REFUSED_CHECK:-}" ] || "$REFUSED_CHECK" "$rf_label"
+    echo "$N: ok: $rf_label: exit $rf_rc: $rf_line"
+}
+
+# cleanup: what a scenario's EXIT trap does: kill fio ($fio_pid) and a foreground server
+# ($server_pid) if they run, unmount $MNT, delete every device, then run $AFTER_DEL.
 cleanup() {
-    [ -z "${fio_pid:-}" ] || kill -9 "$fio_pid" 2>/dev/null || true
+    for cl_pid in ${fio_pid:-} ${server_pid:-}; do kill -9 "$cl_pid" 2>/dev/null || true; done
+    [ -z "${MNT:-}" ] || umount "$MNT" 2>/dev/null || true
     ublk del --all >/dev/null 2>&1 || true
+    [ -z "${AFTER_DEL:-}" ] || "$AFTER_DEL" || true
 }
 
 # --- Skips (the protocol vm-e2e judges; see tests/vm/README.md) -------------------------------

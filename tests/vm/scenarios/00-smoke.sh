@@ -2,11 +2,13 @@
 # Smoke: the guest kernel has ublk_drv and null_blk, and fio drives io_uring I/O on null_blk.
 set -eu
 
-fail() { echo "00-smoke: FAIL: $*"; exit 1; }
+N=00-smoke FIO_LOG=/tmp/smoke.fio
+# shellcheck source=../lib.sh
+. /xtask/lib.sh
 
 [ -d /sys/module/ublk_drv ] || fail "ublk_drv is not loaded (/sys/module/ublk_drv missing)"
 [ -c /dev/ublk-control ] || fail "/dev/ublk-control is missing or not a character device"
-echo "00-smoke: ublk_drv loaded, /dev/ublk-control present"
+echo "$N: ublk_drv loaded, /dev/ublk-control present"
 
 [ -b /dev/nullb0 ] || fail "/dev/nullb0 missing (null_blk not loaded with nr_devices=1?)"
 fio --name=smoke --filename=/dev/nullb0 --ioengine=io_uring --direct=1 --rw=randread --bs=4k \
@@ -17,4 +19,4 @@ err=$(cut -d';' -f5 /tmp/smoke.fio)
 iops=$(cut -d';' -f8 /tmp/smoke.fio)
 [ "$err" = 0 ] || fail "fio reported error $err"
 [ "${iops:-0}" -gt 0 ] || fail "fio completed with zero read IOPS"
-echo "00-smoke: null_blk 4k randread io_uring QD16: $iops IOPS"
+echo "$N: null_blk 4k randread io_uring QD16: $iops IOPS"

@@ -15,15 +15,6 @@ ROUNDS=20
 # A failure must not leave devices behind for the next scenario.
 trap cleanup EXIT
 
-# Wall clock in microseconds: busybox `date` has no %N, adjtimex shows tv_sec and tv_usec.
-now_us() {
-    adjtimex | awk '/time.tv_sec/ { s = $2 } /time.tv_usec/ { u = $2 } END { printf "%d%06d\n", s, u }'
-}
-
-list_json() {
-    timeout 30 ublk list --json 2>/tmp/list.err || fail "ublk list --json failed ($?): $(cat /tmp/list.err)"
-}
-
 CPUS=$(nproc)
 before=$(list_json)
 [ "$before" = "[]" ] || fail "devices exist before the scenario starts: $before"
@@ -85,24 +76,20 @@ times=
 i=1
 while [ "$i" -le 5 ]; do
     t0=$(now_us)
-    out=$(timeout 60 ublk add mem --size 256M --queues 4 --depth 128 2>/tmp/add.err) ||
-        fail "timing run $i: ublk add exited $?: $(cat /tmp/add.err)"
+    add_dev timed mem --size 256M --queues 4 --depth 128
     t1=$(now_us)
     times="$times $((t1 - t0))"
-    timeout 60 ublk del "${out%% *}" >/dev/null 2>/tmp/del.err || fail "timing run $i: ublk del failed: $(cat /tmp/del.err)"
+    del_dev timed
     i=$((i + 1))
 done
 median=$(echo "$times" | tr ' ' '\n' | grep . | sort -n | sed -n 3p)
 echo "$N: info: add->live, mem 256M, 4 queues (capped to $CPUS), depth 128: median $((median / 1000)).$((median / 100 % 10)) ms of 5 (us:$times)"
 
-after=$(list_json)
-[ "$after" = "[]" ] || fail "devices left at the end: $after"
-nodes=$(ls /dev | grep -E '^ublk[bc][0-9]+$' || true)
-[ -z "$nodes" ] || fail "device nodes left at the end: $nodes"
 tries=0
 while left=$(ublk_processes) && [ -n "$left" ]; do
     tries=$((tries + 1))
     [ "$tries" -le 100 ] || fail "ublk processes left 10 s after the last del: $left"
     sleep 0.1
 done
+nothing_left "at the end"
 echo "$N: ok: no devices, no /dev/ublk[bc]* nodes and no ublk processes left"

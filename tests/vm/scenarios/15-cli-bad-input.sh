@@ -14,21 +14,12 @@ REFUSED_CHECK=nothing_left
 . /xtask/lib.sh
 
 MODULE=/lib/modules/xtask/ublk_drv.ko
-cleanup() {
+# A failure while ublk_drv is unloaded must not leave the next scenario without it.
+reload_module() {
     [ -e /dev/ublk-control ] || insmod "$MODULE" || echo "$N: cannot reload $MODULE" >&2
-    ublk del --all >/dev/null 2>&1 || true
 }
+AFTER_DEL=reload_module
 trap cleanup EXIT
-
-nothing_left() {
-    json=$(timeout 30 ublk list --json) || fail "$1: ublk list --json failed"
-    [ "$json" = "[]" ] || fail "$1: devices left behind: $json"
-    nodes=$(ls /dev | grep -E '^ublk[bc][0-9]+$' || true)
-    [ -z "$nodes" ] || fail "$1: device nodes left behind: $nodes"
-    procs=$(ublk_processes)
-    [ -z "$procs" ] || fail "$1: ublk processes left behind: $procs"
-}
-
 
 nothing_left "before the first case"
 
@@ -97,7 +88,7 @@ refused "no ublk_drv: add" "modprobe ublk_drv" timeout 30 ublk add null
 refused "no ublk_drv: features" "modprobe ublk_drv" timeout 30 ublk features
 insmod "$MODULE" || fail "cannot reload $MODULE"
 [ -c /dev/ublk-control ] || fail "/dev/ublk-control missing after reloading ublk_drv"
-out=$(timeout 60 ublk add null) || fail "ublk add null failed after reloading ublk_drv"
-timeout 60 ublk del "${out%% *}" >/dev/null || fail "ublk del failed after reloading ublk_drv"
+add_dev dev null
+del_dev dev
 nothing_left "after reloading ublk_drv"
 echo "$N: ok: ublk_drv reloaded, add/del work again"

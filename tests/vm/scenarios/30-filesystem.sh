@@ -7,36 +7,18 @@ set -eu
 
 N=30-filesystem
 MNT=/mnt/ublk-fs
-fail() {
-    echo "$N: FAIL: $*" >&2
-    exit 1
-}
-cleanup() {
-    umount "$MNT" 2>/dev/null || true
-    ublk del --all >/dev/null 2>&1 || true
-}
+# shellcheck source=../lib.sh
+. /xtask/lib.sh
 trap cleanup EXIT
 
-# Wall clock in microseconds: busybox `date` has no %N, adjtimex shows tv_sec and tv_usec.
-now_us() {
-    adjtimex | awk '/time.tv_sec/ { s = $2 } /time.tv_usec/ { u = $2 } END { printf "%d%06d\n", s, u }'
-}
-ms_since() {
-    echo "$((($(now_us) - $1) / 1000)) ms"
-}
-
-out=$(timeout 60 ublk add mem --size 256M --queues 2 2>/tmp/add.err) ||
-    fail "ublk add mem --size 256M --queues 2 exited $?: $(cat /tmp/add.err)"
-id=${out%% *}
-dev=${out#* }
-[ -b "$dev" ] || fail "ublk add printed '$out' but $dev is not a block device"
-echo "$N: device $id: $dev (256 MiB mem, 2 queues)"
+add_dev dev mem --size 256M --queues 2
+echo "$N: device $dev_id: $dev_path (256 MiB mem, 2 queues)"
 
 t=$(now_us)
-timeout 120 mkfs.ext4 -q -F "$dev" >/tmp/mkfs.out 2>&1 || fail "mkfs.ext4 $dev exited $?: $(cat /tmp/mkfs.out)"
-echo "$N: ok: mkfs.ext4 in $(ms_since "$t")"
+timeout 120 mkfs.ext4 -q -F "$dev_path" >/tmp/mkfs.out 2>&1 || fail "mkfs.ext4 $dev_path exited $?: $(cat /tmp/mkfs.out)"
+echo "$N: ok: mkfs.ext4 in $(ms_since "$t") ms"
 mkdir -p "$MNT"
-timeout 60 mount -t ext4 "$dev" "$MNT" 2>/tmp/mount.err || fail "mount $dev exited $?: $(cat /tmp/mount.err)"
+timeout 60 mount -t ext4 "$dev_path" "$MNT" 2>/tmp/mount.err || fail "mount $dev_path exited $?: $(cat /tmp/mount.err)"
 
 # The tree: a few nested directories; sizes around block and page boundaries, a few large files.
 t=$(now_us)
@@ -63,27 +45,25 @@ sync
 files=$(wc -l </tmp/fs.md5)
 [ "$files" -eq "$n" ] || fail "wrote $n files but found $files"
 kib=$(du -sk "$MNT" | cut -f1)
-echo "$N: ok: wrote $files files in 6 directories, $kib KiB, in $(ms_since "$t")"
+echo "$N: ok: wrote $files files in 6 directories, $kib KiB, in $(ms_since "$t") ms"
 
 timeout 60 umount "$MNT" 2>/tmp/umount.err || fail "umount $MNT exited $?: $(cat /tmp/umount.err)"
 t=$(now_us)
-timeout 120 e2fsck -fn "$dev" >/tmp/fsck.out 2>&1 || fail "e2fsck -fn $dev exited $?: $(cat /tmp/fsck.out)"
-echo "$N: ok: e2fsck -fn clean in $(ms_since "$t"): $(tail -1 /tmp/fsck.out)"
+timeout 120 e2fsck -fn "$dev_path" >/tmp/fsck.out 2>&1 || fail "e2fsck -fn $dev_path exited $?: $(cat /tmp/fsck.out)"
+echo "$N: ok: e2fsck -fn clean in $(ms_since "$t") ms: $(tail -1 /tmp/fsck.out)"
 
 # Nothing may come from the page cache: every byte is read from the device again.
 sync
 echo 3 >/proc/sys/vm/drop_caches
-timeout 60 mount -t ext4 "$dev" "$MNT" 2>/tmp/mount.err || fail "second mount of $dev exited $?: $(cat /tmp/mount.err)"
+timeout 60 mount -t ext4 "$dev_path" "$MNT" 2>/tmp/mount.err || fail "second mount of $dev_path exited $?: $(cat /tmp/mount.err)"
 t=$(now_us)
 (cd "$MNT" && md5sum -c /tmp/fs.md5) >/tmp/check.out 2>&1 ||
     fail "md5 mismatch after remount: $(grep -v ': OK$' /tmp/check.out | head -10)"
 (cd "$MNT" && find . -type f | sort) >/tmp/fs.list
 cut -d' ' -f3- /tmp/fs.md5 | cmp -s - /tmp/fs.list || fail "the file list changed after remount"
-echo "$N: ok: after remount all $files files match their md5 (checked in $(ms_since "$t"))"
+echo "$N: ok: after remount all $files files match their md5 (checked in $(ms_since "$t") ms)"
 timeout 60 umount "$MNT" 2>/tmp/umount.err || fail "second umount exited $?: $(cat /tmp/umount.err)"
 
-timeout 60 ublk del "$id" >/dev/null 2>/tmp/del.err || fail "ublk del $id exited $?: $(cat /tmp/del.err)"
-[ ! -e "$dev" ] || fail "$dev still exists after ublk del $id"
-json=$(timeout 30 ublk list --json) || fail "ublk list --json failed"
-[ "$json" = "[]" ] || fail "devices left after ublk del: $json"
-echo "$N: ok: unmounted, device $id deleted, none left"
+del_dev dev
+nothing_left "after ublk del"
+echo "$N: ok: unmounted, device $dev_id deleted, none left"

@@ -7,30 +7,25 @@
 # the device held.
 set -eu
 
-me=50-loop-fio-verify
+N=50-loop-fio-verify
+# shellcheck source=../lib.sh
+. /xtask/lib.sh
 SIZE=128M
-id=""
-img=""
 
-fail() {
-    echo "$me: FAIL: $*" >&2
-    [ -n "$id" ] && ublk del "$id" >/dev/null 2>&1
-    [ -n "$img" ] && rm -f "$img"
-    exit 1
-}
+remove_images() { rm -f /tmp/$N-*.img; }
+AFTER_DEL=remove_images
+trap cleanup EXIT
 
 for mode in direct buffered direct-async; do
     for queues in 1 2; do
-        img=/tmp/$me-$mode-$queues.img
+        img=/tmp/$N-$mode-$queues.img
         rm -f "$img"
         flag=""
         [ $mode = buffered ] && flag=--buffered
         [ $mode = direct-async ] && flag="--backing-io async"
         # shellcheck disable=SC2086 # flag is a list of options.
-        out=$(ublk add loop --file "$img" --size $SIZE --queues $queues $flag) || fail "ublk add loop"
-        id=${out%% *}
-        dev=${out#* }
-        line=$(grep "device $id: $img" /run/ublk/server.log | tail -1)
+        add_dev dev loop --file "$img" --size $SIZE --queues $queues $flag
+        line=$(grep "device $dev_id: $img" /run/ublk/server.log | tail -1)
         case "$mode:$line" in
             direct:*"direct I/O, small copies inline"* | buffered:*"buffered I/O, small copies inline"*) ;;
             direct-async:*"direct I/O,"*) ;;
@@ -38,21 +33,19 @@ for mode in direct buffered direct-async; do
         esac
         for qd in 1 128; do
             # The whole device, random order, every block once, then read back and checked.
-            fio --name=verify --filename="$dev" --ioengine=io_uring --direct=1 --rw=randwrite \
+            fio --name=verify --filename="$dev_path" --ioengine=io_uring --direct=1 --rw=randwrite \
                 --bsrange=512-1M --iodepth=$qd --verify=crc32c --verify_fatal=1 \
-                --randseed=$qd$queues --output-format=terse --terse-version=3 > /tmp/$me.fio \
-                || fail "fio verify $mode queues=$queues iodepth=$qd: $(cat /tmp/$me.fio)"
-            [ "$(cut -d';' -f5 /tmp/$me.fio)" = 0 ] || fail "fio reported an error ($mode, $queues, $qd)"
-            echo "$me: $mode backing, $queues queue(s), iodepth $qd: verify ok"
+                --randseed=$qd$queues --output-format=terse --terse-version=3 > /tmp/$N.fio \
+                || fail "fio verify $mode queues=$queues iodepth=$qd: $(cat /tmp/$N.fio)"
+            [ "$(cut -d';' -f5 /tmp/$N.fio)" = 0 ] || fail "fio reported an error ($mode, $queues, $qd)"
+            echo "$N: $mode backing, $queues queue(s), iodepth $qd: verify ok"
         done
-        want=$(md5sum < "$dev")
-        ublk del "$id" > /dev/null || fail "ublk del $id"
-        id=""
-        got=$(md5sum < "$img")
+        want=$(md5 "$dev_path")
+        del_dev dev
+        got=$(md5 "$img")
         [ "$got" = "$want" ] || fail "backing file ($got) differs from the device ($want)"
-        echo "$me: $mode backing, $queues queue(s): backing file identical to the device"
+        echo "$N: $mode backing, $queues queue(s): backing file identical to the device"
         rm -f "$img"
-        img=""
     done
 done
-echo "$me: ok"
+echo "$N: ok"

@@ -13,33 +13,27 @@ SECS=${SECS:-3}
 QUEUES=${QUEUES:-1}
 UBLK_ARGS=${UBLK_ARGS:-} # more `ublk add loop` options, e.g. "--poll-us 50"
 FLOOR=${FLOOR:-25} # percent of the kernel loop driver's IOPS: a sanity floor (vm-e2e runs a debug build)
-me=59-loop-bench
+N=59-loop-bench
+# shellcheck source=../lib.sh
+. /xtask/lib.sh
 img=/tmp/bench.img
-id=""
 kloop=""
 
-fail() {
-    echo "$me: FAIL: $*" >&2
-    cleanup
-    exit 1
-}
-cleanup() {
-    [ -n "$id" ] && ublk del "$id" >/dev/null 2>&1
-    [ -n "$kloop" ] && /usr/sbin/losetup -d "$kloop" 2>/dev/null
+# After `ublk del --all`: the file is no longer held open by the ublk server.
+detach() {
+    [ -z "$kloop" ] || /usr/sbin/losetup -d "$kloop" 2>/dev/null || true
     rm -f "$img"
-    id=""
-    kloop=""
 }
+AFTER_DEL=detach
+trap cleanup EXIT
 
 # An allocated 256 MiB file: both drivers read and write real tmpfs pages, not holes.
 dd if=/dev/zero of=$img bs=1M count=256 2>/dev/null || fail "cannot create $img"
 kloop=$(/usr/sbin/losetup --direct-io=on -f --show $img) || fail "losetup"
 [ "$(cat /sys/block/${kloop#/dev/}/loop/dio)" = 1 ] || fail "kernel loop is not using direct I/O"
 # shellcheck disable=SC2086 # UBLK_ARGS is a list of options.
-out=$(ublk add loop --file $img --queues "$QUEUES" $UBLK_ARGS) || fail "ublk add loop $UBLK_ARGS"
-id=${out%% *}
-ublkb=${out#* }
-grep -q "device $id: $img (file, direct I/O" /run/ublk/server.log || fail "ublk loop is not using direct I/O"
+add_dev ublk loop --file $img --queues "$QUEUES" $UBLK_ARGS
+grep -q "device $ublk_id: $img (file, direct I/O" /run/ublk/server.log || fail "ublk loop is not using direct I/O"
 
 # iops DEV RW: one fio run, its IOPS (terse v3: field 8 read IOPS, field 49 write IOPS).
 iops() {
@@ -60,9 +54,9 @@ for rw in randread randwrite; do
         # Alternate which goes first, so drift in the emulator hits both alike.
         if [ $((run % 2)) = 1 ]; then
             iops "$kloop" $rw >> /tmp/bench.k
-            iops "$ublkb" $rw >> /tmp/bench.u
+            iops "$ublk_path" $rw >> /tmp/bench.u
         else
-            iops "$ublkb" $rw >> /tmp/bench.u
+            iops "$ublk_path" $rw >> /tmp/bench.u
             iops "$kloop" $rw >> /tmp/bench.k
         fi
         run=$((run + 1))
@@ -71,15 +65,12 @@ for rw in randread randwrite; do
     u=$(median < /tmp/bench.u)
     [ "$k" -gt 0 ] || fail "kernel loop $rw: 0 IOPS"
     ratio=$((u * 100 / k))
-    echo "$me: 4k $rw QD64, $RUNS run(s) of ${SECS}s, medians: kernel loop $k IOPS," \
+    echo "$N: 4k $rw QD64, $RUNS run(s) of ${SECS}s, medians: kernel loop $k IOPS," \
         "ublk loop $u IOPS ($ratio%); all runs: kernel $(tr '\n' ' ' < /tmp/bench.k)/" \
         "ublk $(tr '\n' ' ' < /tmp/bench.u)"
     [ $ratio -ge "$FLOOR" ] || fail "ublk loop $rw is below $FLOOR% of the kernel loop driver"
 done
-dev_id=$id
-ublk del "$id" > /dev/null || fail "ublk del"
-id=""
+del_dev ublk
 # The server logs its queues' io_uring_enter calls per request as it exits; ublk del waits for it.
-grep "device $dev_id queue" /run/ublk/server.log | tail -n "$QUEUES" || true
-cleanup
-echo "$me: ok"
+grep "device $ublk_id queue" /run/ublk/server.log | tail -n "$QUEUES" || true
+echo "$N: ok"

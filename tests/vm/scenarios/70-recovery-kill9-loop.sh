@@ -24,35 +24,33 @@ IMG=/tmp/r70.img
 SIZE_MB=256
 JOB="--name=r70 --rw=randwrite --bs=4k --size=128M --verify=crc32c --verify_fatal=1 --randrepeat=1"
 
-
 ublk add loop --help >/dev/null 2>&1 || fail "this ublk has no loop target (ublk add loop --file)"
 
 dd if=/dev/zero of="$IMG" bs=1M count=0 seek="$SIZE_MB" 2>/dev/null || fail "cannot create $IMG"
-out=$(timeout 60 ublk add loop --file "$IMG" --recovery reissue --queues 2 --depth 64 2>/tmp/add.err) ||
-    fail "ublk add loop --recovery reissue exited $?: $(cat /tmp/add.err)"
-id=${out%% *}
-dev=${out#* }
-[ -b "$dev" ] || fail "ublk add printed '$out' but $dev is not a block device"
-echo "$N: device $id: loop over $IMG (${SIZE_MB} MiB tmpfs file), recovery reissue"
-entry "$id" | grep -q '"USER_RECOVERY_REISSUE"' || fail "device $id lacks USER_RECOVERY_REISSUE: $(entry "$id")"
+add_dev dev loop --file "$IMG" --recovery reissue --queues 2 --depth 64
+echo "$N: device $dev_id: loop over $IMG (${SIZE_MB} MiB tmpfs file), recovery reissue"
+entry "$dev_id" | grep -q '"USER_RECOVERY_REISSUE"' ||
+    fail "device $dev_id lacks USER_RECOVERY_REISSUE: $(entry "$dev_id")"
 
 # shellcheck disable=SC2086 # JOB is a list of options.
-fio --eta=never $JOB --filename="$dev" --ioengine=io_uring --direct=1 --iodepth=32 --rate_iops=4000 \
-    --output=/tmp/r70.fio &
+fio --eta=never $JOB --filename="$dev_path" --ioengine=io_uring --direct=1 --iodepth=32 \
+    --rate_iops=4000 --output=/tmp/r70.fio &
 fio_pid=$!
 
 for round in 1 2; do
-    wait_io written "$id" 2048 # 1 MiB
-    old=$(field "$id" pid)
+    wait_io written "$dev_id" 2048 # 1 MiB
+    old=$(field "$dev_id" pid)
     kill -9 "$old" || fail "round $round: cannot kill server $old"
-    wait_state "$id" QUIESCED
+    wait_state "$dev_id" QUIESCED
     running "$fio_pid" || fail "round $round: fio exited when the server was killed (I/O failed instead of waiting)"
     echo "$N: round $round: server $old killed; device QUIESCED, fio waiting"
-    out=$(timeout 120 ublk recover "$id" 2>/tmp/recover.err) ||
-        fail "round $round: ublk recover $id exited $?: $(cat /tmp/recover.err)"
-    [ "$out" = "$id $dev" ] || fail "round $round: ublk recover printed '$out', expected '$id $dev'"
-    [ "$(field "$id" state)" = LIVE ] || fail "round $round: device $id is $(field "$id" state) after recover"
-    new=$(field "$id" pid)
+    out=$(timeout 120 ublk recover "$dev_id" 2>/tmp/recover.err) ||
+        fail "round $round: ublk recover $dev_id exited $?: $(cat /tmp/recover.err)"
+    [ "$out" = "$dev_id $dev_path" ] ||
+        fail "round $round: ublk recover printed '$out', expected '$dev_id $dev_path'"
+    [ "$(field "$dev_id" state)" = LIVE ] ||
+        fail "round $round: device $dev_id is $(field "$dev_id" state) after recover"
+    new=$(field "$dev_id" pid)
     [ "$new" != "$old" ] && running "$new" || fail "round $round: server pid after recovery is '$new' (was $old)"
     echo "$N: round $round: recovered, LIVE with server $new"
 done
@@ -65,7 +63,7 @@ grep -q "err= 0" /tmp/r70.fio || fail "fio reported errors"
 ! grep -qi "verify.*fail\|bad magic\|crc32c: verify failed" /tmp/r70.fio || fail "fio verify found bad data"
 echo "$N: fio completed: writes and verify through the recovered device clean"
 
-timeout 60 ublk del "$id" >/dev/null 2>/tmp/del.err || fail "ublk del $id exited $?: $(cat /tmp/del.err)"
+del_dev dev
 # shellcheck disable=SC2086
 fio --eta=never $JOB --filename="$IMG" --ioengine=psync --verify_only --output=/tmp/r70.fio ||
     fail "verify-only over the backing file failed"

@@ -14,52 +14,45 @@ FIO_LOG=/tmp/r71.fio
 
 MNT=/tmp/r71.mnt
 IMG=/tmp/r71.img
-cleanup() {
-    [ -z "${fio_pid:-}" ] || kill -9 "$fio_pid" 2>/dev/null || true
-    umount "$MNT" 2>/dev/null || true
-    ublk del --all >/dev/null 2>&1 || true
-}
 trap cleanup EXIT
 
 ublk add loop --help >/dev/null 2>&1 || fail "this ublk has no loop target (ublk add loop --file)"
 
 dd if=/dev/zero of="$IMG" bs=1M count=0 seek=256 2>/dev/null || fail "cannot create $IMG"
-out=$(timeout 60 ublk add loop --file "$IMG" --recovery reissue --queues 2 2>/tmp/add.err) ||
-    fail "ublk add loop exited $?: $(cat /tmp/add.err)"
-id=${out%% *}
-dev=${out#* }
-mkfs.ext4 -q -F "$dev" >/tmp/mkfs.out 2>&1 || fail "mkfs.ext4 $dev: $(cat /tmp/mkfs.out)"
+add_dev dev loop --file "$IMG" --recovery reissue --queues 2
+mkfs.ext4 -q -F "$dev_path" >/tmp/mkfs.out 2>&1 || fail "mkfs.ext4 $dev_path: $(cat /tmp/mkfs.out)"
 mkdir -p "$MNT"
-mount -t ext4 "$dev" "$MNT" || fail "mount $dev"
+mount -t ext4 "$dev_path" "$MNT" || fail "mount $dev_path"
 dd if=/dev/urandom of="$MNT/before" bs=1M count=8 2>/dev/null || fail "writing $MNT/before"
 sync
-before=$(md5sum "$MNT/before" | cut -d' ' -f1)
-echo "$N: device $id: ext4 mounted on $MNT, 8 MiB file written and synced"
+before=$(md5 "$MNT/before")
+echo "$N: device $dev_id: ext4 mounted on $MNT, 8 MiB file written and synced"
 
 fio --eta=never --name=r71 --directory="$MNT" --rw=write --bs=64k --size=64M --ioengine=psync \
     --rate=8m --fsync_on_close=1 --verify=crc32c --verify_fatal=1 --output=/tmp/r71.fio &
 fio_pid=$!
-wait_io written "$id" 8192 # 4 MiB
+wait_io written "$dev_id" 8192 # 4 MiB
 
-old=$(field "$id" pid)
+old=$(field "$dev_id" pid)
 kill -9 "$old" || fail "cannot kill server $old"
-wait_state "$id" QUIESCED
+wait_state "$dev_id" QUIESCED
 grep -q " $MNT " /proc/mounts || fail "$MNT is no longer mounted after the kill"
 running "$fio_pid" || fail "fio exited when the server was killed"
 echo "$N: server $old killed while fio writes into the mounted filesystem; device QUIESCED"
 
-out=$(timeout 120 ublk recover "$id" 2>/tmp/recover.err) || fail "ublk recover $id exited $?: $(cat /tmp/recover.err)"
-[ "$(field "$id" state)" = LIVE ] || fail "device $id is $(field "$id" state) after recover"
-echo "$N: recovered while mounted: LIVE with server $(field "$id" pid)"
+out=$(timeout 120 ublk recover "$dev_id" 2>/tmp/recover.err) ||
+    fail "ublk recover $dev_id exited $?: $(cat /tmp/recover.err)"
+[ "$(field "$dev_id" state)" = LIVE ] || fail "device $dev_id is $(field "$dev_id" state) after recover"
+echo "$N: recovered while mounted: LIVE with server $(field "$dev_id" pid)"
 
 rc=0
 wait "$fio_pid" || rc=$?
 fio_pid=
 [ "$rc" -eq 0 ] || fail "fio exited $rc"
 grep -q "err= 0" /tmp/r71.fio || fail "fio reported errors"
-[ "$(md5sum "$MNT/before" | cut -d' ' -f1)" = "$before" ] || fail "the file written before the crash changed"
+[ "$(md5 "$MNT/before")" = "$before" ] || fail "the file written before the crash changed"
 sync
 umount "$MNT" || fail "umount $MNT"
-e2fsck -fn "$dev" >/tmp/fsck.out 2>&1 || fail "e2fsck -fn $dev exited $?: $(cat /tmp/fsck.out)"
-timeout 60 ublk del "$id" >/dev/null 2>/tmp/del.err || fail "ublk del $id: $(cat /tmp/del.err)"
+e2fsck -fn "$dev_path" >/tmp/fsck.out 2>&1 || fail "e2fsck -fn $dev_path exited $?: $(cat /tmp/fsck.out)"
+del_dev dev
 echo "$N: ok: fio in the filesystem verified, earlier file intact, e2fsck -fn clean"

@@ -15,30 +15,28 @@ FIO_LOG=/tmp/r72.fio
 
 trap cleanup EXIT
 
+add_dev dev mem --size 256M --recovery reissue --queues 2
+timeout 30 ublk list | grep -q "^$dev_id  *LIVE " ||
+    fail "ublk list does not show device $dev_id LIVE: $(ublk list)"
 
-out=$(timeout 60 ublk add mem --size 256M --recovery reissue --queues 2 2>/tmp/add.err) ||
-    fail "ublk add mem --recovery reissue exited $?: $(cat /tmp/add.err)"
-id=${out%% *}
-dev=${out#* }
-timeout 30 ublk list | grep -q "^$id  *LIVE " || fail "ublk list does not show device $id LIVE: $(ublk list)"
-
-fio --eta=never --name=r72 --filename="$dev" --ioengine=io_uring --direct=1 --rw=randrw --bs=4k --iodepth=32 \
-    --time_based --runtime=20 --output=/tmp/r72.fio &
+fio --eta=never --name=r72 --filename="$dev_path" --ioengine=io_uring --direct=1 --rw=randrw --bs=4k \
+    --iodepth=32 --time_based --runtime=20 --output=/tmp/r72.fio &
 fio_pid=$!
 
 for round in 1 2; do
-    wait_io ios "$id" 1000
-    old=$(field "$id" pid)
+    wait_io ios "$dev_id" 1000
+    old=$(field "$dev_id" pid)
     kill -9 "$old" || fail "round $round: cannot kill server $old"
-    wait_state "$id" QUIESCED
-    timeout 30 ublk list | grep -q "^$id  *QUIESCED " || fail "ublk list does not show QUIESCED: $(ublk list)"
+    wait_state "$dev_id" QUIESCED
+    timeout 30 ublk list | grep -q "^$dev_id  *QUIESCED " ||
+        fail "ublk list does not show QUIESCED: $(ublk list)"
     running "$fio_pid" || fail "round $round: fio exited when the server was killed"
-    out=$(timeout 120 ublk recover "$id" 2>/tmp/recover.err) ||
-        fail "round $round: ublk recover $id exited $?: $(cat /tmp/recover.err)"
-    [ "$out" = "$id $dev" ] || fail "round $round: ublk recover printed '$out'"
-    new=$(field "$id" pid)
-    [ "$(field "$id" state)" = LIVE ] && [ "$new" != "$old" ] && running "$new" ||
-        fail "round $round: after recover: $(entry "$id")"
+    out=$(timeout 120 ublk recover "$dev_id" 2>/tmp/recover.err) ||
+        fail "round $round: ublk recover $dev_id exited $?: $(cat /tmp/recover.err)"
+    [ "$out" = "$dev_id $dev_path" ] || fail "round $round: ublk recover printed '$out'"
+    new=$(field "$dev_id" pid)
+    [ "$(field "$dev_id" state)" = LIVE ] && [ "$new" != "$old" ] && running "$new" ||
+        fail "round $round: after recover: $(entry "$dev_id")"
     echo "$N: round $round: killed $old under load, QUIESCED, recovered by $new"
 done
 
@@ -47,12 +45,7 @@ wait "$fio_pid" || rc=$?
 fio_pid=
 [ "$rc" -eq 0 ] || fail "fio exited $rc"
 grep -q "err= 0" /tmp/r72.fio || fail "fio reported errors"
-server=$(field "$id" pid)
-timeout 60 ublk del "$id" >/dev/null 2>/tmp/del.err || fail "ublk del $id: $(cat /tmp/del.err)"
-tries=0
-while running "$server"; do
-    tries=$((tries + 1))
-    [ "$tries" -le 100 ] || fail "server $server still running 10 s after ublk del"
-    sleep 0.1
-done
+server=$(field "$dev_id" pid)
+del_dev dev
+wait_exit "$server" 10 "the server after ublk del"
 echo "$N: ok: 2 kills under fio load, no I/O error, recovered twice, deleted"

@@ -12,42 +12,29 @@ FIO_LOG=/tmp/r73.fio
 
 trap cleanup EXIT
 
-out=$(timeout 60 ublk add mem --size 256M --queues 2 2>/tmp/add.err) || fail "ublk add mem exited $?: $(cat /tmp/add.err)"
-id=${out%% *}
-dev=${out#* }
-fio --eta=never --name=r73 --filename="$dev" --ioengine=io_uring --direct=1 --rw=randrw --bs=4k --iodepth=32 \
-    --time_based --runtime=60 --output=/tmp/r73.fio 2>/tmp/r73.err &
+add_dev dev mem --size 256M --queues 2
+fio --eta=never --name=r73 --filename="$dev_path" --ioengine=io_uring --direct=1 --rw=randrw --bs=4k \
+    --iodepth=32 --time_based --runtime=60 --output=/tmp/r73.fio 2>/tmp/r73.err &
 fio_pid=$!
-wait_io ios "$id" 1000
+wait_io ios "$dev_id" 1000
 
-server=$(field "$id" pid)
+server=$(field "$dev_id" pid)
 kill -9 "$server" || fail "cannot kill server $server"
-tries=0
-while running "$fio_pid"; do
-    tries=$((tries + 1))
-    [ "$tries" -le 300 ] || fail "fio still running 30 s after its device's server was killed (I/O hangs)"
-    sleep 0.1
-done
-rc=0
-wait "$fio_pid" || rc=$?
-fio_pid=
-[ "$rc" -ne 0 ] || fail "fio succeeded although its device's server was killed"
-echo "$N: server $server killed: fio exited $rc with I/O errors after $((tries / 10)).$((tries % 10)) s"
+fio_fails "server killed without recovery (I/O must fail, not hang)" 30
+echo "$N: server $server killed: fio exited $fio_rc with I/O errors after $waited_ms ms"
 
-state=$(field "$id" state)
-[ "$state" = DEAD ] || fail "device $id is '$state' after its server was killed, expected DEAD"
-timeout 30 ublk list | grep -q "^$id  *DEAD " || fail "ublk list does not show DEAD: $(ublk list)"
+state=$(field "$dev_id" state)
+[ "$state" = DEAD ] || fail "device $dev_id is '$state' after its server was killed, expected DEAD"
+timeout 30 ublk list | grep -q "^$dev_id  *DEAD " || fail "ublk list does not show DEAD: $(ublk list)"
 
 rc=0
-timeout 30 ublk recover "$id" >/tmp/recover.out 2>/tmp/recover.err || rc=$?
+timeout 30 ublk recover "$dev_id" >/tmp/recover.out 2>/tmp/recover.err || rc=$?
 [ "$rc" -eq 1 ] || fail "ublk recover of a device without recovery exited $rc: $(cat /tmp/recover.err)"
 grep -q "without user recovery" /tmp/recover.err || fail "unclear error: $(cat /tmp/recover.err)"
 echo "$N: ublk recover refused: $(cat /tmp/recover.err)"
 
-timeout 30 ublk del "$id" >/dev/null 2>/tmp/del.err || fail "ublk del of a DEAD device exited $?: $(cat /tmp/del.err)"
-[ ! -e "$dev" ] && [ ! -e "/dev/ublkc$id" ] || fail "device nodes of $id left after ublk del"
-[ "$(timeout 30 ublk list --json)" = "[]" ] || fail "devices left: $(ublk list --json)"
-[ ! -e "/run/ublk/$id.rec" ] || fail "record of device $id left after ublk del"
-stuck=$(d_state)
-[ -z "$stuck" ] || fail "processes in D state:$stuck"
+del_dev dev 30
+nothing_left "after ublk del of the DEAD device"
+[ ! -e "/run/ublk/$dev_id.rec" ] || fail "record of device $dev_id left after ublk del"
+no_d_state "at the end"
 echo "$N: ok: I/O failed (no hang), device DEAD, recover refused, deleted, no D state"

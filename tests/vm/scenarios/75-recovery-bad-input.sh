@@ -14,31 +14,31 @@ trap cleanup EXIT
 
 refused "unknown id" "no ublk device with id 4242" timeout 30 ublk recover 4242
 
-out=$(timeout 60 ublk add mem --size 64M --recovery 2>/tmp/add.err) || fail "ublk add --recovery: $(cat /tmp/add.err)"
-id=${out%% *}
-server=$(field "$id" pid)
-refused "LIVE device" "pid $server) is running" timeout 30 ublk recover "$id"
-[ "$(field "$id" state)" = LIVE ] && [ "$(field "$id" pid)" = "$server" ] || fail "LIVE device touched: $(entry "$id")"
+add_dev dev mem --size 64M --recovery
+server=$(field "$dev_id" pid)
+refused "LIVE device" "pid $server) is running" timeout 30 ublk recover "$dev_id"
+[ "$(field "$dev_id" state)" = LIVE ] && [ "$(field "$dev_id" pid)" = "$server" ] ||
+    fail "LIVE device touched: $(entry "$dev_id")"
 
 kill -9 "$server"
-wait_state "$id" QUIESCED
-mv "/run/ublk/$id.rec" /tmp/r75.rec
-refused "no record" "no record" timeout 30 ublk recover "$id"
+wait_state "$dev_id" QUIESCED
+mv "/run/ublk/$dev_id.rec" /tmp/r75.rec
+refused "no record" "no record" timeout 30 ublk recover "$dev_id"
 # A record written for another server of this id is stale.
-sed 's/^pid=.*/pid=1/' /tmp/r75.rec >"/run/ublk/$id.rec"
-refused "stale record" "stale" timeout 30 ublk recover "$id"
-[ ! -e "/run/ublk/$id.rec" ] || fail "the stale record was kept"
-[ "$(field "$id" state)" = QUIESCED ] || fail "device $id changed state: $(entry "$id")"
-mv /tmp/r75.rec "/run/ublk/$id.rec"
-out=$(timeout 120 ublk recover "$id" 2>/tmp/recover.err) || fail "recover with the record back: $(cat /tmp/recover.err)"
-[ "$(field "$id" state)" = LIVE ] || fail "device $id not LIVE after recover: $(entry "$id")"
-echo "$N: ok: with its record back, device $id recovered"
-timeout 60 ublk del "$id" >/dev/null || fail "ublk del $id"
+sed 's/^pid=.*/pid=1/' /tmp/r75.rec >"/run/ublk/$dev_id.rec"
+refused "stale record" "stale" timeout 30 ublk recover "$dev_id"
+[ ! -e "/run/ublk/$dev_id.rec" ] || fail "the stale record was kept"
+[ "$(field "$dev_id" state)" = QUIESCED ] || fail "device $dev_id changed state: $(entry "$dev_id")"
+mv /tmp/r75.rec "/run/ublk/$dev_id.rec"
+out=$(timeout 120 ublk recover "$dev_id" 2>/tmp/recover.err) ||
+    fail "recover with the record back: $(cat /tmp/recover.err)"
+[ "$(field "$dev_id" state)" = LIVE ] || fail "device $dev_id not LIVE after recover: $(entry "$dev_id")"
+echo "$N: ok: with its record back, device $dev_id recovered"
+del_dev dev
 
-out=$(timeout 60 ublk add mem --size 64M 2>/tmp/add.err) || fail "ublk add: $(cat /tmp/add.err)"
-id=${out%% *}
-refused "created without recovery (LIVE)" "without user recovery" timeout 30 ublk recover "$id"
-timeout 60 ublk del "$id" >/dev/null || fail "ublk del $id"
+add_dev dev mem --size 64M
+refused "created without recovery (LIVE)" "without user recovery" timeout 30 ublk recover "$dev_id"
+del_dev dev
 
 if timeout 30 ublk features | grep -q '^USER_RECOVERY_FAIL_IO'; then
     echo "$N: skip: this kernel has USER_RECOVERY_FAIL_IO, so --recovery fail-io is not refused"
@@ -49,4 +49,4 @@ else
         timeout 60 ublk add mem --size 64M --recovery fail-io --foreground
 fi
 refused "--recovery bogus" "bogus" timeout 30 ublk add mem --size 64M --recovery bogus
-[ "$(timeout 30 ublk list --json)" = "[]" ] || fail "devices left: $(ublk list --json)"
+nothing_left "at the end"
