@@ -86,15 +86,19 @@ impl<Q: QueueTarget, B: BufferMode, C: CommandMode> Queue<Q, B, C> {
     }
 
     /// Serves until every tag has ended (or the device asked the queue to leave); `publish`
-    /// gets the enter and request counts after each batch.
-    pub(crate) fn run(&mut self, mut publish: impl FnMut(u64, u64)) -> Result<()> {
+    /// gets the enter, request and push-back counts after each batch.
+    pub(crate) fn run(&mut self, mut publish: impl FnMut(u64, u64, u64)) -> Result<()> {
         while !self.finished() {
             if !self.poll()? {
                 self.sleep()?;
             }
             let got = self.reap()?;
             self.gather.record(got);
-            publish(self.submitter.enters, self.requests);
+            publish(
+                self.submitter.enters,
+                self.requests,
+                self.submitter.pushed_back,
+            );
         }
         if self.tags.all_ended() {
             self.release_resources();

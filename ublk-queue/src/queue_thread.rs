@@ -70,7 +70,7 @@ fn serve_queue<T: Target>(setup: &QueueSetup, target: &T, events: &Sender<Event>
     // the wake poll will tell us to leave.
     let _ = events.send(Event::Ready { warnings });
     let stats = &setup.stats[usize::from(setup.q_id)];
-    queue.run(|enters, requests| stats.publish(enters, requests))
+    queue.run(|enters, requests, pushed_back| stats.publish(enters, requests, pushed_back))
 }
 
 /// Pins the thread, sets its scheduling policy and marks it an I/O flusher; what the kernel

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct QueueStats {
     enters: AtomicU64,
     requests: AtomicU64,
+    pushed_back: AtomicU64,
 }
 
 impl QueueStats {
@@ -25,10 +26,17 @@ impl QueueStats {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// `io_uring_enter` calls the kernel refused for now (EAGAIN or EBUSY with nothing to
+    /// reap), each followed by a short pause and another try.
+    pub fn pushed_back(&self) -> u64 {
+        self.pushed_back.load(Ordering::Relaxed)
+    }
+
     // The queue thread is the only writer, so it keeps plain counts and publishes them with a
     // store: no locked read-modify-write on the I/O path.
-    pub(crate) fn publish(&self, enters: u64, requests: u64) {
+    pub(crate) fn publish(&self, enters: u64, requests: u64, pushed_back: u64) {
         self.enters.store(enters, Ordering::Relaxed);
         self.requests.store(requests, Ordering::Relaxed);
+        self.pushed_back.store(pushed_back, Ordering::Relaxed);
     }
 }

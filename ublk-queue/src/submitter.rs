@@ -206,6 +206,16 @@ mod tests {
 
     use super::*;
 
+    /// Held by every test that enters a ring: the fault-injection test makes every enter of
+    /// the process fail for a while.
+    static RINGS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn rings() -> std::sync::MutexGuard<'static, ()> {
+        RINGS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn nop(user_data: u64) -> Entry {
         Nop::new().build().user_data(user_data)
     }
@@ -228,6 +238,7 @@ mod tests {
 
     #[test]
     fn pushes_beyond_the_sq_are_submitted_never_dropped() {
+        let _rings = rings();
         let mut s = Submitter::new(Ring::new(4).expect("ring"));
         for i in 0..10 {
             // SAFETY: a NOP names no memory.
@@ -248,6 +259,7 @@ mod tests {
 
     #[test]
     fn a_chain_goes_into_one_submission_whole() {
+        let _rings = rings();
         let mut s = Submitter::new(Ring::new(4).expect("ring"));
         // Three slots taken: a chain of three cannot go in now and must not be split.
         for i in 0..3 {
@@ -265,5 +277,42 @@ mod tests {
         assert_eq!(s.overflow.len(), 0, "it fit after the submit");
         s.submit_and_wait(6).expect("submit");
         assert_eq!(reaped(&mut s), [0, 1, 2, 10, 11, 12]);
+    }
+
+    /// The kernel refusing every enter (EAGAIN, nothing to reap): pushes wait in the overflow
+    /// list, chains whole, and everything goes in once it takes entries again.
+    #[cfg(feature = "fault-injection")]
+    #[test]
+    fn refused_enters_keep_every_entry_in_order() {
+        use rustix::io::Errno;
+        use ublk_ring::fault;
+
+        let _rings = rings();
+        let mut s = Submitter::new(Ring::new(4).expect("ring"));
+        fault::fail_enters(Errno::AGAIN, 1);
+        for i in 0..6 {
+            // SAFETY: NOPs name no memory.
+            unsafe { s.push(&nop(i)) }.expect("a refused enter is not an error");
+        }
+        let chain = [nop(10).flags(SqeFlags::IO_LINK), nop(11)];
+        // SAFETY: as above.
+        unsafe { s.push_chain(&chain) }.expect("queued");
+        s.submit().expect("pushed back, not failed");
+        assert!(s.pushed_back > 0, "the push-back was counted");
+        assert_eq!(
+            s.overflow.len(),
+            4,
+            "four of six went into the SQ; two and the chain wait"
+        );
+        fault::fail_enters(Errno::AGAIN, 0);
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            if got.len() == 8 {
+                break;
+            }
+            s.submit_and_wait(1).expect("submit");
+            got.extend(reaped(&mut s));
+        }
+        assert_eq!(got, [0, 1, 2, 3, 4, 5, 10, 11]);
     }
 }

@@ -53,13 +53,17 @@ pub fn build_ublk(release: bool) -> Result<PathBuf> {
     }
 }
 
-/// `cargo test --workspace --no-run`; returns every test executable it built.
+/// `cargo test --workspace --no-run --all-features`; returns every test executable it built.
+///
+/// With every feature: the VM runs the fault-injection tests too. The `ublk` the scenarios
+/// use is built without them ([`build_ublk`]), as users get it.
 pub fn build_tests(release: bool) -> Result<Vec<TestBinary>> {
     let out = Cmd::new(cargo())
         .args([
             "test",
             "--workspace",
             "--no-run",
+            "--all-features",
             "--message-format=json-render-diagnostics",
         ])
         .args(profile_args(release))

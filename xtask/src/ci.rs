@@ -91,6 +91,19 @@ pub fn run(args: &Args) -> Result<u8> {
                 "warnings",
             ])),
         ),
+        // The test-only fault-injection code (features off by default) is linted too.
+        Phase::Cargo(
+            "clippy (all features)",
+            Box::new(Cmd::new(&cargo).args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ])),
+        ),
         Phase::Cargo(
             "doc",
             Box::new(
@@ -102,6 +115,22 @@ pub fn run(args: &Args) -> Result<u8> {
         Phase::Cargo(
             "host tests",
             Box::new(Cmd::new(&cargo).args(["test", "--workspace"])),
+        ),
+        // The crates whose host tests inject faults (ring enter failures, control commands
+        // that fail, hang or come late).
+        Phase::Cargo(
+            "host tests (fault injection)",
+            Box::new(Cmd::new(&cargo).args([
+                "test",
+                "-p",
+                "ublk-ring",
+                "-p",
+                "ublk-ctrl",
+                "-p",
+                "ublk-queue",
+                "--features",
+                "ublk-queue/fault-injection",
+            ])),
         ),
         Phase::UapiHeader,
     ];
