@@ -12,22 +12,18 @@ use crate::cli::TargetArgs;
 use crate::error::CliError;
 use crate::serve::{Foreground, Recipe};
 
-/// How long `ublk add` waits for its background server to report the device live. Each control
-/// step inside has its own 30 s deadline; this only bounds the whole.
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
-
 /// Runs `ublk add`.
 pub fn run(target: TargetArgs) -> Result<(), CliError> {
     // Bad input is refused here, before any process or device exists: a loop device's backing
     // store is opened and checked (and created or grown), then the device's settings.
-    let backend = Backend::open(&target)?;
+    let backend = Backend::open(&target, false)?;
     let builder = backend.configure(builder_for(&target));
     builder.validate()?;
     let serve = &target.common().serve;
     if !serve.here() {
         // The background server opens the backing store again, for itself.
         drop(backend);
-        return background::spawn(READY_TIMEOUT);
+        return background::spawn(Duration::from_secs(target.common().start_timeout));
     }
     let foreground = Foreground::start(serve, false)?;
     let recipe = Recipe {

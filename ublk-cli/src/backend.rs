@@ -33,8 +33,9 @@ pub enum Backend {
 
 impl Backend {
     /// Makes the backend `target` names; a loop device's backing store is opened (created or
-    /// grown as `--size` says) and its warnings logged.
-    pub fn open(target: &TargetArgs) -> Result<Backend, CliError> {
+    /// grown as `--size` says) and its warnings logged. `recovering`: for a server taking the
+    /// device over, whose fault plan has no panic (a planned crash happens once).
+    pub fn open(target: &TargetArgs, recovering: bool) -> Result<Backend, CliError> {
         match target {
             TargetArgs::Null { .. } => Ok(Backend::Null(Null)),
             TargetArgs::Mem { size, .. } => mem(*size),
@@ -69,7 +70,7 @@ impl Backend {
                     every: NonZeroU64::new(*every).unwrap_or(NonZeroU64::MIN),
                     delay: Duration::from_micros(*delay_us),
                     fail: *fail_errno,
-                    panic_after: panic_after.and_then(NonZeroU64::new),
+                    panic_after: panic_after.and_then(NonZeroU64::new).filter(|_| !recovering),
                 };
                 Ok(Backend::Fault(Box::new(Fault::new(store, plan))))
             }

@@ -186,7 +186,8 @@ pub enum TargetArgs {
         /// Fail each chosen request with this errno (EIO, ENOSPC, ... or a number).
         #[arg(long, value_name = "ERRNO", value_parser = parse_errno)]
         fail_errno: Option<rustix::io::Errno>,
-        /// Panic the queue thread at its N-th request (a crash, for recovery tests).
+        /// Panic each queue thread at its N-th request: a crash, for recovery tests. Once: a server
+        /// that takes the device over with `ublk recover` does not panic again.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         panic_after: Option<u64>,
         #[command(flatten)]
@@ -349,6 +350,11 @@ pub struct CommonArgs {
     /// batching off. Default 50 (giving it turns batching on for loop too).
     #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub batch_wait_us: Option<u32>,
+    /// How long, in seconds, `ublk add` waits for its background server to report the device
+    /// live before it stops the server and deletes what it made.
+    #[arg(long, default_value_t = 120, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
+    pub start_timeout: u64,
     #[command(flatten)]
     pub serve: ServeArgs,
 }

@@ -107,7 +107,7 @@ fn open_backend(checked: &Checked) -> Result<Backend, CliError> {
             )));
         }
     }
-    let backend = Backend::open(&checked.target)?;
+    let backend = Backend::open(&checked.target, true)?;
     let wanted = backend
         .configure(add::builder_for(&checked.target))
         .params(checked.recovering.info());
