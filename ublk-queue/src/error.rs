@@ -200,7 +200,7 @@ pub enum Error {
     /// new server (QUIESCED or FAIL_IO, its users' I/O waiting or failing as its recovery mode
     /// says); any other was stopped, failing its I/O, and deleted.
     #[error(
-        "device {dev_id}: {source}; {}{}",
+        "{source}; {}{}",
         if *left_for_recovery {
             "the device is left for a new server: recover it (`ublk recover`) or delete it"
         } else {

@@ -42,6 +42,12 @@ refused "size not a number" "not a size" timeout 30 ublk add mem --size lots
 refused "id beyond the driver's numbering" "invalid device id 1048576" timeout 30 ublk add null --id 1048576
 refused "id u32::MAX (the kernel's 'any id')" "invalid device id 4294967295" timeout 30 ublk add null --id 4294967295
 refused "mem bigger than its chunk table can be" "too big" timeout 30 ublk add mem --size 64T
+# Values no deadline can hold are refused by name, never a panic.
+refused "recover --timeout beyond a year" "--timeout" timeout 30 ublk recover 0 --timeout 18446744073709551615
+refused "del --timeout beyond a year" "--timeout" timeout 30 ublk del 0 --timeout 99999999999
+refused "poll window beyond a second" "--poll-us" timeout 30 ublk add null --poll-us 18446744073709551615
+refused "fault without a store" "--size" timeout 30 ublk add fault
+refused "fault with an unknown errno" "is not an errno" timeout 30 ublk add fault --size 1M --fail-errno EWHAT
 
 # A taken id is refused and the device holding it is untouched.
 out=$(timeout 60 ublk add null --id 7) || fail "ublk add null --id 7 failed"
