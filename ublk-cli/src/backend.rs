@@ -70,7 +70,9 @@ impl Backend {
                     every: NonZeroU64::new(*every).unwrap_or(NonZeroU64::MIN),
                     delay: Duration::from_micros(*delay_us),
                     fail: *fail_errno,
-                    panic_after: panic_after.and_then(NonZeroU64::new).filter(|_| !recovering),
+                    panic_after: panic_after
+                        .and_then(NonZeroU64::new)
+                        .filter(|_| !recovering),
                 };
                 Ok(Backend::Fault(Box::new(Fault::new(store, plan))))
             }
