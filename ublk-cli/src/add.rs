@@ -17,7 +17,7 @@ pub fn run(target: TargetArgs) -> Result<(), CliError> {
     // Bad input is refused here, before any process or device exists: a loop device's backing
     // store is opened and checked (and created or grown), then the device's settings.
     let backend = Backend::open(&target, false)?;
-    let builder = backend.configure(builder_for(&target));
+    let builder = backend.configure(builder_for(&target)).for_target(&backend);
     builder.validate()?;
     let serve = &target.common().serve;
     if !serve.here() {
@@ -54,6 +54,7 @@ pub fn builder_for(target: &TargetArgs) -> DeviceBuilder {
         .depth(common.depth)
         .block_size(common.block_size)
         .queue_options(common.queue_options())
+        .buffer_mode(common.buffer_mode.mode())
         .size(size);
     if let Some(id) = common.id {
         builder = builder.id(id);

@@ -210,6 +210,15 @@ impl Target for Backend {
             Backend::Fault(fault) => fault.batching(),
         }
     }
+
+    fn needs_memory(&self) -> bool {
+        match self {
+            Backend::Null(null) => null.needs_memory(),
+            Backend::Mem(mem) => mem.needs_memory(),
+            Backend::Loop(backing) => backing.needs_memory(),
+            Backend::Fault(fault) => fault.needs_memory(),
+        }
+    }
 }
 
 /// One queue of a [`Backend`]: the backend's own queue, reached through one `match`.

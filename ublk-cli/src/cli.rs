@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ublk_queue::{Affinity, Batching, QueueOptions, SchedPolicy};
+use ublk_queue::{Affinity, Batching, BufferMode, QueueOptions, SchedPolicy};
 use ublk_targets::BackingIo;
 use ublk_uapi::Features;
 
@@ -350,6 +350,13 @@ pub struct CommonArgs {
     /// batching off. Default 50 (giving it turns batching on for loop too).
     #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub batch_wait_us: Option<u32>,
+    /// How request data moves between the kernel and the server: `auto` (the best this kernel
+    /// and the target allow), `copy` (a buffer per tag, the kernel copies), `user-copy` (Linux
+    /// 6.5: the server copies through /dev/ublkcN), `zero-copy` (6.15: the request's pages
+    /// registered for the target's own I/O, loop and null only), `auto-register` (6.16: the
+    /// same, registered by the kernel), `need-get-data` (as copy, buffers only while in use).
+    #[arg(long, value_enum, default_value_t = BufferModeArg::Auto, value_name = "MODE")]
+    pub buffer_mode: BufferModeArg,
     /// How long, in seconds, `ublk add` waits for its background server to report the device
     /// live before it stops the server and deletes what it made.
     #[arg(long, default_value_t = 120, value_name = "SECS",
@@ -357,6 +364,31 @@ pub struct CommonArgs {
     pub start_timeout: u64,
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+/// `--buffer-mode`: ublk_queue's `BufferMode`, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BufferModeArg {
+    Auto,
+    Copy,
+    UserCopy,
+    ZeroCopy,
+    AutoRegister,
+    NeedGetData,
+}
+
+impl BufferModeArg {
+    /// The engine's mode of that name.
+    pub fn mode(self) -> BufferMode {
+        match self {
+            BufferModeArg::Auto => BufferMode::Auto,
+            BufferModeArg::Copy => BufferMode::Copy,
+            BufferModeArg::UserCopy => BufferMode::UserCopy,
+            BufferModeArg::ZeroCopy => BufferMode::ZeroCopy,
+            BufferModeArg::AutoRegister => BufferMode::AutoRegister,
+            BufferModeArg::NeedGetData => BufferMode::NeedGetData,
+        }
+    }
 }
 
 /// `--affinity`: ublk_queue's `Affinity`, by name.

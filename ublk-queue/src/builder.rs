@@ -7,12 +7,14 @@ use std::time::Duration;
 use ublk_ctrl::{Control, DevSpec};
 use ublk_uapi::{BasicAttrs, DevInfo, Features, ParamBasic, ParamDiscard, Params};
 
+use crate::buffer_mode::BufferMode;
 use crate::ctrl::SharedCtrl;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::limits::{MAX_DEV_ID, MAX_IO_BYTES, SUPPORTED_FEATURES};
 use crate::options::QueueOptions;
 use crate::server::Server;
+use crate::target::Target;
 
 /// Discard and write-zeroes limits (`ublk_param_discard`); setting them advertises both operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,6 +52,9 @@ pub struct DeviceBuilder {
     attrs: BasicAttrs,
     discard: Option<DiscardParams>,
     options: QueueOptions,
+    buffer_mode: BufferMode,
+    /// The target needs request data in server memory (`Target::needs_memory`).
+    data_in_memory: bool,
     timeout: Duration,
 }
 
@@ -75,6 +80,8 @@ impl DeviceBuilder {
             attrs: BasicAttrs::empty(),
             discard: None,
             options: QueueOptions::default(),
+            buffer_mode: BufferMode::Auto,
+            data_in_memory: true,
             timeout: ublk_ctrl::DEFAULT_TIMEOUT,
         }
     }
@@ -149,6 +156,22 @@ impl DeviceBuilder {
         self
     }
 
+    /// How request data moves between the kernel and the server (default
+    /// [`BufferMode::Auto`]: the best mode the kernel and the target allow, see
+    /// [`for_target`](Self::for_target)).
+    pub fn buffer_mode(mut self, mode: BufferMode) -> Self {
+        self.buffer_mode = mode;
+        self
+    }
+
+    /// Takes from `target` what the device must know of it: whether it needs request data in
+    /// server memory ([`Target::needs_memory`]), which rules out the zero-copy modes. Without
+    /// this call the builder assumes it does.
+    pub fn for_target<T: Target>(mut self, target: &T) -> Self {
+        self.data_in_memory = target.needs_memory();
+        self
+    }
+
     /// How queue threads run: pinning, scheduling policy, polling, batching.
     pub fn queue_options(mut self, options: QueueOptions) -> Self {
         self.options = options;
@@ -215,9 +238,14 @@ impl DeviceBuilder {
                 ));
             }
         }
-        let unsupported = self.features - SUPPORTED_FEATURES;
+        let unsupported = (self.features | self.buffer_mode.features()) - SUPPORTED_FEATURES;
         if !unsupported.is_empty() {
             return Err(Error::UnsupportedFeatures(unsupported));
+        }
+        if self.buffer_mode.keeps_data_in_kernel() && self.data_in_memory {
+            return Err(Error::TargetNeedsMemory {
+                mode: self.buffer_mode,
+            });
         }
         Ok(())
     }
@@ -268,9 +296,17 @@ impl DeviceBuilder {
         self.validate()?;
         let mut ctrl = Control::open()?;
         ctrl.set_timeout(self.timeout);
+        let mode = match self.buffer_mode {
+            BufferMode::Auto => {
+                // Kernels before 6.5 cannot say what they have: they have copy mode.
+                let supported = ctrl.features().unwrap_or(Features::empty());
+                BufferMode::Auto.resolve(supported, self.data_in_memory)
+            }
+            mode => mode,
+        };
         let mut spec = DevSpec::new(self.queues, self.depth)
             .max_io_buf_bytes(self.max_io_bytes)
-            .features(self.features);
+            .features(self.features | mode.features());
         if let Some(id) = self.id {
             spec = spec.id(id);
         }
@@ -411,19 +447,65 @@ mod tests {
     }
 
     #[test]
-    fn copy_modes_the_engine_lacks_are_refused() {
+    fn features_the_engine_lacks_are_refused() {
         let err = valid()
-            .features(Features::USER_COPY | Features::USER_RECOVERY)
+            .features(Features::ZONED | Features::USER_RECOVERY)
             .validate()
             .unwrap_err();
         assert!(
-            matches!(err, Error::UnsupportedFeatures(f) if f == Features::USER_COPY),
+            matches!(err, Error::UnsupportedFeatures(f) if f == Features::ZONED),
             "{err}"
         );
         valid()
             .features(Features::USER_RECOVERY)
             .validate()
             .expect("recovery is allowed");
+    }
+
+    #[test]
+    fn zero_copy_needs_a_target_that_keeps_no_data_in_memory() {
+        for mode in [BufferMode::ZeroCopy, BufferMode::AutoRegister] {
+            let err = valid().buffer_mode(mode).validate().unwrap_err();
+            assert!(
+                matches!(err, Error::TargetNeedsMemory { mode: m } if m == mode),
+                "{err}"
+            );
+            valid()
+                .buffer_mode(mode)
+                .for_target(&NoMemory)
+                .validate()
+                .expect("a target that handles fixed buffers");
+        }
+        for mode in [
+            BufferMode::Copy,
+            BufferMode::UserCopy,
+            BufferMode::NeedGetData,
+        ] {
+            valid().buffer_mode(mode).validate().expect("memory modes");
+        }
+    }
+
+    /// A target that never touches request data.
+    struct NoMemory;
+
+    impl Target for NoMemory {
+        type Queue = NoMemory;
+        fn open_queue(&self, _: &crate::QueueInfo) -> std::io::Result<NoMemory> {
+            Ok(NoMemory)
+        }
+        fn needs_memory(&self) -> bool {
+            false
+        }
+    }
+
+    impl crate::QueueTarget for NoMemory {
+        fn handle(
+            &mut self,
+            _: crate::Request<'_>,
+            _: &mut crate::TargetRing<'_>,
+        ) -> crate::Handled {
+            crate::Handled::Done(0)
+        }
     }
 
     #[test]

@@ -64,6 +64,17 @@ pub enum Error {
     #[error("features not supported by this engine: {0}")]
     UnsupportedFeatures(Features),
 
+    /// The target needs request data in server memory (`Target::needs_memory`), which a device
+    /// in a zero-copy mode does not have.
+    #[error(
+        "this target reads and writes request data in memory, which a {mode} device keeps in the \
+         kernel's pages: create the device in copy or user-copy mode"
+    )]
+    TargetNeedsMemory {
+        /// The device's buffer mode.
+        mode: crate::BufferMode,
+    },
+
     /// A control command failed.
     #[error(transparent)]
     Ctrl(#[from] ublk_ctrl::Error),

@@ -84,7 +84,7 @@
 //! mode; the modes differ along two axes, each a trait with one module per mode, chosen once
 //! when the queue starts (static dispatch: no mode test on the I/O path):
 //!
-//! - **Buffer modes** (`buffer/`, trait `BufferMode`): how a request's data moves between the
+//! - **Buffer modes** (`buffer/`, trait `Buffers`): how a request's data moves between the
 //!   kernel and the server. The engine asks a mode what address a tag's commands carry, where
 //!   the target finds a request's data, and what to register with the ring.
 //!   - `copy` (every kernel, implemented): a buffer per tag in server memory; the kernel copies
@@ -113,6 +113,7 @@
 
 // Leaves: no crate imports, or only `error`.
 pub mod batch;
+mod buffer_mode;
 mod char_dev;
 mod desc;
 mod error;
@@ -142,12 +143,13 @@ mod server;
 mod serving;
 
 pub use batch::Batching;
+pub use buffer_mode::BufferMode;
 pub use builder::{DeviceBuilder, DiscardParams};
 pub use device::Device;
 pub use error::{Error, Result, Warning};
 pub use options::{Affinity, MAX_BUSY_POLL, QueueOptions};
 pub use recovery::Recovering;
-pub use request::{Handled, IoInfo, Request, TargetCqe, errno_of};
+pub use request::{DataPlace, Handled, IoInfo, Request, TargetCqe, errno_of};
 pub use sched::SchedPolicy;
 pub use serving::{Serving, StopHandle};
 pub use simple::{Simple, SimpleQueue, SimpleTarget};

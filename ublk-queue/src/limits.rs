@@ -11,13 +11,16 @@ pub(crate) const MAX_DEV_ID: u32 = (1 << 20) - 1;
 /// (`UBLK_IO_BUF_BITS`), and far beyond what the block layer usually sends.
 pub(crate) const MAX_IO_BYTES: u32 = 1 << ublk_uapi::offsets::UBLK_IO_BUF_BITS;
 
-/// Features the engine serves correctly: it passes buffer addresses with every command, so the
-/// copy modes it does not implement (USER_COPY, NEED_GET_DATA, zero copy) and zoned devices are
-/// out. So are unprivileged devices (UNPRIVILEGED_DEV): the kernel then wants the char device's
-/// path with every control command and checks it against the caller's permissions, which this
-/// engine does not send.
+/// Features the engine serves correctly: every buffer mode ([`BufferMode`](crate::BufferMode)),
+/// recovery, resizing and quiescing. Zoned devices are out, and so are unprivileged devices
+/// (UNPRIVILEGED_DEV): the kernel then wants the char device's path with every control command
+/// and checks it against the caller's permissions, which this engine does not send.
 pub(crate) const SUPPORTED_FEATURES: Features = Features::URING_CMD_COMP_IN_TASK
     .union(Features::CMD_IOCTL_ENCODE)
+    .union(Features::USER_COPY)
+    .union(Features::SUPPORT_ZERO_COPY)
+    .union(Features::AUTO_BUF_REG)
+    .union(Features::NEED_GET_DATA)
     .union(Features::USER_RECOVERY)
     .union(Features::USER_RECOVERY_REISSUE)
     .union(Features::USER_RECOVERY_FAIL_IO)

@@ -7,7 +7,7 @@
 //! every finished request is committed, which also fetches the tag's next request. Commits are
 //! submitted with the next enter, so a busy queue makes one system call per batch, not per I/O.
 //!
-//! How data moves ([`BufferMode`]) and how commands are sent ([`CommandMode`]) are the two
+//! How data moves ([`Buffers`]) and how commands are sent ([`CommandMode`]) are the two
 //! axes along which the kernel's modes differ; each mode is a module of its own, and this loop
 //! reads the same in all of them.
 //!
@@ -27,10 +27,10 @@ use rustix::io::Errno;
 use ublk_ring::cqueue::Cqe;
 use ublk_ring::opcode::{AsyncCancel, PollAdd};
 use ublk_ring::types::{AsyncCancelFlags, Fd};
-use ublk_uapi::io_cmd::{UBLK_IO_RES_ABORT, UBLK_IO_RES_OK};
+use ublk_uapi::io_cmd::{UBLK_IO_RES_ABORT, UBLK_IO_RES_NEED_GET_DATA, UBLK_IO_RES_OK};
 
 use crate::batch::Gather;
-use crate::buffer::BufferMode;
+use crate::buffer::Buffers;
 use crate::commands::{CommandMode, Fetched};
 use crate::desc::DescMap;
 use crate::error::{Error, Result};
@@ -42,7 +42,7 @@ use crate::target_ring::TargetRing;
 use crate::user_data::UserData;
 
 /// One queue: its ring, its tags, its target, its modes.
-pub(crate) struct Queue<Q, B: BufferMode, C> {
+pub(crate) struct Queue<Q, B: Buffers, C> {
     // Field order is drop order: the ring goes first, so the kernel starts cancelling any command
     // still pending before the target's files and the buffers go.
     pub(crate) submitter: Submitter,
@@ -63,9 +63,11 @@ pub(crate) struct Queue<Q, B: BufferMode, C> {
     pub(crate) cqes: Vec<Cqe>,
     /// Reused between command completions: the tags one of them reported on.
     pub(crate) fetched: Vec<Fetched>,
+    /// Buffer commands (REGISTER_IO_BUF, UNREGISTER_IO_BUF) that failed.
+    pub(crate) buffer_errors: u64,
 }
 
-impl<Q: QueueTarget, B: BufferMode, C: CommandMode> Queue<Q, B, C> {
+impl<Q: QueueTarget, B: Buffers, C: CommandMode> Queue<Q, B, C> {
     /// Arms the wake poll and fetches every tag, in one submission.
     ///
     /// The last fetch of the queue makes this thread the queue's daemon (`ublk_mark_io_ready`),
@@ -189,6 +191,12 @@ impl<Q: QueueTarget, B: BufferMode, C: CommandMode> Queue<Q, B, C> {
                 self.woken = true;
                 Ok(())
             }
+            // A buffer command failed (they post nothing on success): the target's SQEs on that
+            // buffer fail too, and so does its request. Counted for the record.
+            Some(UserData::Buffer { .. }) => {
+                self.buffer_errors += 1;
+                Ok(())
+            }
             // Not ours or out of range: the tag bits are the best clue there is.
             _ => Err(self.stray(cqe.user_data() as u16)),
         }
@@ -201,6 +209,18 @@ impl<Q: QueueTarget, B: BufferMode, C: CommandMode> Queue<Q, B, C> {
         }
         match res {
             UBLK_IO_RES_OK => self.handle(tag),
+            // The kernel holds a WRITE's data until we name a buffer for it; its NEED_GET_DATA
+            // completes with the request.
+            UBLK_IO_RES_NEED_GET_DATA => match self.buffers.get_data(tag) {
+                Ok(addr) => Ok(self
+                    .commands
+                    .need_get_data(&mut self.submitter, tag, addr)?),
+                Err(errno) => Err(Error::IoCommand {
+                    q: self.q_id,
+                    tag,
+                    source: errno,
+                }),
+            },
             UBLK_IO_RES_ABORT => {
                 self.tags.end(tag);
                 Ok(())
@@ -221,11 +241,14 @@ impl<Q: QueueTarget, B: BufferMode, C: CommandMode> Queue<Q, B, C> {
     /// Hands request `tag` to the target.
     fn handle(&mut self, tag: u16) -> Result<()> {
         let desc = self.descs.read(tag);
-        let (buf, capacity) = self.buffers.data(tag);
-        let info = match IoInfo::from_desc(tag, &desc, buf, capacity) {
+        let (data, capacity) = self.buffers.data(tag, &desc);
+        let info = match IoInfo::from_desc(tag, &desc, data, capacity) {
             Ok(info) => info,
             Err(errno) => return self.commit(tag, -errno.raw_os_error()),
         };
+        if let Err(errno) = self.buffers.prepare(&info, &mut self.submitter) {
+            return self.commit(tag, -errno.raw_os_error());
+        }
         self.tags.start(info);
         // SAFETY: the kernel handed this tag to us with its fetch completion and touches the
         // buffer again only after our commit; no SQE of this tag is in flight (it was just
@@ -264,6 +287,10 @@ impl<Q: QueueTarget, B: BufferMode, C: CommandMode> Queue<Q, B, C> {
 
     /// Completes request `tag` with `res` and fetches the tag's next request.
     fn commit(&mut self, tag: u16, res: i32) -> Result<()> {
+        let res = match self.tags.serving(tag) {
+            Some(info) => self.buffers.finish(&info, res, &mut self.submitter),
+            None => res,
+        };
         self.tags.committed(tag);
         self.requests += 1;
         self.commands
@@ -279,7 +306,7 @@ impl<Q: QueueTarget, B: BufferMode, C: CommandMode> Queue<Q, B, C> {
 /// How long a leaving queue waits for its target's SQEs to be cancelled or to complete.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-impl<Q, B: BufferMode, C> Queue<Q, B, C> {
+impl<Q, B: Buffers, C> Queue<Q, B, C> {
     /// Cancels every target SQE still in flight and reaps their completions, for up to
     /// [`LEAVE_TIMEOUT`]; returns whether none is left. Closing the ring would not do: the
     /// kernel finishes or cancels in-flight requests after the ring is gone, in its own time,
@@ -318,7 +345,7 @@ impl<Q, B: BufferMode, C> Queue<Q, B, C> {
     }
 }
 
-impl<Q, B: BufferMode, C> Drop for Queue<Q, B, C> {
+impl<Q, B: Buffers, C> Drop for Queue<Q, B, C> {
     fn drop(&mut self) {
         if self.cancel_target_sqes() {
             // SAFETY: dropped once, here; no SQE names the target's memory any more.

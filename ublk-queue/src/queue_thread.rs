@@ -12,8 +12,13 @@ use ublk_ring::Ring;
 use ublk_uapi::{DevInfo, Params};
 
 use crate::batch::{Batching, Gather};
-use crate::buffer::BufferMode;
+use crate::buffer::Buffers;
+use crate::buffer::auto_reg::AutoRegMode;
 use crate::buffer::copy::CopyMode;
+use crate::buffer::get_data::GetDataMode;
+use crate::buffer::user_copy::UserCopyMode;
+use crate::buffer::zero_copy::ZeroCopyMode;
+use crate::buffer_mode::BufferMode;
 use crate::commands::per_tag::PerTag;
 use crate::desc::DescMap;
 use crate::error::{Error, Result, Warning};
@@ -63,8 +68,49 @@ pub(crate) fn run_queue<T: Target>(setup: QueueSetup, target: Arc<T>, events: Se
 }
 
 fn serve_queue<T: Target>(setup: &QueueSetup, target: &T, events: &Sender<Event>) -> Result<()> {
-    let mut warnings = apply_thread_policy(setup);
-    let mut queue = open_queue(setup, target, &mut warnings)?;
+    let warnings = apply_thread_policy(setup);
+    let (q, depth) = (setup.q_id, setup.dev_info.queue_depth);
+    // The kernel rounds max_io_buf_bytes down to a page; round up in case it ever does not.
+    let page = rustix::param::page_size();
+    let buf_bytes = (setup.dev_info.max_io_buf_bytes as usize).next_multiple_of(page);
+    let mapped = |source| Error::Mmap {
+        q,
+        what: "the I/O buffers",
+        source,
+    };
+    // One instance of the engine per mode: the mode is chosen here, once, not per request.
+    match BufferMode::of(setup.dev_info.features()) {
+        BufferMode::Auto | BufferMode::Copy => {
+            let buffers = CopyMode::new(depth, buf_bytes).map_err(mapped)?;
+            serve_with(setup, target, events, warnings, buffers)
+        }
+        BufferMode::UserCopy => {
+            let char_dev = Arc::clone(&setup.char_dev);
+            let buffers = UserCopyMode::new(depth, buf_bytes, char_dev, q).map_err(mapped)?;
+            serve_with(setup, target, events, warnings, buffers)
+        }
+        BufferMode::NeedGetData => {
+            let buffers = GetDataMode::new(depth, buf_bytes);
+            serve_with(setup, target, events, warnings, buffers)
+        }
+        BufferMode::ZeroCopy => {
+            serve_with(setup, target, events, warnings, ZeroCopyMode::new(q, depth))
+        }
+        BufferMode::AutoRegister => {
+            serve_with(setup, target, events, warnings, AutoRegMode::new(q, depth))
+        }
+    }
+}
+
+/// Sets the queue up with `buffers`, fetches, reports ready, serves.
+fn serve_with<T: Target, B: Buffers>(
+    setup: &QueueSetup,
+    target: &T,
+    events: &Sender<Event>,
+    mut warnings: Vec<Warning>,
+    buffers: B,
+) -> Result<()> {
+    let mut queue = open_queue(setup, target, &mut warnings, buffers)?;
     queue.fetch_all(&setup.wake)?;
     // The device waits for this before START_DEV; a closed channel means it gave up on us, and
     // the wake poll will tell us to leave.
@@ -95,11 +141,12 @@ fn apply_thread_policy(setup: &QueueSetup) -> Vec<Warning> {
 }
 
 /// Sets the queue up: ring, target state, descriptor mapping, buffers, registered files.
-fn open_queue<T: Target>(
+fn open_queue<T: Target, B: Buffers>(
     setup: &QueueSetup,
     target: &T,
     warnings: &mut Vec<Warning>,
-) -> Result<Queue<T::Queue, CopyMode, PerTag>> {
+    buffers: B,
+) -> Result<Queue<T::Queue, B, PerTag>> {
     let q = setup.q_id;
     let depth = setup.dev_info.queue_depth;
     // Room for one commit per tag plus as many target SQEs; fuller bursts submit early.
@@ -115,7 +162,6 @@ fn open_queue<T: Target>(
             flags: ring.refused_flags(),
         });
     }
-    // The kernel rounds max_io_buf_bytes down to a page; round up in case it ever does not.
     let page = rustix::param::page_size();
     let buf_bytes = (setup.dev_info.max_io_buf_bytes as usize).next_multiple_of(page);
     let info = QueueInfo::new(
@@ -132,22 +178,19 @@ fn open_queue<T: Target>(
         what: "the I/O descriptors",
         source,
     })?;
-    let buffers = CopyMode::new(depth, buf_bytes).map_err(|source| Error::Mmap {
-        q,
-        what: "the I/O buffers",
-        source,
-    })?;
     let mut submitter = Submitter::new(ring);
     let mut files = vec![setup.char_dev.as_fd()];
     files.extend(target.fixed_files());
     submitter.ring.register_files(&files)?;
+    buffers.setup(&mut submitter)?;
     if target.register_buffers() {
-        match buffers.register(&mut submitter) {
-            Ok(index) => submitter.buf_index = Some(index),
-            Err(ublk_ring::Error::Register { source, .. }) => {
+        match buffers.register_memory(&mut submitter) {
+            None => {}
+            Some(Ok(index)) => submitter.buf_index = Some(index),
+            Some(Err(ublk_ring::Error::Register { source, .. })) => {
                 warnings.push(Warning::BuffersNotRegistered { q, errno: source })
             }
-            Err(e) => return Err(e.into()),
+            Some(Err(e)) => return Err(e.into()),
         }
     }
     Ok(Queue {
@@ -165,6 +208,7 @@ fn open_queue<T: Target>(
         gather: Gather::new(setup.batching, entries),
         cqes: Vec::with_capacity(entries as usize * 2),
         fetched: Vec::with_capacity(usize::from(depth)),
+        buffer_errors: 0,
     })
 }
 

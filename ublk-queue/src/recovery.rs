@@ -349,14 +349,10 @@ mod tests {
 
     #[test]
     fn devices_the_engine_cannot_serve_are_refused() {
-        let err = check_recoverable(&info(
-            DevState::Quiesced,
-            RECOVERY | Features::USER_COPY,
-            -1,
-        ))
-        .unwrap_err();
+        let err = check_recoverable(&info(DevState::Quiesced, RECOVERY | Features::ZONED, -1))
+            .unwrap_err();
         assert!(
-            matches!(err, Error::UnsupportedFeatures(f) if f == Features::USER_COPY),
+            matches!(err, Error::UnsupportedFeatures(f) if f == Features::ZONED),
             "{err}"
         );
     }

@@ -19,22 +19,42 @@ pub struct IoInfo {
     flags: IoFlags,
     offset: u64,
     len: u64,
-    buf: *mut u8,
+    data: DataPlace,
+}
+
+/// Where a request's data is, for a target that moves it with SQEs of its own. Which one
+/// depends on the device's buffer mode (the crate documentation's "Inside a queue"); a target
+/// that serves data from memory ([`Target::needs_memory`](crate::Target::needs_memory)) only
+/// ever sees [`DataPlace::Memory`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DataPlace {
+    /// In server memory at this address: READ data goes there, WRITE data is there (copy,
+    /// user copy and need-get-data modes).
+    Memory(*mut u8),
+    /// In the request's own pages, registered at this index of the queue ring's fixed-buffer
+    /// table (zero copy and automatic registration): move it with `ReadFixed`/`WriteFixed`
+    /// (a READ's pages are only written to, a WRITE's only read from), `buf_index` this index
+    /// and the address the byte offset within the request (0 for its start).
+    Fixed(u16),
 }
 
 impl IoInfo {
-    /// Decodes descriptor `tag`, whose buffer is `buf` (`buf_bytes` long); the errno to fail it
-    /// with when the engine cannot serve it.
+    /// Decodes descriptor `tag`, whose data is at `data` (`capacity` bytes fit there when it is
+    /// memory); the errno to fail it with when the engine cannot serve it.
     pub(crate) fn from_desc(
         tag: u16,
         desc: &IoDesc,
-        buf: *mut u8,
-        buf_bytes: usize,
+        data: DataPlace,
+        capacity: usize,
     ) -> Result<Self, Errno> {
         // Ops added by later kernels (or zoned ones on a device that did not ask for them).
         let op = desc.op().map_err(|_| Errno::OPNOTSUPP)?;
         let len = desc.byte_len();
-        if matches!(op, IoOp::Read | IoOp::Write) && len > buf_bytes as u64 {
+        if matches!(op, IoOp::Read | IoOp::Write)
+            && matches!(data, DataPlace::Memory(_))
+            && len > capacity as u64
+        {
             // The kernel caps requests at max_sectors, which fits the buffer; never overrun it.
             return Err(Errno::IO);
         }
@@ -51,7 +71,7 @@ impl IoInfo {
             flags: desc.flags(),
             offset,
             len,
-            buf,
+            data,
         })
     }
 
@@ -86,9 +106,18 @@ impl IoInfo {
     }
 
     /// The tag's buffer, for SQEs that read into or write from it: READ data must land at
-    /// `buf_ptr()..buf_ptr() + len()`, WRITE data is there.
+    /// `buf_ptr()..buf_ptr() + len()`, WRITE data is there. Null when the data is not in server
+    /// memory ([`DataPlace::Fixed`]).
     pub fn buf_ptr(&self) -> *mut u8 {
-        self.buf
+        match self.data {
+            DataPlace::Memory(ptr) => ptr,
+            DataPlace::Fixed(_) => std::ptr::null_mut(),
+        }
+    }
+
+    /// Where the request's data is.
+    pub fn data(&self) -> DataPlace {
+        self.data
     }
 }
 
@@ -153,9 +182,11 @@ impl Request<'_> {
         }
     }
 
-    /// The length of the data buffer: `len` for READ and WRITE, 0 for other operations.
+    /// The length of the data buffer: `len` for READ and WRITE in server memory, 0 otherwise.
     fn buf_len(&self) -> usize {
-        if matches!(self.info.op, IoOp::Read | IoOp::Write) {
+        if matches!(self.info.op, IoOp::Read | IoOp::Write)
+            && matches!(self.info.data, DataPlace::Memory(_))
+        {
             // `from_desc` checked that `len` fits the tag's buffer, so it fits a usize.
             usize::try_from(self.info.len).unwrap_or(0)
         } else {
@@ -202,7 +233,7 @@ impl Request<'_> {
             0 => &[],
             // SAFETY: `new`'s contract: `len` bytes at the pointer are the server's for the
             // request's lifetime, and the returned borrow of `self` ends before any other use.
-            len => unsafe { std::slice::from_raw_parts(self.info.buf, len) },
+            len => unsafe { std::slice::from_raw_parts(self.info.buf_ptr(), len) },
         }
     }
 
@@ -213,14 +244,19 @@ impl Request<'_> {
         match self.buf_len() {
             0 => &mut [],
             // SAFETY: as in `buf`; the exclusive borrow of `self` keeps this view unique.
-            len => unsafe { std::slice::from_raw_parts_mut(self.info.buf, len) },
+            len => unsafe { std::slice::from_raw_parts_mut(self.info.buf_ptr(), len) },
         }
     }
 
     /// The buffer's address, for SQEs that move the data asynchronously (see
     /// [`TargetRing::push`](crate::TargetRing::push) for the rules).
     pub fn buf_ptr(&self) -> *mut u8 {
-        self.info.buf
+        self.info.buf_ptr()
+    }
+
+    /// Where the request's data is.
+    pub fn data(&self) -> DataPlace {
+        self.info.data
     }
 
     /// The request's description, to keep for [`QueueTarget::complete`](crate::QueueTarget::complete).
@@ -288,7 +324,8 @@ mod tests {
     fn descriptors_decode_to_bytes() {
         let mut buf = [0u8; 4096];
         let d = desc(IoOp::Write, IoFlags::FUA, 8, 4);
-        let info = IoInfo::from_desc(3, &d, buf.as_mut_ptr(), buf.len()).expect("a valid write");
+        let info = IoInfo::from_desc(3, &d, DataPlace::Memory(buf.as_mut_ptr()), buf.len())
+            .expect("a valid write");
         assert_eq!(
             (info.tag(), info.op(), info.flags()),
             (3, IoOp::Write, IoFlags::FUA)
@@ -304,7 +341,7 @@ mod tests {
     fn non_data_ops_get_an_empty_buffer() {
         let mut buf = [0u8; 4096];
         let d = desc(IoOp::Discard, IoFlags::empty(), 0, 1 << 30);
-        let info = IoInfo::from_desc(0, &d, buf.as_mut_ptr(), buf.len())
+        let info = IoInfo::from_desc(0, &d, DataPlace::Memory(buf.as_mut_ptr()), buf.len())
             .expect("discard is not bounded by the buffer");
         assert_eq!(info.len(), 1 << 39);
         // SAFETY: no slice over the buffer is made for DISCARD.
@@ -320,12 +357,12 @@ mod tests {
             ..IoDesc::default()
         };
         assert_eq!(
-            IoInfo::from_desc(0, &unknown, buf.as_mut_ptr(), 4096),
+            IoInfo::from_desc(0, &unknown, DataPlace::Memory(buf.as_mut_ptr()), 4096),
             Err(Errno::OPNOTSUPP)
         );
         let too_big = desc(IoOp::Read, IoFlags::empty(), 0, 9);
         assert_eq!(
-            IoInfo::from_desc(0, &too_big, buf.as_mut_ptr(), 4096),
+            IoInfo::from_desc(0, &too_big, DataPlace::Memory(buf.as_mut_ptr()), 4096),
             Err(Errno::IO)
         );
     }
@@ -360,7 +397,7 @@ mod tests {
             buf_bytes in 0usize..(64 << 20),
         ) {
             let d = IoDesc { op_flags, nr_sectors, start_sector, addr: 0 };
-            match IoInfo::from_desc(1, &d, std::ptr::null_mut(), buf_bytes) {
+            match IoInfo::from_desc(1, &d, DataPlace::Memory(std::ptr::null_mut()), buf_bytes) {
                 Ok(info) => {
                     proptest::prop_assert!(info.offset().checked_add(info.len()).is_some());
                     proptest::prop_assert_eq!(u128::from(info.offset()), u128::from(start_sector) * 512);

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rustix::thread::CpuSet;
 use ublk_uapi::{DevInfo, DevState, Params};
 
+use crate::buffer_mode::BufferMode;
 use crate::ctrl::SharedCtrl;
 use crate::error::{Error, Result, Warning};
 use crate::options::{Affinity, QueueOptions};
@@ -55,6 +56,10 @@ impl Server {
         target: T,
         warnings: &mut Vec<Warning>,
     ) -> Result<QueueSet> {
+        let mode = BufferMode::of(self.info.features());
+        if mode.keeps_data_in_kernel() && target.needs_memory() {
+            return Err(Error::TargetNeedsMemory { mode });
+        }
         let deadline = Instant::now() + self.timeout;
         let mut queues = QueueSet::open(self.info, self.params, deadline)?;
         let batching = self.options.batching.unwrap_or_else(|| target.batching());

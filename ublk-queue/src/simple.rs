@@ -160,7 +160,7 @@ mod tests {
     use ublk_uapi::IoDesc;
 
     use super::*;
-    use crate::request::IoInfo;
+    use crate::request::{DataPlace, IoInfo};
 
     /// Records every call; fails READs at offset 0 with ENOSPC to check the error path.
     #[derive(Default)]
@@ -206,7 +206,8 @@ mod tests {
             start_sector: sector,
             addr: 0,
         };
-        let info = match IoInfo::from_desc(1, &desc, buf.as_mut_ptr(), buf.len()) {
+        let info = match IoInfo::from_desc(1, &desc, DataPlace::Memory(buf.as_mut_ptr()), buf.len())
+        {
             Ok(info) => info,
             Err(errno) => return -errno.raw_os_error(),
         };

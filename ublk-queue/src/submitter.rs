@@ -17,8 +17,11 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use ublk_ring::squeue::{Entry, SqeFlags};
-use ublk_ring::types::Features;
+use ublk_ring::types::{Features, Fixed};
 use ublk_ring::{Error, Ring};
+
+/// `/dev/ublkcN`'s slot in the queue ring's registered files (the target's files follow).
+pub(crate) const CHAR_DEV: Fixed = Fixed(0);
 
 /// The longest pause after the kernel pushed back with nothing to reap.
 const MAX_BACKOFF: Duration = Duration::from_millis(1);

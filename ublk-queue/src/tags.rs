@@ -17,8 +17,7 @@
 
 use rustix::io::Errno;
 
-use crate::request::Handled;
-use crate::request::IoInfo;
+use crate::request::{Handled, IoInfo};
 
 /// Where one tag is in its cycle.
 #[derive(Debug, Clone, Copy)]
@@ -117,6 +116,14 @@ impl Tags {
         self.states[usize::from(tag)] = TagState::Fetching;
     }
 
+    /// The request `tag` serves, if it serves one.
+    pub(crate) fn serving(&self, tag: u16) -> Option<IoInfo> {
+        match self.states.get(usize::from(tag)) {
+            Some(TagState::Serving { info, .. }) => Some(*info),
+            _ => None,
+        }
+    }
+
     /// The target may push an SQE for `tag`: it serves that request and has not finished it.
     pub(crate) fn may_push(&self, tag: u16) -> bool {
         matches!(
@@ -184,6 +191,7 @@ mod tests {
     use ublk_uapi::{IoDesc, IoFlags, IoOp};
 
     use super::*;
+    use crate::request::DataPlace;
 
     const EIO: i32 = -5;
 
@@ -194,7 +202,7 @@ mod tests {
             start_sector: 0,
             addr: 0,
         };
-        IoInfo::from_desc(tag, &desc, std::ptr::null_mut(), 4096).expect("a valid read")
+        IoInfo::from_desc(tag, &desc, DataPlace::Fixed(tag), 0).expect("a valid read")
     }
 
     fn serving(tags: &mut Tags, tag: u16) {

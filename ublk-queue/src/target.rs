@@ -39,6 +39,16 @@ pub trait Target: Send + Sync + 'static {
     fn batching(&self) -> Batching {
         Batching::default()
     }
+
+    /// Whether the target reads and writes request data in server memory ([`Request::buf`],
+    /// [`DataPlace::Memory`](crate::DataPlace::Memory)): true, the default, for targets that
+    /// copy the bytes themselves; false for those that only pass the data to SQEs of their own
+    /// and handle [`DataPlace::Fixed`](crate::DataPlace::Fixed) too (or never touch it, as
+    /// null). Only the latter can be served in the zero-copy modes, which keep request data in
+    /// the kernel's pages.
+    fn needs_memory(&self) -> bool {
+        true
+    }
 }
 
 /// One queue's target: serves the requests of its queue, on its queue thread.

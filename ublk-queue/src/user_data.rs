@@ -1,7 +1,7 @@
 //! What a queue ring's CQE `user_data` says: whose completion it is.
 //!
-//! Layout of the 64 bits: the kind in bits 62..64, the sub-id a target chose in bits 16..32, the
-//! tag in bits 0..16. Everything else is zero, so a decoder can reject foreign values.
+//! Layout of the 64 bits: the kind in bits 62..64 (all four used), the sub-id a target chose in
+//! bits 16..32, the tag in bits 0..16. Everything else is zero, so a decoder can reject foreign values.
 
 /// The owner of a completion on a queue ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,12 +12,16 @@ pub(crate) enum UserData {
     Target { tag: u16, sub: u16 },
     /// The poll on the eventfd the device writes to make its queues leave at once.
     Wake,
+    /// A buffer command of the engine's own for `tag` (REGISTER_IO_BUF, UNREGISTER_IO_BUF),
+    /// posted only if it failed.
+    Buffer { tag: u16 },
 }
 
 const KIND_SHIFT: u32 = 62;
 const KIND_COMMAND: u64 = 0;
 const KIND_TARGET: u64 = 1;
 const KIND_WAKE: u64 = 2;
+const KIND_BUFFER: u64 = 3;
 const SUB_SHIFT: u32 = 16;
 
 impl UserData {
@@ -29,6 +33,7 @@ impl UserData {
                 (KIND_TARGET << KIND_SHIFT) | ((sub as u64) << SUB_SHIFT) | tag as u64
             }
             UserData::Wake => KIND_WAKE << KIND_SHIFT,
+            UserData::Buffer { tag } => (KIND_BUFFER << KIND_SHIFT) | tag as u64,
         }
     }
 
@@ -44,6 +49,7 @@ impl UserData {
             KIND_COMMAND if sub == 0 => Some(UserData::Command { tag }),
             KIND_TARGET => Some(UserData::Target { tag, sub }),
             KIND_WAKE if word == KIND_WAKE << KIND_SHIFT => Some(UserData::Wake),
+            KIND_BUFFER if sub == 0 => Some(UserData::Buffer { tag }),
             _ => None,
         }
     }
@@ -67,6 +73,10 @@ mod tests {
             UserData::decode(UserData::Wake.encode()),
             Some(UserData::Wake)
         );
+        for tag in [0, 4095, u16::MAX] {
+            let buffer = UserData::Buffer { tag };
+            assert_eq!(UserData::decode(buffer.encode()), Some(buffer));
+        }
     }
 
     #[test]
@@ -82,10 +92,11 @@ mod tests {
 
     #[test]
     fn foreign_words_are_refused() {
-        // A sub-id on a command, bits in the unused middle, the unused fourth kind.
+        // A sub-id on a command or a buffer command, bits in the unused middle, a tag on the
+        // wake poll.
         assert_eq!(UserData::decode(1 << 16), None);
+        assert_eq!(UserData::decode((3 << 62) | (1 << 16)), None);
         assert_eq!(UserData::decode(1 << 40), None);
-        assert_eq!(UserData::decode(3 << 62), None);
         assert_eq!(UserData::decode((2 << 62) | 7), None);
     }
 }

@@ -415,6 +415,7 @@ pub struct UringCmd16 {
     cmd: [u8; 16],
     flags: UringCmdFlags,
     buf_index: u16,
+    addr: u64,
 }
 
 impl UringCmd16 {
@@ -427,7 +428,17 @@ impl UringCmd16 {
             cmd: [0; 16],
             flags: UringCmdFlags::empty(),
             buf_index: 0,
+            addr: 0,
         }
+    }
+
+    /// `sqe->addr`, which some drivers read as an argument of their own (ublk's automatic
+    /// buffer registration takes its `ublk_auto_buf_reg` there); 0 unless set.
+    #[inline]
+    #[must_use]
+    pub const fn addr(mut self, addr: u64) -> Self {
+        self.addr = addr;
+        self
     }
 
     /// The 16-byte payload (`sqe->cmd`).
@@ -459,6 +470,7 @@ impl UringCmd16 {
     pub fn build(self) -> Entry {
         let mut e = entry(IORING_OP_URING_CMD, self.target);
         e.off = cmd_op_word(self.cmd_op);
+        e.addr = self.addr;
         e.op_flags = self.flags.bits();
         e.buf_index = self.buf_index;
         e.cmd = self.cmd;

@@ -4,7 +4,9 @@ use std::ffi::c_void;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use rustix::io::Errno;
-use rustix::io_uring::{IoringRegisterOp, io_uring_ptr, io_uring_rsrc_update};
+use rustix::io_uring::{
+    IoringRegisterOp, IoringRsrcFlags, io_uring_ptr, io_uring_rsrc_register, io_uring_rsrc_update,
+};
 
 use crate::error::{Error, Result};
 use crate::ring::{RegisteredRing, Ring, thread_tag};
@@ -111,6 +113,35 @@ impl Ring {
                 IoringRegisterOp::RegisterBuffers,
                 bufs.as_ptr().cast(),
                 nr,
+                WHAT,
+            )
+        }?;
+        Ok(())
+    }
+
+    /// Registers an empty (sparse) fixed-buffer table of `nr` slots (`IORING_REGISTER_BUFFERS2`
+    /// with `IORING_RSRC_REGISTER_SPARSE`, Linux 5.19): slots that drivers fill with request
+    /// pages (ublk's REGISTER_IO_BUF and automatic buffer registration) and that entries name
+    /// by index like any registered buffer. Nothing of ours is pinned.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Register`]: EBUSY if a table is already registered, EINVAL for 0 or more
+    /// than 16384 slots.
+    pub fn register_buffers_sparse(&mut self, nr: u32) -> Result<()> {
+        const WHAT: &str = "IORING_REGISTER_BUFFERS2 (sparse)";
+        // Zeroed (no data, no tags, reserved fields 0), then the two fields that matter.
+        let mut table = io_uring_rsrc_register::default();
+        table.nr = nr;
+        table.flags = IoringRsrcFlags::REGISTER_SPARSE;
+        // SAFETY: BUFFERS2 takes one `io_uring_rsrc_register` and its size as `nr_args`; with
+        // SPARSE and no data the kernel reads nothing else, and `table` outlives the call.
+        unsafe {
+            register(
+                self.fd.as_fd(),
+                IoringRegisterOp::RegisterBuffers2,
+                std::ptr::from_ref(&table).cast(),
+                size_of::<io_uring_rsrc_register>() as u32,
                 WHAT,
             )
         }?;

@@ -307,3 +307,47 @@ fn poll_send_recv_on_a_socketpair() {
     let n = cqe.into_result().expect("recv") as usize;
     assert_eq!(&buf[..n], msg);
 }
+
+#[test]
+fn a_sparse_buffer_table_has_empty_slots() {
+    let tmp = TempFile::new();
+    let mut ring = Ring::new(8).expect("ring");
+    ring.register_files(&[tmp.file.as_fd()])
+        .expect("register files");
+    ring.register_buffers_sparse(16).expect("sparse table");
+    // One table per ring.
+    let again = ring.register_buffers_sparse(16).unwrap_err();
+    assert!(
+        matches!(
+            again,
+            ublk_ring::Error::Register {
+                source: Errno::BUSY,
+                ..
+            }
+        ),
+        "{again}"
+    );
+    // A slot nothing was put in: the read fails, it reads nowhere.
+    // SAFETY: a fixed read names no memory of ours, only slot 3 (empty).
+    let cqe = unsafe {
+        run(
+            &mut ring,
+            &ReadFixed::new(Fixed(0), std::ptr::null_mut(), 4096, 3).build(),
+        )
+    };
+    assert!(
+        cqe.result() < 0,
+        "a read into an empty slot: {}",
+        cqe.result()
+    );
+    // Past the table: refused too.
+    // SAFETY: as above.
+    let cqe = unsafe {
+        run(
+            &mut ring,
+            &ReadFixed::new(Fixed(0), std::ptr::null_mut(), 4096, 16).build(),
+        )
+    };
+    assert_eq!(cqe.result(), -Errno::FAULT.raw_os_error());
+    ring.unregister_buffers().expect("unregister the table");
+}

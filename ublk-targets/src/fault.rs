@@ -91,6 +91,10 @@ impl<T: Target> Target for Fault<T> {
     fn batching(&self) -> Batching {
         self.inner.batching()
     }
+
+    fn needs_memory(&self) -> bool {
+        self.inner.needs_memory()
+    }
 }
 
 /// One queue of a [`Fault`] target.

@@ -19,6 +19,11 @@ impl Target for Null {
     fn open_queue(&self, _: &QueueInfo) -> io::Result<NullQueue> {
         Ok(NullQueue)
     }
+
+    /// Null never touches request data, so it serves in every buffer mode.
+    fn needs_memory(&self) -> bool {
+        false
+    }
 }
 
 /// One queue of a [`Null`] device.

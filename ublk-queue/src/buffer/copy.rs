@@ -3,10 +3,11 @@
 //! fetch completes, and a READ's data out of it when the commit arrives.
 
 use ublk_ring::Error;
-use ublk_ring::types::IoVec;
+use ublk_uapi::IoDesc;
 
-use super::BufferMode;
+use super::Buffers;
 use super::io_bufs::IoBufs;
+use crate::request::DataPlace;
 use crate::submitter::Submitter;
 
 /// The per-tag buffers of one queue.
@@ -24,24 +25,17 @@ impl CopyMode {
     }
 }
 
-impl BufferMode for CopyMode {
+impl Buffers for CopyMode {
     fn command_addr(&self, tag: u16) -> u64 {
         self.bufs.ptr(tag) as u64
     }
 
-    fn data(&self, tag: u16) -> (*mut u8, usize) {
-        (self.bufs.ptr(tag), self.bufs.buf_bytes())
+    fn data(&mut self, tag: u16, _: &IoDesc) -> (DataPlace, usize) {
+        (DataPlace::Memory(self.bufs.ptr(tag)), self.bufs.buf_bytes())
     }
 
-    fn register(&self, ring: &mut Submitter) -> Result<u16, Error> {
-        // One fixed buffer spanning every tag's buffer (the mapping is contiguous).
-        let all = IoVec::new(self.bufs.ptr(0), self.bufs.len());
-        // SAFETY: the mapping outlives the registration: the queue drops its ring before its
-        // buffer mode (field order in `Queue`), and the mapping is leaked rather than unmapped
-        // when commands may still be pending (`abandon`). The kernel pins the pages, so they
-        // stay valid even then.
-        unsafe { ring.ring.register_buffers(&[all]) }?;
-        Ok(0)
+    fn register_memory(&self, ring: &mut Submitter) -> Option<Result<u16, Error>> {
+        Some(self.bufs.register(ring))
     }
 
     fn abandon(&mut self) {

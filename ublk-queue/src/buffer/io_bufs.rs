@@ -1,11 +1,12 @@
-//! The per-tag I/O buffers of one queue.
-//!
-//! Without USER_COPY the kernel copies request data between the block layer and the buffer whose
-//! address went with the tag's FETCH_REQ / COMMIT_AND_FETCH_REQ: into it before handing over a
-//! WRITE, out of it when a READ is committed. One anonymous mapping holds every tag's buffer,
-//! each page-aligned and `buf_bytes` long.
+//! The per-tag I/O buffers of one queue, for the modes that keep request data in server memory
+//! (copy, user copy): one anonymous mapping holds every tag's buffer, each page-aligned and
+//! `buf_bytes` long.
 
 use memmap2::{MmapOptions, MmapRaw};
+use ublk_ring::Error;
+use ublk_ring::types::IoVec;
+
+use crate::submitter::Submitter;
 
 /// `depth` page-aligned buffers of `buf_bytes` each, in one anonymous mapping.
 #[derive(Debug)]
@@ -40,6 +41,18 @@ impl IoBufs {
     /// Bytes of all the buffers together.
     pub(crate) fn len(&self) -> usize {
         self.buf_bytes * usize::from(self.depth)
+    }
+
+    /// Registers every tag's buffer with the ring as fixed buffer 0 (the mapping is contiguous),
+    /// so targets can use READ_FIXED/WRITE_FIXED on them; returns the index.
+    pub(crate) fn register(&self, ring: &mut Submitter) -> Result<u16, Error> {
+        let all = IoVec::new(self.ptr(0), self.len());
+        // SAFETY: the mapping outlives the registration: the queue drops its ring before its
+        // buffers (field order in `Queue`), and the mapping is leaked rather than unmapped when
+        // commands may still be pending (`leak`). The kernel pins the pages, so they stay valid
+        // even then.
+        unsafe { ring.ring.register_buffers(&[all]) }?;
+        Ok(0)
     }
 
     /// The start of `tag`'s buffer, as the kernel gets it in `ublksrv_io_cmd.addr`.

@@ -11,7 +11,7 @@ pub(crate) mod per_tag;
 use ublk_ring::Error;
 use ublk_ring::cqueue::Cqe;
 
-use crate::buffer::BufferMode;
+use crate::buffer::Buffers;
 use crate::submitter::Submitter;
 
 /// What a completion of one of the queue's commands says about a tag.
@@ -32,7 +32,7 @@ pub(crate) trait CommandMode {
     fn fetch_all(
         &mut self,
         ring: &mut Submitter,
-        buffers: &impl BufferMode,
+        buffers: &impl Buffers,
         depth: u16,
     ) -> Result<(), Error>;
 
@@ -45,10 +45,18 @@ pub(crate) trait CommandMode {
     fn commit(
         &mut self,
         ring: &mut Submitter,
-        buffers: &impl BufferMode,
+        buffers: &impl Buffers,
         tag: u16,
         res: i32,
     ) -> Result<(), Error>;
+
+    /// Queues NEED_GET_DATA for WRITE `tag`, naming `addr` as the buffer for its data; its
+    /// completion reports on `tag` like a fetch.
+    ///
+    /// # Errors
+    ///
+    /// As for [`fetch_all`](Self::fetch_all).
+    fn need_get_data(&mut self, ring: &mut Submitter, tag: u16, addr: u64) -> Result<(), Error>;
 
     /// Appends to `fetched` the tags a completion of one of this mode's commands reports on.
     fn completed(&mut self, cqe: &Cqe, fetched: &mut Vec<Fetched>);

@@ -8,17 +8,13 @@
 use ublk_ring::Error;
 use ublk_ring::cqueue::Cqe;
 use ublk_ring::opcode::UringCmd16;
-use ublk_ring::types::Fixed;
 use ublk_uapi::{IoCmd, IoCmdOp};
 use zerocopy::IntoBytes;
 
 use super::{CommandMode, Fetched};
-use crate::buffer::BufferMode;
-use crate::submitter::Submitter;
+use crate::buffer::Buffers;
+use crate::submitter::{CHAR_DEV, Submitter};
 use crate::user_data::UserData;
-
-/// `/dev/ublkcN`'s slot in the queue ring's registered files.
-pub(crate) const CHAR_DEV: Fixed = Fixed(0);
 
 /// Per-tag commands of queue `q_id`.
 #[derive(Debug)]
@@ -34,43 +30,60 @@ impl PerTag {
     fn push(
         &self,
         ring: &mut Submitter,
-        buffers: &impl BufferMode,
+        (addr, sqe_addr): (u64, u64),
         op: IoCmdOp,
         tag: u16,
         res: i32,
     ) -> Result<(), Error> {
-        let cmd = IoCmd::new(self.q_id, tag, res, buffers.command_addr(tag));
+        let cmd = IoCmd::new(self.q_id, tag, res, addr);
         let mut payload = [0u8; 16];
         payload.copy_from_slice(cmd.as_bytes());
         let entry = UringCmd16::new(CHAR_DEV, op.ioctl())
             .cmd(payload)
+            .addr(sqe_addr)
             .build()
             .user_data(UserData::Command { tag }.encode());
         // SAFETY: the payload is copied into the SQE; the address it carries is the buffer
         // mode's, which outlives the ring (the queue drops its ring first) or is leaked when
-        // commands may still be pending (`BufferMode::abandon`).
+        // commands may still be pending (`Buffers::abandon`).
         unsafe { ring.push(&entry) }
     }
+}
+
+/// What a fetch or commit of `tag` carries: the command's `addr`, and the SQE's.
+fn addrs(buffers: &impl Buffers, tag: u16) -> (u64, u64) {
+    (buffers.command_addr(tag), buffers.sqe_addr(tag))
 }
 
 impl CommandMode for PerTag {
     fn fetch_all(
         &mut self,
         ring: &mut Submitter,
-        buffers: &impl BufferMode,
+        buffers: &impl Buffers,
         depth: u16,
     ) -> Result<(), Error> {
-        (0..depth).try_for_each(|tag| self.push(ring, buffers, IoCmdOp::FetchReq, tag, 0))
+        (0..depth)
+            .try_for_each(|tag| self.push(ring, addrs(buffers, tag), IoCmdOp::FetchReq, tag, 0))
     }
 
     fn commit(
         &mut self,
         ring: &mut Submitter,
-        buffers: &impl BufferMode,
+        buffers: &impl Buffers,
         tag: u16,
         res: i32,
     ) -> Result<(), Error> {
-        self.push(ring, buffers, IoCmdOp::CommitAndFetchReq, tag, res)
+        self.push(
+            ring,
+            addrs(buffers, tag),
+            IoCmdOp::CommitAndFetchReq,
+            tag,
+            res,
+        )
+    }
+
+    fn need_get_data(&mut self, ring: &mut Submitter, tag: u16, addr: u64) -> Result<(), Error> {
+        self.push(ring, (addr, 0), IoCmdOp::NeedGetData, tag, 0)
     }
 
     fn completed(&mut self, cqe: &Cqe, fetched: &mut Vec<Fetched>) {

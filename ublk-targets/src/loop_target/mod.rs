@@ -297,4 +297,11 @@ impl Target for Loop {
             Batching::OFF
         }
     }
+
+    /// Loop moves request data with READ/WRITE SQEs, wherever it is: in memory, or in the
+    /// request's own pages (zero copy), where copying inline is not possible and every request
+    /// goes to the ring.
+    fn needs_memory(&self) -> bool {
+        false
+    }
 }

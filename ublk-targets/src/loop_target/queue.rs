@@ -2,15 +2,17 @@
 //! queue ring's fixed file, and completes when their CQEs say it is done.
 
 use std::io::IoSlice;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use rustix::fs::FallocateFlags;
+use rustix::fs::{FallocateFlags, Mode, OFlags};
 use rustix::io::{Errno, ReadWriteFlags};
-use ublk_queue::{Handled, IoFlags, IoInfo, IoOp, QueueTarget, Request, TargetCqe, TargetRing};
+use ublk_queue::{
+    DataPlace, Handled, IoFlags, IoInfo, IoOp, QueueTarget, Request, TargetCqe, TargetRing,
+};
 use ublk_ring::opcode::{BlockDiscard, Fallocate, Fsync, Read, ReadFixed, Write, WriteFixed};
 use ublk_ring::squeue::{Entry, SqeFlags};
-use ublk_ring::types::FsyncFlags;
+use ublk_ring::types::{Fd, FsyncFlags};
 
 use crate::loop_target::{BackingKind, Inline};
 
@@ -34,10 +36,13 @@ enum Step {
     ZeroPunchLinked,
     /// ... allocating the range again, so it stays provisioned as NOUNMAP asks.
     ZeroAllocate,
+    /// The rest of a READ past the end of the file, read from /dev/zero into request pages we
+    /// cannot write directly (zero copy).
+    ZeroTail,
 }
 
 impl Step {
-    const ALL: [Step; 8] = [
+    const ALL: [Step; 9] = [
         Step::Rw,
         Step::Sync,
         Step::Discard,
@@ -46,6 +51,7 @@ impl Step {
         Step::ZeroRange,
         Step::ZeroPunchLinked,
         Step::ZeroAllocate,
+        Step::ZeroTail,
     ];
 
     fn from_sub(sub: u16) -> Option<Step> {
@@ -83,6 +89,9 @@ pub struct LoopQueue {
     inline: Inline,
     /// READ and WRITE SQEs on the ring now.
     rw_in_flight: u32,
+    /// /dev/zero, read into the tail of a request past the end of the file when its data is in
+    /// the kernel's pages.
+    zero: Option<OwnedFd>,
 }
 
 impl LoopQueue {
@@ -97,6 +106,7 @@ impl LoopQueue {
             zero_range_refused: false,
             inline: config.inline,
             rw_in_flight: 0,
+            zero: None,
         }
     }
 
@@ -142,12 +152,18 @@ impl LoopQueue {
         let done = self.done[usize::from(io.tag())];
         // READ and WRITE lengths fit the tag's buffer (at most 32 MiB), so they fit a u32.
         let left = io.len() as u32 - done;
-        let ptr = io.buf_ptr().wrapping_add(done as usize);
         let offset = io.offset() + u64::from(done);
         let file = ring.file(0);
         let flags = write_flags(io);
+        // Where the bytes go or come from: server memory (registered or not), or the request's
+        // own pages at a fixed-buffer index, addressed from the request's start.
+        let (ptr, index) = match io.data() {
+            DataPlace::Memory(ptr) => (ptr.wrapping_add(done as usize), ring.buf_index()),
+            DataPlace::Fixed(index) => (done as usize as *mut u8, Some(index)),
+            _ => return Handled::Done(-Errno::OPNOTSUPP.raw_os_error()),
+        };
         // With the buffers registered, the kernel neither maps nor pins the pages per I/O.
-        let entry = match (io.op(), ring.buf_index()) {
+        let entry = match (io.op(), index) {
             (IoOp::Read, Some(index)) => ReadFixed::new(file, ptr, left, index)
                 .offset(offset)
                 .build(),
@@ -162,13 +178,55 @@ impl LoopQueue {
                 .build(),
         };
         // SAFETY: the SQE moves bytes between the backing file (registered with the ring) and the
-        // part of the tag's buffer not yet done, which stays the server's until the request
-        // completes, and which no Rust code touches until this SQE's completion comes back.
+        // part of the request's data not yet done, which stays the server's until the request
+        // completes (in memory, or the request's registered pages), and which no Rust code touches
+        // until this SQE's completion comes back.
         let pushed = unsafe { push(ring, io.tag(), Step::Rw, entry) };
         if pushed == Handled::Queued {
             self.rw_in_flight += 1;
         }
         pushed
+    }
+
+    /// Zeroes the part of READ `io` from byte `done` on: in memory directly, in the request's
+    /// own pages by reading /dev/zero into them.
+    fn zero_tail(&mut self, io: &IoInfo, done: u32, ring: &mut TargetRing<'_>) -> Handled {
+        let len = io.len() as u32;
+        match io.data() {
+            DataPlace::Fixed(index) => {
+                let zero = match &self.zero {
+                    Some(zero) => zero,
+                    None => match rustix::fs::open(
+                        "/dev/zero",
+                        OFlags::RDONLY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    ) {
+                        Ok(fd) => self.zero.insert(fd),
+                        Err(errno) => return Handled::Done(-errno.raw_os_error()),
+                    },
+                };
+                let entry = ReadFixed::new(
+                    Fd(zero.as_raw_fd()),
+                    done as usize as *mut u8,
+                    len - done,
+                    index,
+                )
+                .build();
+                // SAFETY: reads zeroes into the request's registered pages past `done`, which no
+                // other SQE of the request touches (this is its only one); /dev/zero stays open
+                // in `self.zero` for the queue's life.
+                unsafe { push(ring, io.tag(), Step::ZeroTail, entry) }
+            }
+            _ => {
+                // SAFETY: the tag's buffer holds `len` bytes and is the server's until the request
+                // completes; no SQE of this request is in flight (this was its only one), so
+                // nothing else writes these bytes now.
+                unsafe {
+                    std::ptr::write_bytes(io.buf_ptr().add(done as usize), 0, (len - done) as usize)
+                };
+                Handled::Done(len as i32)
+            }
+        }
     }
 
     /// Pushes the SQE(s) for a DISCARD or WRITE_ZEROES `step` over the request's range.
@@ -193,7 +251,7 @@ impl LoopQueue {
             // Each SQE posts its own CQE; if the punch fails, the allocation is cancelled.
             Step::ZeroPunchLinked => falloc(punch).flags(SqeFlags::IO_LINK),
             // Not range steps: a bug here, failed rather than guessed at.
-            Step::Rw | Step::Sync | Step::ZeroAllocate => {
+            Step::Rw | Step::Sync | Step::ZeroAllocate | Step::ZeroTail => {
                 return Handled::Done(-Errno::INVAL.raw_os_error());
             }
         };
@@ -237,15 +295,7 @@ impl LoopQueue {
         let done = self.done[tag];
         match res {
             res if res < 0 => Handled::Done(res),
-            0 if self.reads_zeroes_at_eof(io.op()) => {
-                // SAFETY: the tag's buffer holds `len` bytes and is the server's until the request
-                // completes; no SQE of this request is in flight (this was its only one), so
-                // nothing else writes these bytes now.
-                unsafe {
-                    std::ptr::write_bytes(io.buf_ptr().add(done as usize), 0, (len - done) as usize)
-                };
-                Handled::Done(len as i32)
-            }
+            0 if self.reads_zeroes_at_eof(io.op()) => self.zero_tail(io, done, ring),
             // A block device that ended early, or a write that stored nothing: no progress to
             // continue from.
             0 => Handled::Done(-Errno::IO.raw_os_error()),
@@ -272,11 +322,12 @@ impl QueueTarget for LoopQueue {
         }
         match io.op() {
             IoOp::Read | IoOp::Write
-                if self.inline.applies(
-                    io.op() == IoOp::Write,
-                    u32::try_from(io.len()).unwrap_or(u32::MAX),
-                    self.rw_in_flight,
-                ) =>
+                if matches!(io.data(), DataPlace::Memory(_))
+                    && self.inline.applies(
+                        io.op() == IoOp::Write,
+                        u32::try_from(io.len()).unwrap_or(u32::MAX),
+                        self.rw_in_flight,
+                    ) =>
             {
                 self.rw_inline(&mut req)
             }
@@ -323,6 +374,7 @@ impl QueueTarget for LoopQueue {
             }
             // The linked allocation's completion finishes the request.
             Some(Step::ZeroPunchLinked) if res >= 0 => Handled::Queued,
+            Some(Step::ZeroTail) if res >= 0 => Handled::Done(io.len() as i32),
             Some(_) => Handled::Done(res.min(0)),
             None => Handled::Done(-Errno::IO.raw_os_error()),
         }
