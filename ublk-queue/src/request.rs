@@ -58,13 +58,17 @@ impl IoInfo {
             // The kernel caps requests at max_sectors, which fits the buffer; never overrun it.
             return Err(Errno::IO);
         }
-        // A range that does not fit 64 bits in bytes is no range on any device: never let it
-        // wrap round to a small offset.
-        let offset = desc
-            .start_sector
-            .checked_mul(1 << ublk_uapi::io_desc::SECTOR_SHIFT)
-            .filter(|offset| offset.checked_add(len).is_some())
-            .ok_or(Errno::IO)?;
+        // A FLUSH has no range: the block layer leaves its position at (sector_t)-1.
+        // Otherwise a range that does not fit 64 bits in bytes is no range on any device:
+        // never let it wrap round to a small offset.
+        let offset = if op == IoOp::Flush {
+            0
+        } else {
+            desc.start_sector
+                .checked_mul(1 << ublk_uapi::io_desc::SECTOR_SHIFT)
+                .filter(|offset| offset.checked_add(len).is_some())
+                .ok_or(Errno::IO)?
+        };
         Ok(IoInfo {
             tag,
             op,
@@ -338,6 +342,16 @@ mod tests {
     }
 
     #[test]
+    fn a_flush_has_no_range() {
+        let mut buf = [0u8; 4096];
+        // What the kernel sends: the block layer's "no position", (sector_t)-1.
+        let d = desc(IoOp::Flush, IoFlags::empty(), u64::MAX, 0);
+        let info = IoInfo::from_desc(2, &d, DataPlace::Memory(buf.as_mut_ptr()), buf.len())
+            .expect("a flush is served");
+        assert_eq!((info.op(), info.offset(), info.len()), (IoOp::Flush, 0, 0));
+    }
+
+    #[test]
     fn non_data_ops_get_an_empty_buffer() {
         let mut buf = [0u8; 4096];
         let d = desc(IoOp::Discard, IoFlags::empty(), 0, 1 << 30);
@@ -398,6 +412,9 @@ mod tests {
         ) {
             let d = IoDesc { op_flags, nr_sectors, start_sector, addr: 0 };
             match IoInfo::from_desc(1, &d, DataPlace::Memory(std::ptr::null_mut()), buf_bytes) {
+                Ok(info) if info.op() == IoOp::Flush => {
+                    proptest::prop_assert_eq!(info.offset(), 0, "a flush has no range");
+                }
                 Ok(info) => {
                     proptest::prop_assert!(info.offset().checked_add(info.len()).is_some());
                     proptest::prop_assert_eq!(u128::from(info.offset()), u128::from(start_sector) * 512);
