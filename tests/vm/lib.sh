@@ -265,20 +265,31 @@ cleanup() {
 }
 
 # --- Skips (the protocol vm-e2e judges; see tests/vm/README.md) -------------------------------
+# linux_at_least X.Y: whether the guest's kernel (`uname -r`) is Linux X.Y or newer.
 # needs_linux X.Y FEATURE: if the guest's kernel (`uname -r`) is older than Linux X.Y, which
 # brings FEATURE, prints `SKIP: needs FEATURE (Linux X.Y)` and exits 77: vm-e2e counts the
 # scenario as skipped. Name the release that really brings the feature: on a kernel that is
 # X.Y or newer a skip is a failure.
-needs_linux() {
+linux_at_least() {
     _nl_have=$(uname -r)
     _nl_have_major=${_nl_have%%.*}
     _nl_have_minor=${_nl_have#*.}
     _nl_have_minor=${_nl_have_minor%%[!0-9]*}
     _nl_want_major=${1%%.*}
     _nl_want_minor=${1#*.}
-    if [ "$_nl_have_major" -lt "$_nl_want_major" ] ||
-        { [ "$_nl_have_major" -eq "$_nl_want_major" ] && [ "$_nl_have_minor" -lt "$_nl_want_minor" ]; }; then
+    [ "$_nl_have_major" -gt "$_nl_want_major" ] ||
+        { [ "$_nl_have_major" -eq "$_nl_want_major" ] && [ "$_nl_have_minor" -ge "$_nl_want_minor" ]; }
+}
+
+needs_linux() {
+    if ! linux_at_least "$1"; then
         echo "SKIP: needs $2 (Linux $1)"
         exit 77
     fi
+}
+
+# no_kernel_warning WHAT: fails if the kernel log holds a warning, a BUG or an oops.
+no_kernel_warning() {
+    nk_found=$(dmesg | grep -E 'WARNING:|BUG:|Oops|general protection' | head -3 || true)
+    [ -z "$nk_found" ] || fail "$1: the kernel complained: $nk_found"
 }

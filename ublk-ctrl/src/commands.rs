@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rustix::process::Pid;
 use rustix::thread::CpuSet;
-use ublk_uapi::{CtrlOp, DevInfo, Features, Params};
+use ublk_uapi::{CtrlOp, DevInfo, Features, KernelVersion, Params};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::control::{Command, Control};
@@ -206,9 +206,13 @@ impl Control {
     }
 }
 
-/// Fails with the first feature of `required` that `granted` lacks.
+/// Fails naming the feature of `required` that `granted` lacks and that came last (the one that
+/// says which kernel is needed; a bit with no known release counts as the newest).
 fn check_granted(required: Features, granted: Features) -> Result<()> {
-    match (required - granted).iter().next() {
+    let newest = (required - granted)
+        .iter()
+        .max_by_key(|f| f.since().unwrap_or(KernelVersion::new(u16::MAX, u16::MAX)));
+    match newest {
         None => Ok(()),
         Some(feature) => Err(Error::FeatureMissing {
             feature,

@@ -1,0 +1,47 @@
+#!/bin/sh
+# 61-buffer-modes-recover: recovery works in every buffer mode the kernel has. A loop device over a
+# tmpfs file with `--recovery reissue` in each mode takes fio random writes with crc32c verify;
+# its server is killed with SIGKILL, the device goes QUIESCED with fio waiting, `ublk recover`
+# brings it LIVE in the same mode, and fio ends with no error and a clean verify.
+set -eu
+
+N=61-buffer-modes-recover
+FIO_LOG=/tmp/r61.fio
+# shellcheck source=../lib.sh
+. /xtask/lib.sh
+
+trap cleanup EXIT
+
+IMG=/tmp/r61.img
+for mode in copy need-get-data user-copy zero-copy auto-register; do
+    case $mode in
+        zero-copy) linux_at_least 6.15 || continue ;;
+        auto-register) linux_at_least 6.16 || continue ;;
+    esac
+    rm -f "$IMG"
+    add_dev dev loop --file "$IMG" --size 64M --recovery reissue --buffer-mode "$mode"
+    fio --eta=never --name=r61 --filename="$dev_path" --ioengine=io_uring --direct=1 \
+        --rw=randwrite --bsrange=4k-256k --size=32M --iodepth=16 --verify=crc32c \
+        --verify_fatal=1 --rate_iops=2000 --output="$FIO_LOG" &
+    fio_pid=$!
+    wait_io written "$dev_id" 2048
+    old=$(field "$dev_id" pid)
+    kill -9 "$old"
+    wait_state "$dev_id" QUIESCED
+    running "$fio_pid" || fail "$mode: fio exited when the server was killed"
+    out=$(timeout 120 ublk recover "$dev_id" 2>/tmp/rec.err) ||
+        fail "$mode: ublk recover exited $?: $(cat /tmp/rec.err)"
+    [ "$out" = "$dev_id $dev_path" ] || fail "$mode: ublk recover printed '$out'"
+    [ "$(field "$dev_id" buffer_mode)" = "$mode" ] ||
+        fail "$mode: recovered in mode $(field "$dev_id" buffer_mode)"
+    rc=0
+    wait "$fio_pid" || rc=$?
+    fio_pid=
+    [ "$rc" -eq 0 ] || fail "$mode: fio exited $rc"
+    grep -q "err= 0" "$FIO_LOG" || fail "$mode: fio reported errors"
+    del_dev dev
+    echo "$N: ok: $mode: killed under fio write+verify, recovered, 0 errors"
+done
+rm -f "$IMG"
+no_kernel_warning "recovery in every mode"
+nothing_left "at the end"
