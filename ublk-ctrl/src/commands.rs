@@ -59,6 +59,7 @@ impl Control {
             ublksrv_pid: -1,
             flags: requested.bits(),
             ublksrv_flags: spec.ublksrv_flags,
+            io_desc_size: spec.io_desc_size,
             ..DevInfo::default()
         };
         let cmd = Command::new(CtrlOp::AddDev, dev_id).buf(info.as_bytes().to_vec());

@@ -30,6 +30,9 @@ pub struct DevSpec {
     pub optional: Features,
     /// Server-private flags the kernel stores and hands back in `DevInfo::ublksrv_flags`.
     pub ublksrv_flags: u64,
+    /// With `IO_DESC_SIZE` (Linux 7.3): the stride of the I/O descriptor array, from 24 (the
+    /// descriptor's size) up, a multiple of 8; 0 for the default.
+    pub io_desc_size: u16,
 }
 
 /// 512 KiB: the I/O size the block layer splits at for a ublk device unless told otherwise.
@@ -46,6 +49,7 @@ impl DevSpec {
             max_io_buf_bytes: DEFAULT_MAX_IO_BUF_BYTES,
             features: Features::empty(),
             optional: Features::empty(),
+            io_desc_size: 0,
             ublksrv_flags: 0,
         }
     }
