@@ -1,5 +1,6 @@
 //! The control handle a device, its serving handle and its stop handles share.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use ublk_ctrl::Control;
@@ -8,7 +9,12 @@ use crate::error::Result;
 
 /// The control handle shared by a device, its serving handle and its stop handles.
 #[derive(Debug)]
-pub(crate) struct SharedCtrl(Mutex<CtrlState>);
+pub(crate) struct SharedCtrl {
+    state: Mutex<CtrlState>,
+    /// The device is being handed over to a new server: when the queues end, it is left for
+    /// recovery, not deleted.
+    handing_over: AtomicBool,
+}
 
 #[derive(Debug)]
 struct CtrlState {
@@ -19,15 +25,28 @@ struct CtrlState {
 
 impl SharedCtrl {
     pub(crate) fn new(ctrl: Control) -> Self {
-        SharedCtrl(Mutex::new(CtrlState {
-            ctrl,
-            deleted: false,
-        }))
+        SharedCtrl {
+            state: Mutex::new(CtrlState {
+                ctrl,
+                deleted: false,
+            }),
+            handing_over: AtomicBool::new(false),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CtrlState> {
         // A panic while holding the lock leaves nothing half-done in `CtrlState`.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// From now on, queues that end leave the device for a new server.
+    pub(crate) fn start_hand_over(&self) {
+        self.handing_over.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the device is being (or was) handed over.
+    pub(crate) fn handing_over(&self) -> bool {
+        self.handing_over.load(Ordering::SeqCst)
     }
 
     /// STOP_DEV; a device that is gone counts as stopped.
@@ -40,6 +59,26 @@ impl SharedCtrl {
             Ok(()) | Err(ublk_ctrl::Error::NoSuchDevice { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// UPDATE_SIZE to `sectors`; refused for a device this handle deleted (the id may be
+    /// another device's by now).
+    pub(crate) fn update_size(&self, dev_id: u32, sectors: u64) -> Result<()> {
+        let mut state = self.lock();
+        if state.deleted {
+            return Err(ublk_ctrl::Error::NoSuchDevice { dev_id }.into());
+        }
+        Ok(state.ctrl.update_size(dev_id, sectors)?)
+    }
+
+    /// QUIESCE_DEV: the kernel stops handing requests to the server, waits (up to `timeout`)
+    /// for those it holds, then cancels its fetches.
+    pub(crate) fn quiesce(&self, dev_id: u32, timeout: std::time::Duration) -> Result<()> {
+        let mut state = self.lock();
+        if state.deleted {
+            return Err(ublk_ctrl::Error::NoSuchDevice { dev_id }.into());
+        }
+        Ok(state.ctrl.quiesce_dev(dev_id, timeout)?)
     }
 
     /// Deletes the device, then runs `close` (which closes the server's `/dev/ublkcN`); a device

@@ -1,31 +1,47 @@
 //! One queue's I/O descriptor array (`ublksrv_io_desc`), mapped read-only from `/dev/ublkcN`.
 //!
-//! `ublk_ch_mmap` maps queue `q`'s array at offset `q * round_up(UBLK_MAX_QUEUE_DEPTH * 24,
-//! PAGE_SIZE)`, `round_up(depth * 24, PAGE_SIZE)` bytes long, and refuses writable mappings. The
-//! kernel fills descriptor `tag` in `ublk_queue_rq` before completing that tag's fetch command.
+//! `ublk_ch_mmap` maps queue `q`'s array at offset `q * round_up(UBLK_MAX_QUEUE_DEPTH * stride,
+//! PAGE_SIZE)`, `round_up(depth * stride, PAGE_SIZE)` bytes long, and refuses writable mappings.
+//! The stride is 24 bytes, the descriptor's size, unless the device was created with
+//! `IO_DESC_SIZE` (Linux 7.3) and a larger one ([`DevInfo::desc_stride`]). The kernel fills
+//! descriptor `tag` in `ublk_queue_rq` before completing that tag's fetch command.
+//!
+//! [`DevInfo::desc_stride`]: ublk_uapi::DevInfo::desc_stride
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use memmap2::{MmapOptions, MmapRaw};
 use ublk_uapi::IoDesc;
-use ublk_uapi::offsets::{io_desc_mmap_len, io_desc_mmap_offset};
+use ublk_uapi::offsets::{io_desc_mmap_len_for, io_desc_mmap_offset_for};
 
 /// The mapped descriptor array of one queue.
 #[derive(Debug)]
 pub(crate) struct DescMap {
     map: MmapRaw,
     depth: u16,
+    /// Bytes from one descriptor to the next.
+    stride: u16,
 }
 
 impl DescMap {
-    /// Maps queue `q_id`'s descriptors (`depth` of them) from the open char device.
-    pub(crate) fn new(char_dev: BorrowedFd<'_>, q_id: u16, depth: u16) -> std::io::Result<Self> {
+    /// Maps queue `q_id`'s descriptors (`depth` of them, `stride` bytes apart) from the open
+    /// char device.
+    pub(crate) fn new(
+        char_dev: BorrowedFd<'_>,
+        q_id: u16,
+        depth: u16,
+        stride: u16,
+    ) -> std::io::Result<Self> {
+        if usize::from(stride) < size_of::<IoDesc>() || !stride.is_multiple_of(8) {
+            // The kernel accepts no such stride (`ublk_ctrl_add_dev`); never read with one.
+            return Err(std::io::ErrorKind::InvalidData.into());
+        }
         let page = rustix::param::page_size();
         let map = MmapOptions::new()
-            .offset(io_desc_mmap_offset(q_id, page))
-            .len(io_desc_mmap_len(depth, page))
+            .offset(io_desc_mmap_offset_for(q_id, stride, page))
+            .len(io_desc_mmap_len_for(depth, stride, page))
             .map_raw_read_only(char_dev.as_raw_fd())?;
-        Ok(DescMap { map, depth })
+        Ok(DescMap { map, depth, stride })
     }
 
     /// Descriptor `tag`, copied out.
@@ -39,11 +55,18 @@ impl DescMap {
             "tag {tag} beyond the queue depth {}",
             self.depth
         );
-        let ptr = self.map.as_ptr().cast::<IoDesc>();
-        // SAFETY: the mapping holds `depth` descriptors (its length is depth * 24 rounded up to a
-        // page) and `tag < depth`; the mapping is page-aligned and 24 is a multiple of IoDesc's
-        // alignment (8), so the pointer is aligned. Volatile: the kernel writes this memory, so the
-        // compiler must not cache or elide the read.
-        unsafe { ptr.add(usize::from(tag)).read_volatile() }
+        let offset = usize::from(tag) * usize::from(self.stride);
+        // SAFETY: the mapping holds `depth` descriptors `stride` apart (its length is depth *
+        // stride rounded up to a page), `tag < depth` and `stride >= 24`, so the 24 bytes read lie
+        // inside it; the mapping is page-aligned and the stride a multiple of IoDesc's alignment
+        // (8), so the pointer is aligned. Volatile: the kernel writes this memory, so the compiler
+        // must not cache or elide the read.
+        unsafe {
+            self.map
+                .as_ptr()
+                .add(offset)
+                .cast::<IoDesc>()
+                .read_volatile()
+        }
     }
 }

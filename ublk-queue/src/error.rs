@@ -241,6 +241,17 @@ pub enum Error {
         dev_id: u32,
     },
 
+    /// Handing a device over would fail the requests its server holds: the kernel lacks
+    /// QUIESCE_DEV and the device does not reissue them.
+    #[error(
+        "device {dev_id} cannot be handed over without failing the requests in flight: that needs \
+         QUIESCE (Linux 6.16), or a device added with `--recovery reissue`"
+    )]
+    HandOverUnsafe {
+        /// The device.
+        dev_id: u32,
+    },
+
     /// Recovery was asked for a device whose server is running.
     #[error(
         "device {dev_id} is LIVE and its server (pid {pid}) is running: there is nothing to recover"

@@ -9,7 +9,7 @@
 //!   [`TargetRing`]) or the simpler [`SimpleTarget`] (one synchronous method per operation, served
 //!   through [`Simple`]).
 //! - [`Serving`] is the live device: [`wait`](Serving::wait) until it is stopped,
-//!   [`stop`](Serving::stop) it, or hand a [`StopHandle`] to another thread. Dropping it stops and
+//!   [`stop`](Serving::stop) it, or hand a [`DeviceHandle`] to another thread. Dropping it stops and
 //!   deletes the device.
 //! - [`Device::recover`] takes over a device created with USER_RECOVERY whose server exited
 //!   (crashed, killed, or left with [`Serving::abandon`]); [`Recovering::serve`] makes it LIVE
@@ -151,7 +151,7 @@ pub use options::{Affinity, MAX_BUSY_POLL, QueueOptions};
 pub use recovery::Recovering;
 pub use request::{DataPlace, Handled, IoInfo, Request, TargetCqe, errno_of};
 pub use sched::SchedPolicy;
-pub use serving::{Serving, StopHandle};
+pub use serving::{DeviceHandle, Serving};
 pub use simple::{Simple, SimpleQueue, SimpleTarget};
 pub use stats::QueueStats;
 pub use target::{QueueInfo, QueueTarget, Target};

@@ -25,7 +25,9 @@ pub(crate) const SUPPORTED_FEATURES: Features = Features::URING_CMD_COMP_IN_TASK
     .union(Features::USER_RECOVERY_REISSUE)
     .union(Features::USER_RECOVERY_FAIL_IO)
     .union(Features::UPDATE_SIZE)
-    .union(Features::QUIESCE);
+    .union(Features::QUIESCE)
+    .union(Features::NO_AUTO_PART_SCAN)
+    .union(Features::IO_DESC_SIZE);
 
 /// Flags the kernel sets on every device it creates, whatever was asked (`ublk_ctrl_add_dev` in
 /// Linux 7.3: CMD_IOCTL_ENCODE, URING_CMD_COMP_IN_TASK, PER_IO_DAEMON, BUF_REG_OFF_DAEMON,

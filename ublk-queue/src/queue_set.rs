@@ -140,6 +140,11 @@ impl QueueSet {
         Ok(warnings)
     }
 
+    /// The eventfd that makes every queue leave, for handles that outlive a borrow of the set.
+    pub(crate) fn waker(&self) -> Arc<OwnedFd> {
+        Arc::clone(&self.wake)
+    }
+
     /// Makes every queue leave at once, whatever its tags are doing.
     ///
     /// For teardown when the device is not (or no longer) able to abort the tags itself: a queue

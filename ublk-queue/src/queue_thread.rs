@@ -173,11 +173,13 @@ fn open_queue<T: Target, B: Buffers>(
     let target = target
         .open_queue(&info)
         .map_err(|source| Error::OpenQueue { q, source })?;
-    let descs = DescMap::new(setup.char_dev.as_fd(), q, depth).map_err(|source| Error::Mmap {
-        q,
-        what: "the I/O descriptors",
-        source,
-    })?;
+    let stride = setup.dev_info.desc_stride();
+    let descs =
+        DescMap::new(setup.char_dev.as_fd(), q, depth, stride).map_err(|source| Error::Mmap {
+            q,
+            what: "the I/O descriptors",
+            source,
+        })?;
     let mut submitter = Submitter::new(ring);
     let mut files = vec![setup.char_dev.as_fd()];
     files.extend(target.fixed_files());

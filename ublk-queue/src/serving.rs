@@ -1,7 +1,8 @@
 //! A live device and the handles that stop it.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ublk_uapi::{DevInfo, DevState, Features, Params};
 
@@ -59,15 +60,20 @@ impl Serving {
         &self.warnings
     }
 
-    /// A handle that stops the device from another thread (a signal handler thread, say).
-    pub fn stop_handle(&self) -> StopHandle {
-        StopHandle {
+    /// A handle that acts on the device from another thread (a signal handler thread, a
+    /// control socket): stop it, resize it.
+    pub fn handle(&self) -> DeviceHandle {
+        DeviceHandle {
             ctrl: Arc::clone(&self.server.ctrl),
             dev_id: self.id(),
+            block_size: 1 << self.server.params.basic.logical_bs_shift,
+            features: self.server.info.features(),
+            wake: self.queues.waker(),
+            timeout: self.server.timeout,
         }
     }
 
-    /// Blocks until every queue has ended (the device was stopped: [`StopHandle::stop`],
+    /// Blocks until every queue has ended (the device was stopped: [`DeviceHandle::stop`],
     /// `ublk del`), then deletes the device and closes `/dev/ublkcN`.
     ///
     /// If a queue fails instead (an error, or a panic in the target), the device is not lost
@@ -82,6 +88,10 @@ impl Serving {
     pub fn wait(mut self) -> Result<()> {
         self.finished = true;
         let Some(failure) = self.queues.wait_exit_or_failure() else {
+            if self.server.ctrl.handing_over() {
+                // DeviceHandle::hand_over: the device waits for the next server.
+                return self.leave_for_recovery();
+            }
             let joined = self.queues.join();
             let deleted = self.server.delete(&mut self.queues);
             return joined.and(deleted);
@@ -172,17 +182,81 @@ impl Drop for Serving {
     }
 }
 
-/// Stops a serving device from any thread. Cloneable.
+/// Acts on a serving device from any thread: stops it, resizes it, hands it over. Cloneable.
 #[derive(Debug, Clone)]
-pub struct StopHandle {
+pub struct DeviceHandle {
     ctrl: Arc<SharedCtrl>,
     dev_id: u32,
+    block_size: u32,
+    features: Features,
+    /// Makes the queues leave at once.
+    wake: Arc<OwnedFd>,
+    timeout: Duration,
 }
 
-impl StopHandle {
-    /// The device this handle stops.
+impl DeviceHandle {
+    /// The device this handle acts on.
     pub fn dev_id(&self) -> u32 {
         self.dev_id
+    }
+
+    /// UPDATE_SIZE (Linux 6.16): the device's size becomes `bytes`, a non-zero multiple of its
+    /// logical block size, and the kernel tells its users (`blockdev --getsize64`, a file
+    /// system's grow see it). The target must serve the new size already: grow its store
+    /// before, shrink it after.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSize`] for a size the device cannot have; the control error
+    /// ([`ublk_ctrl::Error::Unsupported`] before Linux 6.16).
+    pub fn update_size(&self, bytes: u64) -> Result<()> {
+        if bytes == 0 || !bytes.is_multiple_of(u64::from(self.block_size)) {
+            return Err(Error::InvalidSize {
+                size: bytes,
+                block_size: self.block_size,
+            });
+        }
+        self.ctrl.update_size(self.dev_id, bytes >> 9)
+    }
+
+    /// Hands the device over to a new server, for a server upgrade: the queues end,
+    /// [`Serving::wait`] returns `Ok` leaving the device QUIESCED (not deleted) with its users'
+    /// I/O waiting, and [`Device::recover`](crate::Device::recover) in a new process makes it
+    /// LIVE again.
+    ///
+    /// With QUIESCE (Linux 6.16, asked for with user recovery when the kernel has it) the
+    /// kernel first lets the requests in flight finish (up to the deadline), so none is lost or
+    /// failed. Without it the queues leave at once, and the requests they hold are reissued to
+    /// the new server, which needs USER_RECOVERY_REISSUE.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RecoveryNotEnabled`]; [`Error::HandOverUnsafe`] without QUIESCE or reissue; the
+    /// control error of QUIESCE_DEV.
+    pub fn hand_over(&self) -> Result<()> {
+        if !self.features.contains(Features::USER_RECOVERY) {
+            return Err(Error::RecoveryNotEnabled {
+                dev_id: self.dev_id,
+            });
+        }
+        if self.features.contains(Features::QUIESCE) {
+            self.ctrl.start_hand_over();
+            return self.ctrl.quiesce(self.dev_id, self.timeout);
+        }
+        if !self.features.contains(Features::USER_RECOVERY_REISSUE) {
+            return Err(Error::HandOverUnsafe {
+                dev_id: self.dev_id,
+            });
+        }
+        self.ctrl.start_hand_over();
+        // The eventfd is non-blocking; EAGAIN means it is already signalled.
+        let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
+        Ok(())
+    }
+
+    /// Whether [`hand_over`](Self::hand_over) was called: the device is left for a new server.
+    pub fn handed_over(&self) -> bool {
+        self.ctrl.handing_over()
     }
 
     /// STOP_DEV: removes `/dev/ublkbN`; the queues end and [`Serving::wait`] returns. Stopping a
@@ -205,7 +279,7 @@ mod tests {
     fn handles_cross_threads() {
         fn send_sync<T: Send + Sync>() {}
         fn send<T: Send>() {}
-        send_sync::<StopHandle>();
+        send_sync::<DeviceHandle>();
         send::<Serving>();
     }
 }
