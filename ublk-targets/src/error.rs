@@ -93,6 +93,20 @@ pub enum Error {
         /// The errno.
         errno: Errno,
     },
+
+    /// Shrinking the store would cut off data written to it.
+    #[error(
+        "{}: shrinking to {from} bytes would lose data ({why}); pass --force to shrink anyway",
+        path.display()
+    )]
+    WouldLoseData {
+        /// The path.
+        path: PathBuf,
+        /// The new end.
+        from: u64,
+        /// How the data was found (or why it cannot be ruled out).
+        why: &'static str,
+    },
 }
 
 impl From<Error> for std::io::Error {

@@ -30,7 +30,7 @@ pub use error::Error;
 pub use fault::{Fault, FaultPlan, FaultQueue};
 pub use loop_target::{
     BackingIdentity, BackingIo, BackingKind, IdentityChange, Inline, Loop, LoopBuilder, LoopQueue,
-    LoopWarning,
+    LoopResizer, LoopWarning,
 };
 pub use mem::{CHUNK_BYTES, MAX_ZEROING_BYTES, Mem};
 pub use null::{Null, NullQueue};

@@ -40,8 +40,15 @@ type Chunk = RwLock<Option<Box<[u8]>>>;
 /// ```
 #[derive(Debug)]
 pub struct Mem {
+    /// Read-locked by every request, write-locked only to resize.
+    table: RwLock<Table>,
+}
+
+/// The disk's size and its chunks.
+#[derive(Debug)]
+struct Table {
     size: u64,
-    chunks: Box<[Chunk]>,
+    chunks: Vec<Chunk>,
 }
 
 /// The part of one request that falls into one chunk.
@@ -67,35 +74,75 @@ impl Mem {
     /// Like [`Mem::new`], but a chunk table that does not fit in memory (one entry per
     /// [`CHUNK_BYTES`] of disk) is an `OutOfMemory` error rather than an abort.
     pub fn try_new(size: u64) -> io::Result<Self> {
-        let too_big = || {
-            io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                format!(
-                    "its table of {} chunks does not fit in memory",
-                    size.div_ceil(CHUNK_BYTES as u64)
-                ),
-            )
+        let mut table = Table {
+            size: 0,
+            chunks: Vec::new(),
         };
-        let count = usize::try_from(size.div_ceil(CHUNK_BYTES as u64)).map_err(|_| too_big())?;
-        let mut chunks = Vec::new();
-        chunks.try_reserve_exact(count).map_err(|_| too_big())?;
-        chunks.extend((0..count).map(|_| RwLock::new(None)));
+        table.grow_to(size)?;
         Ok(Mem {
-            size,
-            chunks: chunks.into_boxed_slice(),
+            table: RwLock::new(table),
         })
     }
 
     /// The size in bytes.
     pub fn size(&self) -> u64 {
-        self.size
+        self.table().size
+    }
+
+    /// Makes the disk `size` bytes: new space reads as zeroes; space given up is freed. Waits
+    /// for the requests being served. Shrinking below written data is refused unless `force`,
+    /// as the data would be lost.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` naming the first written byte beyond `size` (without `force`);
+    /// `OutOfMemory` if the larger chunk table does not fit.
+    pub fn resize(&self, size: u64, force: bool) -> io::Result<()> {
+        let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
+        if size >= table.size {
+            return table.grow_to(size);
+        }
+        if let Some(at) = table.written_beyond(size)
+            && !force
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "data is written beyond {size} bytes (in the 64 KiB chunk at {at}): \
+                     shrinking would lose it"
+                ),
+            ));
+        }
+        let keep = usize::try_from(size.div_ceil(CHUNK_BYTES as u64)).unwrap_or(usize::MAX);
+        let boundary = (size % CHUNK_BYTES as u64) as usize;
+        table.chunks.truncate(keep);
+        if boundary != 0
+            && let Some(last) = table.chunks.last()
+            && let Some(data) = &mut *write(last)
+        {
+            // Growing again later must find zeroes there, not the old bytes.
+            data[boundary..].fill(0);
+        }
+        table.size = size;
+        Ok(())
+    }
+
+    /// Where data is written at or beyond byte `size`: the offset of the first chunk holding
+    /// some, or `None` if shrinking to `size` would lose nothing.
+    pub fn written_beyond(&self, size: u64) -> Option<u64> {
+        self.table().written_beyond(size)
+    }
+
+    fn table(&self) -> RwLockReadGuard<'_, Table> {
+        // A panic while the table was locked left it whole: resizing changes it in one step.
+        self.table.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sets what a RAM disk serves on `builder`: its size, and DISCARD and WRITE_ZEROES (which
     /// free memory), each at most [`MAX_ZEROING_BYTES`] per request.
     pub fn configure(&self, builder: DeviceBuilder) -> DeviceBuilder {
         let sectors = MAX_ZEROING_BYTES >> 9;
-        builder.size(self.size).discard(DiscardParams {
+        builder.size(self.size()).discard(DiscardParams {
             // Discards smaller than a chunk only zero: say that freeing needs whole chunks.
             granularity: CHUNK_BYTES as u32,
             alignment: 0,
@@ -106,7 +153,50 @@ impl Mem {
 
     /// Chunks currently holding memory: the disk's footprint is this times [`CHUNK_BYTES`].
     pub fn allocated_chunks(&self) -> usize {
-        self.chunks.iter().filter(|c| read(c).is_some()).count()
+        self.table()
+            .chunks
+            .iter()
+            .filter(|c| read(c).is_some())
+            .count()
+    }
+}
+
+impl Table {
+    /// See [`Mem::written_beyond`].
+    fn written_beyond(&self, size: u64) -> Option<u64> {
+        let keep = usize::try_from(size.div_ceil(CHUNK_BYTES as u64)).unwrap_or(usize::MAX);
+        let boundary = (size % CHUNK_BYTES as u64) as usize;
+        let first = keep.saturating_sub(usize::from(boundary != 0));
+        self.chunks
+            .iter()
+            .enumerate()
+            .skip(first)
+            .find(|(i, c)| match &*read(c) {
+                None => false,
+                // The last chunk kept: only its part past the new end matters.
+                Some(data) if *i + 1 == keep => data[boundary..].iter().any(|&b| b != 0),
+                Some(_) => true,
+            })
+            .map(|(i, _)| i as u64 * CHUNK_BYTES as u64)
+    }
+
+    /// Extends the chunk table to cover `size` bytes (reading as zeroes).
+    fn grow_to(&mut self, size: u64) -> io::Result<()> {
+        let too_big = || {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!(
+                    "its table of {} chunks does not fit in memory",
+                    size.div_ceil(CHUNK_BYTES as u64)
+                ),
+            )
+        };
+        let count = usize::try_from(size.div_ceil(CHUNK_BYTES as u64)).map_err(|_| too_big())?;
+        let more = count.saturating_sub(self.chunks.len());
+        self.chunks.try_reserve_exact(more).map_err(|_| too_big())?;
+        self.chunks.extend((0..more).map(|_| RwLock::new(None)));
+        self.size = size;
+        Ok(())
     }
 
     /// Splits `len` bytes at `offset` into per-chunk spans, after checking they are on the disk.
@@ -185,8 +275,9 @@ fn zero(slot: &mut Option<Box<[u8]>>, range: Range<usize>) {
 
 impl SimpleTarget for Mem {
     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let spans: Vec<Span> = self.spans(offset, buf.len() as u64)?.collect();
-        let guards: Vec<_> = spans.iter().map(|s| read(&self.chunks[s.chunk])).collect();
+        let table = self.table();
+        let spans: Vec<Span> = table.spans(offset, buf.len() as u64)?.collect();
+        let guards: Vec<_> = spans.iter().map(|s| read(&table.chunks[s.chunk])).collect();
         for (guard, span) in guards.iter().zip(spans) {
             let dst = &mut buf[span.in_buf];
             match &**guard {
@@ -198,18 +289,19 @@ impl SimpleTarget for Mem {
     }
 
     fn write(&self, offset: u64, buf: &[u8], _: IoFlags) -> io::Result<()> {
-        self.with_written(offset, buf.len() as u64, |slot, span| {
-            let data = slot.get_or_insert_with(|| vec![0; CHUNK_BYTES].into_boxed_slice());
-            data[span.in_chunk].copy_from_slice(&buf[span.in_buf]);
-        })
+        self.table()
+            .with_written(offset, buf.len() as u64, |slot, span| {
+                let data = slot.get_or_insert_with(|| vec![0; CHUNK_BYTES].into_boxed_slice());
+                data[span.in_chunk].copy_from_slice(&buf[span.in_buf]);
+            })
     }
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.zero_range(offset, len)
+        self.table().zero_range(offset, len)
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, _: IoFlags) -> io::Result<()> {
-        self.zero_range(offset, len)
+        self.table().zero_range(offset, len)
     }
 }
 
@@ -311,6 +403,42 @@ mod tests {
             .unwrap();
         disk.discard(0, u64::from(MAX_ZEROING_BYTES)).unwrap();
         assert_eq!(disk.allocated_chunks(), 0);
+    }
+
+    #[test]
+    fn resizing_grows_with_zeroes_and_refuses_to_lose_written_data() {
+        let disk = Mem::new(2 * C);
+        disk.write(C + 100, b"tail", IoFlags::empty()).unwrap();
+        disk.resize(4 * C, false).expect("grow");
+        assert_eq!(disk.size(), 4 * C);
+        assert!(
+            read_vec(&disk, 2 * C, 2 * CHUNK_BYTES)
+                .iter()
+                .all(|&b| b == 0)
+        );
+        disk.write(3 * C, b"far", IoFlags::empty()).unwrap();
+        // Shrinking over written bytes needs force; it changes nothing without.
+        let err = disk.resize(C + 50, false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("written beyond"), "{err}");
+        assert_eq!(disk.size(), 4 * C);
+        // Down to just past the last written byte in chunk 1 drops chunk 3 only with force.
+        assert!(disk.resize(C + 104, false).is_err(), "chunk 3 holds data");
+        disk.resize(C + 104, true).expect("forced");
+        assert_eq!(read_vec(&disk, C + 100, 4), b"tail");
+        // Bytes cut off and grown back read as zeroes.
+        disk.resize(C + 102, true).expect("cut 2 bytes");
+        disk.resize(2 * C, false).expect("grow back");
+        assert_eq!(read_vec(&disk, C + 100, 4), b"ta\0\0");
+        assert!(
+            disk.write(2 * C, b"x", IoFlags::empty()).is_err(),
+            "past the end"
+        );
+        // A chunk-aligned end right after written data: nothing is lost, no force needed.
+        disk.resize(4 * C, false).expect("grow");
+        disk.write(2 * C - 1, b"z", IoFlags::empty()).unwrap();
+        disk.resize(2 * C, false)
+            .expect("the data ends at the new end");
     }
 
     #[test]

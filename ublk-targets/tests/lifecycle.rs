@@ -119,7 +119,7 @@ fn a_stop_handle_ends_wait_from_another_thread() {
         .expect("add")
         .serve(Null)
         .expect("serve");
-    let handle = serving.stop_handle();
+    let handle = serving.handle();
     let stopper = std::thread::spawn(move || handle.stop());
     serving
         .wait()

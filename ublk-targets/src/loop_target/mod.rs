@@ -5,6 +5,7 @@ mod backing;
 mod backing_io;
 mod identity;
 mod queue;
+mod resize;
 
 use std::fmt;
 use std::io;
@@ -19,6 +20,7 @@ pub use backing_io::{BackingIo, Inline};
 pub use identity::{BackingIdentity, IdentityChange};
 pub use queue::LoopQueue;
 use queue::QueueConfig;
+pub use resize::LoopResizer;
 
 /// What backs a loop device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,6 +250,15 @@ impl Loop {
     /// keeps so that recovery serves the same store or none.
     pub fn identity(&self) -> BackingIdentity {
         self.identity
+    }
+
+    /// A handle that resizes the backing store while the device serves (`ublk resize`).
+    pub fn resizer(&self) -> LoopResizer {
+        LoopResizer {
+            path: self.path.clone(),
+            file: Arc::clone(&self.file),
+            kind: self.kind,
+        }
     }
 
     /// What could not be done as asked (buffered instead of direct I/O, a larger block size).
