@@ -5,6 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use ublk_queue::DeviceBuilder;
+use ublk_uapi::Features;
 
 use crate::backend::Backend;
 use crate::background;
@@ -16,7 +17,7 @@ use crate::serve::{Foreground, Recipe};
 pub fn run(target: TargetArgs) -> Result<(), CliError> {
     // Bad input is refused here, before any process or device exists: a loop device's backing
     // store is opened and checked (and created or grown), then the device's settings.
-    let backend = Backend::open(&target, false)?;
+    let backend = Backend::open(&target, None)?;
     let builder = backend.configure(builder_for(&target)).for_target(&backend);
     builder.validate()?;
     let serve = &target.common().serve;
@@ -31,13 +32,14 @@ pub fn run(target: TargetArgs) -> Result<(), CliError> {
         args: user_args(&target),
         backing: backend.identity(),
     };
+    let resizer = backend.resizer();
     let device = foreground.report(builder.add())?;
     foreground.made(device.id());
     if let Some(line) = backend.describe() {
         log::info!("device {}: {line}", device.id());
     }
     let serving = foreground.report(device.serve(backend))?;
-    foreground.run(serving, recipe)
+    foreground.run(serving, recipe, resizer)
 }
 
 /// The device the target's options describe (a loop device's size comes from
@@ -60,7 +62,13 @@ pub fn builder_for(target: &TargetArgs) -> DeviceBuilder {
         builder = builder.id(id);
     }
     if let Some(mode) = common.recovery {
-        builder = builder.features(mode.features());
+        // QUIESCE (6.16), where the kernel has it: `ublk restart` then loses no request.
+        builder = builder
+            .features(mode.features())
+            .optional_features(Features::QUIESCE);
+    }
+    if common.no_part_scan {
+        builder = builder.features(Features::NO_AUTO_PART_SCAN);
     }
     builder
 }

@@ -5,6 +5,7 @@
 use std::io;
 use std::num::NonZeroU64;
 use std::os::fd::BorrowedFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ublk_queue::{
@@ -13,7 +14,7 @@ use ublk_queue::{
 };
 use ublk_targets::{
     BackingIdentity, BackingKind, Fault, FaultPlan, FaultQueue, Inline, Loop, LoopBuilder,
-    LoopQueue, Mem, Null, NullQueue,
+    LoopQueue, LoopResizer, Mem, Null, NullQueue,
 };
 
 use crate::cli::TargetArgs;
@@ -33,12 +34,16 @@ pub enum Backend {
 
 impl Backend {
     /// Makes the backend `target` names; a loop device's backing store is opened (created or
-    /// grown as `--size` says) and its warnings logged. `recovering`: for a server taking the
-    /// device over, whose fault plan has no panic (a planned crash happens once).
-    pub fn open(target: &TargetArgs, recovering: bool) -> Result<Backend, CliError> {
+    /// grown as `--size` says) and its warnings logged.
+    ///
+    /// `recovering`: the size of a device a server takes over. It wins over the recorded
+    /// `--size` (the device may have been resized since), and a fault plan has no panic then
+    /// (a planned crash happens once).
+    pub fn open(target: &TargetArgs, recovering: Option<u64>) -> Result<Backend, CliError> {
+        let sized = |asked: Option<u64>| recovering.or(asked);
         match target {
             TargetArgs::Null { .. } => Ok(Backend::Null(Null)),
-            TargetArgs::Mem { size, .. } => mem(*size),
+            TargetArgs::Mem { size, .. } => mem(sized(Some(*size)).unwrap_or(*size)),
             TargetArgs::Loop {
                 file,
                 size,
@@ -51,7 +56,7 @@ impl Backend {
                     .buffered(*buffered)
                     .read_only(*read_only)
                     .backing_io(backing_io.backing_io());
-                open_loop(builder, *size, common.block_size)
+                open_loop(builder, sized(*size), common.block_size)
             }
             TargetArgs::Fault {
                 size,
@@ -63,8 +68,10 @@ impl Backend {
                 common,
             } => {
                 let store = match file {
-                    Some(file) => open_loop(LoopBuilder::new(file), *size, common.block_size)?,
-                    None => mem(size.unwrap_or(0))?,
+                    Some(file) => {
+                        open_loop(LoopBuilder::new(file), sized(*size), common.block_size)?
+                    }
+                    None => mem(sized(*size).unwrap_or(0))?,
                 };
                 let plan = FaultPlan {
                     every: NonZeroU64::new(*every).unwrap_or(NonZeroU64::MIN),
@@ -72,7 +79,7 @@ impl Backend {
                     fail: *fail_errno,
                     panic_after: panic_after
                         .and_then(NonZeroU64::new)
-                        .filter(|_| !recovering),
+                        .filter(|_| recovering.is_none()),
                 };
                 Ok(Backend::Fault(Box::new(Fault::new(store, plan))))
             }
@@ -87,6 +94,16 @@ impl Backend {
             Backend::Mem(mem) => mem.get().configure(builder),
             Backend::Null(_) => builder,
             Backend::Fault(fault) => fault.inner().configure(builder),
+        }
+    }
+
+    /// What resizes this backend's store while the device serves.
+    pub fn resizer(&self) -> Resizer {
+        match self {
+            Backend::Null(_) => Resizer::Nothing,
+            Backend::Mem(mem) => Resizer::Mem(Arc::clone(mem.get())),
+            Backend::Loop(backing) => Resizer::Loop(backing.resizer()),
+            Backend::Fault(fault) => fault.inner().resizer(),
         }
     }
 
@@ -153,6 +170,52 @@ impl Backend {
                 ""
             }
         ))
+    }
+}
+
+/// Resizes a backend's store, for `ublk resize`.
+#[derive(Debug)]
+pub enum Resizer {
+    /// Nothing to resize: null serves any size.
+    Nothing,
+    Mem(Arc<Mem>),
+    Loop(LoopResizer),
+}
+
+impl Resizer {
+    /// Checks that the store can be made `bytes` long (shrinking below written data needs
+    /// `force`), changing nothing.
+    pub fn check(&self, bytes: u64, force: bool) -> Result<(), CliError> {
+        match self {
+            Resizer::Nothing => Ok(()),
+            Resizer::Mem(mem) => match mem.written_beyond(bytes) {
+                Some(at) if bytes < mem.size() && !force => Err(CliError::Msg(format!(
+                    "the RAM disk holds data at {at}, beyond {bytes} bytes: shrinking would lose \
+                     it (pass --force to shrink anyway)"
+                ))),
+                _ => Ok(()),
+            },
+            Resizer::Loop(resizer) => Ok(resizer.check(bytes, force)?),
+        }
+    }
+
+    /// Makes the store `bytes` long (checked first with [`check`](Self::check)).
+    pub fn apply(&self, bytes: u64) -> Result<(), CliError> {
+        match self {
+            Resizer::Nothing => Ok(()),
+            Resizer::Mem(mem) => mem
+                .resize(bytes, true)
+                .map_err(|e| CliError::io("resizing the RAM disk", e)),
+            Resizer::Loop(resizer) => Ok(resizer.resize(bytes, true)?),
+        }
+    }
+
+    /// The store's identity now, for a loop device's record.
+    pub fn identity(&self) -> Option<BackingIdentity> {
+        match self {
+            Resizer::Loop(resizer) => resizer.identity().ok(),
+            Resizer::Nothing | Resizer::Mem(_) => None,
+        }
     }
 }
 

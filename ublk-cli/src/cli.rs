@@ -68,6 +68,33 @@ pub enum Command {
     /// waited meanwhile goes on. Prints `ID /dev/ublkbID` once the device is LIVE again. Like
     /// `add`, the server runs in the background unless --foreground.
     Recover(RecoverArgs),
+    /// Give a live device a new size (Linux 6.16): its store grows or shrinks with it, and its
+    /// users see the new size (`blockdev --getsize64`; grow a file system with resize2fs).
+    ///
+    /// A loop device's file grows (sparse) or shrinks, a RAM disk's memory with it; shrinking
+    /// below data written to the store is refused unless --force. The device's server does the
+    /// resizing, asked through its control socket (/run/ublk/ID.sock).
+    Resize {
+        /// The device id.
+        id: u32,
+        /// The new size (bytes, or with a K/M/G/T suffix), a multiple of the block size.
+        #[arg(value_parser = parse_size)]
+        size: u64,
+        /// Shrink even below data written to the store (it is lost).
+        #[arg(long)]
+        force: bool,
+        /// Internal: where the device records and sockets are (tests use a scratch directory).
+        #[arg(long, hide = true, default_value = crate::record::RECORD_DIR)]
+        record_dir: PathBuf,
+    },
+    /// Hand a live device over to a new server, for an upgrade of the server: its users keep
+    /// their open files and their I/O goes on.
+    ///
+    /// The running server stops serving without deleting the device, and a new one takes it
+    /// over as `ublk recover` does. No request fails: with QUIESCE (Linux 6.16) the kernel lets
+    /// those in flight finish first; without it the device must have been added with
+    /// `--recovery reissue`, which replays them. Not for RAM disks (their data would be lost).
+    Restart(RestartArgs),
     /// Show what this kernel's ublk_drv supports, by feature name.
     Features,
 }
@@ -83,6 +110,20 @@ pub struct RecoverArgs {
     /// How long to wait, in seconds, for the kernel to notice that the old server died and for its
     /// files to close (normally moments; up to the 30 s request timeout if every request was in
     /// the old server's hands), and for each step after.
+    #[arg(long, default_value_t = 60, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// `ublk restart`'s options.
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// The device id (as `ublk list` shows it).
+    pub id: u32,
+    /// How long, in seconds, the old server may take to hand the device over and exit, and
+    /// the new one each step of taking it over.
     #[arg(long, default_value_t = 60, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout: u64,
@@ -357,6 +398,10 @@ pub struct CommonArgs {
     /// same, registered by the kernel), `need-get-data` (as copy, buffers only while in use).
     #[arg(long, value_enum, default_value_t = BufferModeArg::Auto, value_name = "MODE")]
     pub buffer_mode: BufferModeArg,
+    /// Do not scan the device for partitions when it goes live (Linux 7.0); `blockdev
+    /// --rereadpt` scans it when wanted.
+    #[arg(long)]
+    pub no_part_scan: bool,
     /// How long, in seconds, `ublk add` waits for its background server to report the device
     /// live before it stops the server and deletes what it made.
     #[arg(long, default_value_t = 120, value_name = "SECS",

@@ -1,4 +1,9 @@
-//! `ublk del`: stop and delete devices, without ever blocking on a server that cannot answer.
+//! `ublk del`: stop and delete devices that nobody uses, without ever blocking on a server that
+//! cannot answer.
+//!
+//! A device that is mounted, open or held by another device is refused, naming who holds it
+//! ([`crate::holders`]), unless `--force`; where the kernel has TRY_STOP_DEV (Linux 7.0) the
+//! disk is then removed only if nobody holds it, checked and done atomically.
 //!
 //! STOP_DEV removes the disk, and removing a disk waits for every request in flight; a request
 //! held by a server that is stopped (SIGSTOP) or stuck is never completed, and the waiting task
@@ -7,7 +12,8 @@
 //! - a `ublk` server (its record names it) is asked to stop with SIGTERM, through a pidfd: it
 //!   stops and deletes its device itself, and `del` waits for it to exit, up to `--timeout`;
 //! - a server that is stopped is refused at once, naming it and what to do;
-//! - `--force` kills the server (SIGKILL) first: the kernel then fails or requeues what it held;
+//! - `--force` kills a stopped server, or one that did not stop in time (SIGKILL): the kernel
+//!   then fails or requeues what it held;
 //! - a device without a live server (DEAD, QUIESCED, or its server gone) is stopped and deleted
 //!   here.
 //!
@@ -22,7 +28,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 use ublk_ctrl::{Control, Error as CtrlError};
-use ublk_uapi::DevState;
+use ublk_uapi::{DevState, Features};
 
 use crate::error::CliError;
 use crate::record::{RECORD_DIR, Record};
@@ -83,6 +89,11 @@ impl Server {
         }
     }
 
+    /// Whether the process still runs (its pidfd is not readable yet).
+    fn alive(&self) -> bool {
+        !exits_within(&self.pidfd, Duration::ZERO)
+    }
+
     /// The process's state letter (`S`, `D`, `T`, ...), from /proc (our pidfd keeps the pid).
     fn state(&self) -> Option<char> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
@@ -93,6 +104,20 @@ impl Server {
             .chars()
             .next()
     }
+}
+
+/// Kills a server that is stopped or does not stop (`--force`), and waits for it to go.
+fn kill(server: &Server, id: u32, timeout: Duration) -> Result<(), CliError> {
+    server.signal(Signal::KILL)?;
+    if exits_within(&server.pidfd, timeout) {
+        return Ok(());
+    }
+    Err(CliError::Msg(format!(
+        "device {id}'s server (pid {}) was sent SIGKILL but did not exit within {timeout:?}: {}; \
+         the device is left as it is",
+        server.pid,
+        state_hint(server.state())
+    )))
 }
 
 /// What a state letter says about a server that does not exit.
@@ -121,34 +146,55 @@ fn delete(ctrl: &mut Control, id: u32, force: bool, timeout: Duration) -> Result
         .ok()
         .flatten()
         .is_some_and(|r| r.pid == pid);
-    match &server {
-        Some(server) if force => {
-            server.signal(Signal::KILL)?;
-            if !exits_within(&server.pidfd, timeout) {
-                return Err(CliError::Msg(format!(
-                    "device {id}'s server (pid {pid}) was sent SIGKILL but did not exit within \
-                     {timeout:?}: {}; the device is left as it is",
-                    state_hint(server.state())
-                )));
-            }
-        }
-        Some(server) if matches!(server.state(), Some('T' | 't')) => {
+    let stopped = server
+        .as_ref()
+        .is_some_and(|s| matches!(s.state(), Some('T' | 't')));
+    if stopped && !force {
+        return Err(CliError::Msg(format!(
+            "device {id}'s server (pid {pid}) is stopped (SIGSTOP, or a debugger), so it cannot \
+             finish its requests and the device cannot be removed: resume it (`kill -CONT \
+             {pid}`) and run `ublk del {id}` again, or kill it (`ublk del --force {id}`)"
+        )));
+    }
+    if !force {
+        let held = crate::holders::of(id);
+        if !held.is_empty() {
             return Err(CliError::Msg(format!(
-                "device {id}'s server (pid {pid}) is stopped (SIGSTOP, or a debugger), so it cannot \
-                 finish its requests and the device cannot be removed: resume it (`kill -CONT \
-                 {pid}`) and run `ublk del {id}` again, or kill it (`ublk del --force {id}`)"
+                "device {id} is in use: {}; stop using it, or delete it anyway with `ublk del \
+                 --force {id}` (its users get I/O errors)",
+                held.join("; ")
             )));
         }
+    }
+    match &server {
+        Some(server) if stopped => kill(server, id, timeout)?,
         Some(server) if ours => {
+            if !force && info.features().contains(Features::SAFE_STOP_DEV) {
+                // Nobody held it a moment ago: the kernel removes the disk only if that is
+                // still so, under the lock that opening it takes.
+                match ctrl.try_stop_dev(id) {
+                    Ok(()) | Err(CtrlError::NoSuchDevice { .. }) => {}
+                    Err(CtrlError::Busy { .. }) => {
+                        return Err(CliError::Msg(format!(
+                            "device {id} was opened while it was being deleted; try again, or \
+                             `ublk del --force {id}`"
+                        )));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
             // It stops and deletes its device itself, from its own process.
             server.signal(Signal::TERM)?;
             if !exits_within(&server.pidfd, timeout) {
-                return Err(CliError::Msg(format!(
-                    "device {id}'s server (pid {pid}) did not stop within {timeout:?}: {}; kill \
-                     it with `ublk del --force {id}` (its requests then fail or, with recovery, \
-                     wait for `ublk recover`)",
-                    state_hint(server.state())
-                )));
+                if !force {
+                    return Err(CliError::Msg(format!(
+                        "device {id}'s server (pid {pid}) did not stop within {timeout:?}: {}; \
+                         kill it with `ublk del --force {id}` (its requests then fail or, with \
+                         recovery, wait for `ublk recover`)",
+                        state_hint(server.state())
+                    )));
+                }
+                kill(server, id, timeout)?;
             }
         }
         _ => {}
@@ -156,7 +202,7 @@ fn delete(ctrl: &mut Control, id: u32, force: bool, timeout: Duration) -> Result
     let records_gone = || {
         let _ = Record::remove_own_in(records, id, pid);
     };
-    if server.is_some() && (force || ours) {
+    if server.as_ref().is_some_and(|s| ours || !s.alive()) {
         // The server is gone. Its device, if still there, still names it; a device under this
         // id that names another server is a new one, not ours to touch.
         match ctrl.dev_info(id) {
@@ -197,7 +243,7 @@ fn delete(ctrl: &mut Control, id: u32, force: bool, timeout: Duration) -> Result
 const SERVER_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether the process behind `pidfd` exits within `timeout` (a pidfd turns readable when it does).
-fn exits_within(pidfd: &OwnedFd, timeout: Duration) -> bool {
+pub fn exits_within(pidfd: &OwnedFd, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -7,12 +7,16 @@ mod cli;
 mod del;
 mod error;
 mod features;
+mod holders;
 mod list;
 mod record;
 mod recover;
+mod resize;
+mod restart;
 mod serve;
 mod signals;
 mod size;
+mod socket;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -44,6 +48,13 @@ fn main() -> ExitCode {
             timeout,
         } => del::run(id, all, force, std::time::Duration::from_secs(timeout)),
         Command::Recover(args) => recover::run(args),
+        Command::Resize {
+            id,
+            size,
+            force,
+            record_dir,
+        } => resize::run(id, size, force, &record_dir),
+        Command::Restart(args) => restart::run(args),
         Command::Features => features::run(),
     };
     match outcome {

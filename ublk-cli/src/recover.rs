@@ -16,7 +16,7 @@ use ublk_targets::BackingIdentity;
 use crate::add;
 use crate::backend::Backend;
 use crate::background;
-use crate::cli::{Cli, Command, RecoverArgs, TargetArgs};
+use crate::cli::{Cli, Command, RecoverArgs, ServeArgs, TargetArgs};
 use crate::error::CliError;
 use crate::record::Record;
 use crate::serve::{Foreground, Recipe};
@@ -34,30 +34,36 @@ pub struct Checked {
 
 /// Runs `ublk recover`.
 pub fn run(args: RecoverArgs) -> Result<(), CliError> {
+    take_over(args.id, args.timeout, &args.serve)
+}
+
+/// Starts a new server for device `id`, which waits for one (its server died or handed it
+/// over), as its record says: in the background unless `serve` says this process serves.
+pub fn take_over(id: u32, timeout_secs: u64, serve: &ServeArgs) -> Result<(), CliError> {
     // Bad input is refused here, before any process is started or the device touched.
-    let checked = check(args.id, &args.serve.record_dir)?;
+    let checked = check(id, &serve.record_dir)?;
     let backend = open_backend(&checked)?;
-    if !args.serve.here() {
+    if !serve.here() {
         // The background server opens the backing store again, for itself.
         drop(backend);
         // Waiting for the old server's exit, then every step: each up to --timeout.
-        let timeout = Duration::from_secs(args.timeout);
+        let timeout = Duration::from_secs(timeout_secs);
         return background::spawn((timeout * 3 + Duration::from_secs(30)).max(MIN_READY_TIMEOUT));
     }
-    let foreground = Foreground::start(&args.serve, true)?;
+    let foreground = Foreground::start(serve, true)?;
     if backend.in_memory() {
         log::warn!(
-            "device {}: a mem device's data died with its old server: it now reads as zeroes",
-            args.id
+            "device {id}: a mem device's data died with its old server: it now reads as zeroes"
         );
     }
     if let Some(line) = backend.describe() {
-        log::info!("device {}: {line}", args.id);
+        log::info!("device {id}: {line}");
     }
+    let resizer = backend.resizer();
     // Queue threads run as the record's options say, like the first server's did.
     let recovering = checked
         .recovering
-        .timeout(Duration::from_secs(args.timeout))
+        .timeout(Duration::from_secs(timeout_secs))
         .queue_options(checked.target.common().queue_options());
     let recipe = Recipe {
         target: checked.target.name(),
@@ -65,7 +71,7 @@ pub fn run(args: RecoverArgs) -> Result<(), CliError> {
         backing: checked.record.backing,
     };
     let serving = foreground.report(recovering.serve(backend))?;
-    foreground.run(serving, recipe)
+    foreground.run(serving, recipe, resizer)
 }
 
 /// Opens the backend the record names, as `ublk add` did, after checking it can serve the same
@@ -107,7 +113,8 @@ fn open_backend(checked: &Checked) -> Result<Backend, CliError> {
             )));
         }
     }
-    let backend = Backend::open(&checked.target, true)?;
+    let device_size = checked.recovering.params().basic.dev_sectors << 9;
+    let backend = Backend::open(&checked.target, Some(device_size))?;
     let wanted = backend
         .configure(add::builder_for(&checked.target))
         .params(checked.recovering.info());

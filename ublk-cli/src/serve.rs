@@ -10,13 +10,17 @@ use std::time::Instant;
 
 use std::ffi::OsString;
 
-use ublk_queue::Serving;
+use std::sync::Mutex;
+
+use ublk_queue::{DeviceHandle, Serving};
 use ublk_targets::BackingIdentity;
 
+use crate::backend::Resizer;
 use crate::cli::ServeArgs;
 use crate::error::CliError;
 use crate::record::Record;
 use crate::signals::StopOnSignal;
+use crate::socket::{self, Reply, Request};
 
 /// What a device's record says about how it was made.
 #[derive(Debug)]
@@ -77,9 +81,10 @@ impl Foreground {
         report(&self.ready, result)
     }
 
-    /// Serves the live device until it is stopped (SIGINT/SIGTERM or `ublk del`), with its
-    /// record (for `ublk list` and `ublk recover`) in place meanwhile.
-    pub fn run(self, serving: Serving, recipe: Recipe) -> Result<(), CliError> {
+    /// Serves the live device until it is stopped (SIGINT/SIGTERM or `ublk del`) or handed
+    /// over (`ublk restart`), with its record (for `ublk list` and `ublk recover`) and its
+    /// control socket (for `ublk resize` and `ublk restart`) in place meanwhile.
+    pub fn run(self, serving: Serving, recipe: Recipe, resizer: Resizer) -> Result<(), CliError> {
         let id = serving.id();
         for warning in serving.warnings() {
             log::warn!("{warning}");
@@ -104,6 +109,30 @@ impl Foreground {
                 self.record_dir.display()
             );
         }
+        let handle = serving.handle();
+        let size = serving.params().basic.dev_sectors << 9;
+        let resize = Resize {
+            handle: handle.clone(),
+            resizer,
+            size: Mutex::new(size),
+            record: Mutex::new(record.clone()),
+            record_dir: self.record_dir.clone(),
+        };
+        let socket = socket::serve(&self.record_dir, id, move |request| match request {
+            Request::Resize { bytes, force } => match resize.apply(bytes, force) {
+                Ok(message) => Reply::Ok(message),
+                Err(e) => Reply::Error(e.to_string()),
+            },
+            Request::HandOver => match resize.handle.hand_over() {
+                Ok(()) => Reply::Ok(format!("device {id} handed over")),
+                Err(e) => Reply::Error(e.to_string()),
+            },
+        });
+        if let Err(e) = &socket {
+            log::warn!(
+                "device {id}: no control socket (ublk resize and restart will not reach this server): {e}"
+            );
+        }
         let line = format!("{id} {}", serving.block_path());
         match self.ready.take() {
             Some(mut ready) => {
@@ -115,16 +144,20 @@ impl Foreground {
         let stats = serving.shared_stats();
         let outcome = self
             .signals
-            .arm(serving.stop_handle())
+            .arm(serving.handle())
             .and_then(|()| serving.wait());
+        if let Ok(path) = socket {
+            let _ = std::fs::remove_file(path);
+        }
         // A device left for a new server keeps its record: `ublk recover` reads it.
-        let left_for_recovery = matches!(
-            outcome,
-            Err(ublk_queue::Error::QueueFailed {
-                left_for_recovery: true,
-                ..
-            })
-        );
+        let left_for_recovery = handle.handed_over()
+            || matches!(
+                outcome,
+                Err(ublk_queue::Error::QueueFailed {
+                    left_for_recovery: true,
+                    ..
+                })
+            );
         if !left_for_recovery {
             let _ = Record::remove_own_in(&self.record_dir, id, record.pid);
         }
@@ -137,11 +170,61 @@ impl Foreground {
             );
         }
         match &outcome {
+            Ok(()) if handle.handed_over() => {
+                log::info!("device {id} handed over: it waits for its next server")
+            }
             Ok(()) => log::info!("device {id} stopped and deleted"),
             Err(e) => log::error!("device {id}: {e}"),
         }
         Ok(outcome?)
     }
+}
+
+/// What `ublk resize` needs of a serving device.
+struct Resize {
+    handle: DeviceHandle,
+    resizer: Resizer,
+    /// The device's size now.
+    size: Mutex<u64>,
+    /// The device's record: a resized loop store's identity changes.
+    record: Mutex<Record>,
+    record_dir: PathBuf,
+}
+
+impl Resize {
+    /// Makes the device and its store `bytes` long: a larger store before the device, a smaller
+    /// one after (checked first, so a refusal changes nothing).
+    fn apply(&self, bytes: u64, force: bool) -> Result<String, CliError> {
+        let mut size = lock(&self.size);
+        let id = self.handle.dev_id();
+        if bytes == *size {
+            return Ok(format!("device {id} is {bytes} bytes already"));
+        }
+        self.resizer.check(bytes, force)?;
+        if bytes > *size {
+            self.resizer.apply(bytes)?;
+            self.handle.update_size(bytes)?;
+        } else {
+            self.handle.update_size(bytes)?;
+            self.resizer.apply(bytes)?;
+        }
+        *size = bytes;
+        let mut record = lock(&self.record);
+        if let Some(identity) = self.resizer.identity() {
+            record.backing = Some(identity);
+        }
+        if let Err(e) = record.save_in(&self.record_dir) {
+            log::warn!("device {id}: cannot update the record after resizing: {e}");
+        }
+        log::info!("device {id} resized to {bytes} bytes");
+        Ok(format!("device {id} is now {bytes} bytes"))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Passes `result` on; an error also goes down the verdict pipe, if there is one.

@@ -11,12 +11,12 @@ use std::thread;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use ublk_queue::StopHandle;
+use ublk_queue::DeviceHandle;
 
 /// Where the signal thread finds the device to stop.
 #[derive(Debug, Default)]
 struct Slot {
-    handle: Option<StopHandle>,
+    handle: Option<DeviceHandle>,
     requested: bool,
 }
 
@@ -58,7 +58,7 @@ impl StopOnSignal {
     }
 
     /// From now on a signal stops this device; if one came already, stops it now.
-    pub fn arm(&self, handle: StopHandle) -> ublk_queue::Result<()> {
+    pub fn arm(&self, handle: DeviceHandle) -> ublk_queue::Result<()> {
         let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
         let stop_now = slot.requested;
         slot.handle = Some(handle.clone());

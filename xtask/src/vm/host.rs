@@ -44,6 +44,10 @@ pub const NEEDS: &[Need] = &[
         package: "e2fsprogs",
     },
     Need {
+        program: "resize2fs",
+        package: "e2fsprogs",
+    },
+    Need {
         program: "blkdiscard",
         package: "util-linux",
     },

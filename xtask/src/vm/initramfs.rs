@@ -21,6 +21,7 @@ pub const GUEST_TOOLS: &[&str] = &[
     "mke2fs",
     "mkfs.ext4",
     "e2fsck",
+    "resize2fs",
     "blkdiscard",
     "blockdev",
     "losetup",
