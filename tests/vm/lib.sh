@@ -260,7 +260,7 @@ refused() {
 cleanup() {
     for cl_pid in ${fio_pid:-} ${server_pid:-}; do kill -9 "$cl_pid" 2>/dev/null || true; done
     [ -z "${MNT:-}" ] || umount "$MNT" 2>/dev/null || true
-    ublk del --all >/dev/null 2>&1 || true
+    ublk del --all --force >/dev/null 2>&1 || true
     [ -z "${AFTER_DEL:-}" ] || "$AFTER_DEL" || true
 }
 

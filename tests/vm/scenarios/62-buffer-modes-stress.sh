@@ -1,8 +1,8 @@
 #!/bin/sh
 # 62-buffer-modes-stress: I/O racing the device's deletion and its server's death, in every
 # buffer mode the kernel has (what the kernel's own stress_01-05 tests do): with fio running 4
-# jobs of random I/O on a loop and a null device, (a) `ublk del` both, (b) kill -9 their servers
-# and `ublk del` the dead devices. Each time fio fails without hanging, no process is left in D
+# jobs of random I/O on a loop and a null device, (a) `ublk del --force` both (fio holds them
+# open), (b) kill -9 their servers and `ublk del --force` the dead devices. Each time fio fails without hanging, no process is left in D
 # state, nothing is left, and the kernel logs no warning.
 set -eu
 
@@ -35,8 +35,8 @@ for mode in copy need-get-data user-copy zero-copy auto-register; do
         if [ "$how" = kill ]; then
             kill -9 "$(field "$lo_id" pid)" "$(field "$nu_id" pid)"
         fi
-        timeout 60 ublk del "$lo_id" >/dev/null 2>/tmp/del.err || fail "$mode $how: del of loop failed: $(cat /tmp/del.err)"
-        timeout 60 ublk del "$nu_id" >/dev/null 2>/tmp/del.err || fail "$mode $how: del of null failed: $(cat /tmp/del.err)"
+        timeout 60 ublk del --force "$lo_id" >/dev/null 2>/tmp/del.err || fail "$mode $how: del of loop failed: $(cat /tmp/del.err)"
+        timeout 60 ublk del --force "$nu_id" >/dev/null 2>/tmp/del.err || fail "$mode $how: del of null failed: $(cat /tmp/del.err)"
         fio_fails "$mode $how: fio" 60
         no_d_state "$mode $how"
         nothing_left "$mode $how"

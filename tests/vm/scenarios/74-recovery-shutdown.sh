@@ -64,7 +64,7 @@ echo "$N: ok: SIGTERM under fio load: server gone in $server_ms ms, fio failed, 
 add mem --size 256M --queues 2
 start_fio
 rc=0
-timeout 10 ublk del "$dev_id" >/dev/null 2>/tmp/del.err || rc=$?
+timeout 10 ublk del --force "$dev_id" >/dev/null 2>/tmp/del.err || rc=$?
 [ "$rc" -eq 0 ] || fail "ublk del under load exited $rc (124: took over 10 s): $(cat /tmp/del.err)"
 fio_fails "ublk del under load" 15
 wait_exit "$server" 10 "server after ublk del under load"
@@ -79,7 +79,7 @@ kill -9 "$server"
 wait_state "$dev_id" QUIESCED
 running "$fio_pid" || fail "fio exited although the device waits for recovery"
 rc=0
-timeout 10 ublk del "$dev_id" >/dev/null 2>/tmp/del.err || rc=$?
+timeout 10 ublk del --force "$dev_id" >/dev/null 2>/tmp/del.err || rc=$?
 [ "$rc" -eq 0 ] || fail "ublk del of a QUIESCED device exited $rc: $(cat /tmp/del.err)"
 fio_fails "ublk del of a QUIESCED device" 15
 nothing_left "ublk del of a QUIESCED device"

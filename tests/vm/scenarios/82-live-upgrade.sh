@@ -1,0 +1,56 @@
+#!/bin/sh
+# 82-live-upgrade: `ublk restart` hands a live device to a new server while fio writes and
+# verifies: no I/O fails, nothing is lost, the old server is gone and a new one serves.
+#  - a loop device with `--recovery`: on Linux 6.16+ (QUIESCE) the kernel drains what is in
+#    flight first; older kernels refuse naming QUIESCE (Linux 6.16);
+#  - a loop device with `--recovery reissue`: works on every kernel (what is in flight is
+#    replayed to the new server).
+#  - a RAM disk: refused (its data would be lost).
+set -eu
+
+N=82-live-upgrade
+FIO_LOG=/tmp/r82.fio
+# shellcheck source=../lib.sh
+. /xtask/lib.sh
+
+trap cleanup EXIT
+
+IMG=/tmp/r82.img
+
+upgrade() {
+    rm -f "$IMG"
+    add_dev dev loop --file "$IMG" --size 64M $1
+    fio --eta=never --name=r82 --filename="$dev_path" --ioengine=io_uring --direct=1 \
+        --rw=randwrite --bsrange=4k-256k --size=32M --iodepth=16 --verify=crc32c \
+        --verify_fatal=1 --rate_iops=2000 --output="$FIO_LOG" &
+    fio_pid=$!
+    wait_io written "$dev_id" 2048
+    old=$(field "$dev_id" pid)
+    out=$(timeout 120 ublk restart "$dev_id" 2>/tmp/r82.err) || fail "$1: ublk restart failed: $(cat /tmp/r82.err)"
+    [ "$out" = "$dev_id $dev_path" ] || fail "$1: ublk restart printed '$out'"
+    ! running "$old" || fail "$1: the old server $old still runs"
+    new=$(field "$dev_id" pid)
+    [ "$new" != "$old" ] && running "$new" || fail "$1: no new server (pid '$new')"
+    rc=0
+    wait "$fio_pid" || rc=$?
+    fio_pid=
+    [ "$rc" -eq 0 ] || fail "$1: fio exited $rc across the restart"
+    grep -q "err= 0" "$FIO_LOG" || fail "$1: fio reported errors"
+    del_dev dev
+    echo "$N: ok: $1: restarted under fio write+verify (server $old -> $new), 0 errors"
+}
+
+upgrade "--recovery reissue"
+if linux_at_least 6.16; then
+    upgrade "--recovery"
+else
+    rm -f "$IMG"
+    add_dev dev loop --file "$IMG" --size 64M --recovery
+    refused "restart without QUIESCE" "QUIESCE (Linux 6.16)" timeout 60 ublk restart "$dev_id"
+    [ "$(field "$dev_id" state)" = LIVE ] || fail "the refused restart touched the device"
+    del_dev dev
+fi
+add_dev dev mem --size 16M --recovery reissue
+refused "restart of a RAM disk" "would be lost" timeout 60 ublk restart "$dev_id"
+del_dev dev
+nothing_left "at the end"
