@@ -23,12 +23,15 @@
 //! - [`Builder`] (builder.rs): setup flags and the refused-flag fallback.
 //! - [`Ring`] (ring.rs): the fd, the mappings, the queues; `submit*` (submit.rs) and
 //!   registration ([`register`]).
+//! - [`BufRing`] (buf_ring.rs): provided-buffer rings, their tail ordering and incremental
+//!   consumption.
 //! - [`squeue`]: [`Entry`](squeue::Entry), [`Entry128`](squeue::Entry128), pushing; SQ ordering rules.
 //! - [`cqueue`]: [`Cqe`](cqueue::Cqe), reaping; CQ ordering rules.
 //! - [`opcode`]: one builder per operation.
 //! - [`types`]: file targets, iovecs, timespecs, flag words.
 //! - `fault` (feature `fault-injection`, tests only): failing `io_uring_enter` on demand.
 
+mod buf_ring;
 mod builder;
 pub mod cqueue;
 mod error;
@@ -42,6 +45,7 @@ pub mod squeue;
 mod submit;
 pub mod types;
 
+pub use buf_ring::{BufRing, BufRingFlags};
 pub use builder::Builder;
 pub use error::{Error, Result};
 pub use ring::Ring;

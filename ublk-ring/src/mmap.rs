@@ -36,6 +36,29 @@ impl Mmap {
         Ok(Self { ptr, len })
     }
 
+    /// `len` bytes of fresh, zeroed, private memory (`MAP_ANONYMOUS`), page-aligned and
+    /// populated: memory this process shares with the kernel by address (a provided-buffer
+    /// ring), not by mapping the io_uring fd.
+    pub(crate) fn anonymous(len: usize) -> Result<Self, Errno> {
+        // SAFETY: a null hint lets the kernel pick fresh addresses, so no existing memory is
+        // replaced; the region is owned by this `Mmap` and unmapped once, in `drop`.
+        let ptr = unsafe {
+            rustix::mm::mmap_anonymous(
+                ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE | MapFlags::POPULATE,
+            )?
+        };
+        let ptr = NonNull::new(ptr).ok_or(Errno::NOMEM)?;
+        Ok(Self { ptr, len })
+    }
+
+    /// The first byte of the mapping.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr().cast()
+    }
+
     /// Address of byte `offset` as a `*mut T`, if a `T` there lies inside the mapping and is
     /// aligned. The kernel hands the offsets out in `io_uring_params`; this checks them once
     /// at setup so the hot path can trust the pointers.

@@ -415,6 +415,7 @@ pub struct UringCmd16 {
     cmd: [u8; 16],
     flags: UringCmdFlags,
     buf_index: u16,
+    buf_group: Option<u16>,
     addr: u64,
 }
 
@@ -428,6 +429,7 @@ impl UringCmd16 {
             cmd: [0; 16],
             flags: UringCmdFlags::empty(),
             buf_index: 0,
+            buf_group: None,
             addr: 0,
         }
     }
@@ -465,6 +467,19 @@ impl UringCmd16 {
         self
     }
 
+    /// Multishot (Linux 6.16 for URING_CMD): the command stays armed and posts a CQE with
+    /// `IORING_CQE_F_MORE` for every event, each into a buffer the kernel picks from group
+    /// `bgid` (a [`BufRing`](crate::BufRing)); a CQE without `MORE` ends it. The kernel takes
+    /// the two only together (`IORING_URING_CMD_MULTISHOT` with `IOSQE_BUFFER_SELECT`, and
+    /// neither with [`UringCmdFlags::FIXED`]), so one call sets both.
+    #[inline]
+    #[must_use]
+    pub const fn multishot(mut self, bgid: u16) -> Self {
+        self.flags = self.flags.union(UringCmdFlags::MULTISHOT);
+        self.buf_group = Some(bgid);
+        self
+    }
+
     /// The entry.
     #[inline]
     pub fn build(self) -> Entry {
@@ -474,6 +489,11 @@ impl UringCmd16 {
         e.op_flags = self.flags.bits();
         e.buf_index = self.buf_index;
         e.cmd = self.cmd;
+        if let Some(bgid) = self.buf_group {
+            // `buf_index` and `buf_group` share the SQE's u16.
+            e.buf_index = bgid;
+            e = e.flags(SqeFlags::BUFFER_SELECT);
+        }
         e
     }
 }
@@ -790,9 +810,126 @@ impl Recv {
     }
 }
 
+/// `IORING_OP_READ` into a buffer the kernel picks from group `bgid` (a
+/// [`BufRing`](crate::BufRing)): the CQE carries `IORING_CQE_F_BUFFER` and the buffer id.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadProvided {
+    target: Target,
+    len: u32,
+    bgid: u16,
+    offset: u64,
+}
+
+impl ReadProvided {
+    /// Read up to `len` bytes from `fd` (0: the picked buffer's length) into a buffer of
+    /// group `bgid`, at offset 0 unless [`offset`](Self::offset) says otherwise.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, len: u32, bgid: u16) -> Self {
+        Self {
+            target: fd.into(),
+            len,
+            bgid,
+            offset: 0,
+        }
+    }
+
+    /// File offset; `u64::MAX` means the current file position.
+    #[inline]
+    #[must_use]
+    pub const fn offset(mut self, offset: u64) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// The entry.
+    #[inline]
+    pub fn build(self) -> Entry {
+        let mut e = entry(IORING_OP_READ, self.target).flags(SqeFlags::BUFFER_SELECT);
+        e.len = self.len;
+        e.off = self.offset;
+        e.buf_index = self.bgid;
+        e
+    }
+}
+
+/// `IORING_RECV_MULTISHOT`, in `sqe->ioprio`.
+const IORING_RECV_MULTISHOT: u16 = 1 << 1;
+
+/// `IORING_OP_RECV`, multishot (Linux 6.0): one CQE with `IORING_CQE_F_MORE` per arrival of
+/// data, each into a buffer the kernel picks from group `bgid`; a CQE without `MORE` (the
+/// group ran dry: `-ENOBUFS`; end of stream: 0; an error) ends it.
+#[derive(Debug, Clone, Copy)]
+pub struct RecvMulti {
+    target: Target,
+    bgid: u16,
+    flags: RecvFlags,
+}
+
+impl RecvMulti {
+    /// Receive from socket `fd` into buffers of group `bgid`, until stopped.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, bgid: u16) -> Self {
+        Self {
+            target: fd.into(),
+            bgid,
+            flags: RecvFlags::empty(),
+        }
+    }
+
+    /// `MSG_*` flags.
+    #[inline]
+    #[must_use]
+    pub const fn flags(mut self, flags: RecvFlags) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// The entry.
+    #[inline]
+    pub fn build(self) -> Entry {
+        let mut e = entry(IORING_OP_RECV, self.target).flags(SqeFlags::BUFFER_SELECT);
+        e.op_flags = self.flags.bits();
+        e.ioprio = IORING_RECV_MULTISHOT;
+        e.buf_index = self.bgid;
+        e
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Fd;
+
+    #[test]
+    fn multishot_commands_select_from_their_group() {
+        let e = UringCmd16::new(Fd(3), 0xC010_7527).multishot(9).build();
+        let b = e.to_bytes();
+        assert!(e.get_flags().contains(SqeFlags::BUFFER_SELECT));
+        // uring_cmd_flags at byte 28, buf_group at byte 40.
+        assert_eq!(u32::from_ne_bytes(b[28..32].try_into().unwrap()), 1 << 1);
+        assert_eq!(u16::from_ne_bytes([b[40], b[41]]), 9);
+        let plain = UringCmd16::new(Fd(3), 1).build();
+        assert!(!plain.get_flags().contains(SqeFlags::BUFFER_SELECT));
+    }
+
+    #[test]
+    fn provided_reads_and_multishot_receives_name_their_group() {
+        let read = ReadProvided::new(Fd(3), 4096, 2).offset(8).build();
+        let b = read.to_bytes();
+        assert!(read.get_flags().contains(SqeFlags::BUFFER_SELECT));
+        assert_eq!(
+            u64::from_ne_bytes(b[16..24].try_into().unwrap()),
+            0,
+            "no address"
+        );
+        assert_eq!(u16::from_ne_bytes([b[40], b[41]]), 2);
+        let recv = RecvMulti::new(Fd(3), 5).build().to_bytes();
+        assert_eq!(
+            u16::from_ne_bytes([recv[2], recv[3]]),
+            IORING_RECV_MULTISHOT
+        );
+        assert_eq!(u16::from_ne_bytes([recv[40], recv[41]]), 5);
+    }
 
     #[test]
     fn fixed_target_sets_fixed_file() {

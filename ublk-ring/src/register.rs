@@ -19,7 +19,7 @@ use crate::types::IoVec;
 ///
 /// `arg` and `nr` must be what the kernel expects for `op`, and any memory they name must be
 /// valid for as long as `op` requires.
-unsafe fn register(
+pub(crate) unsafe fn register(
     fd: BorrowedFd<'_>,
     op: IoringRegisterOp,
     arg: *const c_void,

@@ -275,5 +275,9 @@ bitflags::bitflags! {
     pub struct UringCmdFlags: u32 {
         /// `IORING_URING_CMD_FIXED`: `buf_index` names a registered buffer.
         const FIXED = 1 << 0;
+        /// `IORING_URING_CMD_MULTISHOT` (Linux 6.16): set by
+        /// [`UringCmd16::multishot`](crate::opcode::UringCmd16::multishot) together with
+        /// the buffer group it needs.
+        const MULTISHOT = 1 << 1;
     }
 }
