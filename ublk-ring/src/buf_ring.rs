@@ -105,6 +105,26 @@ impl BufRing {
         self.tail.wrapping_sub(self.published)
     }
 
+    /// The tail the kernel has seen: with [`Ring::buf_ring_head`], how many buffers it still
+    /// holds (`tail - head`).
+    #[inline]
+    pub fn published_tail(&self) -> u16 {
+        self.published
+    }
+
+    /// The buffer address in the entry at ring position `pos` (taken modulo the size). For an
+    /// incremental ring the kernel advances the head entry's address as it consumes the
+    /// buffer, so this says where the next completion's data will start, also after
+    /// consumption the kernel could not report (a completion it failed to post).
+    pub fn entry_addr(&self, pos: u16) -> u64 {
+        let index = usize::from(pos & (self.entries - 1));
+        let entry = self.mem.as_ptr().cast::<io_uring_buf>().wrapping_add(index);
+        // SAFETY: in bounds and aligned as in `push`; a volatile read because the kernel
+        // writes the field behind the compiler's back.
+        let addr = unsafe { std::ptr::addr_of!((*entry).addr).read_volatile() };
+        addr.ptr as usize as u64
+    }
+
     /// Writes buffer `bid` (`len` bytes at `addr`) at the tail; the kernel sees it after the
     /// next [`publish`](Self::publish).
     ///

@@ -64,6 +64,19 @@ pub struct Cqe {
 }
 
 impl Cqe {
+    /// A completion made by hand (`flags` is the whole `cqe->flags` word, buffer id included):
+    /// for tests and simulations of code that consumes completions, such as flag combinations
+    /// only a particular driver posts.
+    #[inline]
+    pub const fn new(user_data: u64, res: i32, flags: u32) -> Self {
+        Self {
+            user_data,
+            res,
+            flags,
+            big: [0; 2],
+        }
+    }
+
     /// The `user_data` of the entry this completes.
     #[inline]
     pub const fn user_data(&self) -> u64 {
