@@ -8,6 +8,7 @@ use ublk_ctrl::{Control, DevSpec};
 use ublk_uapi::{BasicAttrs, DevInfo, Features, ParamBasic, ParamDiscard, Params};
 
 use crate::buffer_mode::BufferMode;
+use crate::command_mode::CommandMode;
 use crate::ctrl::SharedCtrl;
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -54,6 +55,7 @@ pub struct DeviceBuilder {
     discard: Option<DiscardParams>,
     options: QueueOptions,
     buffer_mode: BufferMode,
+    command_mode: CommandMode,
     /// The descriptor stride asked for (`IO_DESC_SIZE`), 0 for the default.
     desc_size: u16,
     /// The target needs request data in server memory (`Target::needs_memory`).
@@ -85,6 +87,7 @@ impl DeviceBuilder {
             discard: None,
             options: QueueOptions::default(),
             buffer_mode: BufferMode::Auto,
+            command_mode: CommandMode::Auto,
             desc_size: 0,
             data_in_memory: true,
             timeout: ublk_ctrl::DEFAULT_TIMEOUT,
@@ -176,6 +179,13 @@ impl DeviceBuilder {
         self
     }
 
+    /// How the queues fetch requests and commit results (default [`CommandMode::Auto`]: batch
+    /// I/O where the kernel has it and the device's other choices allow).
+    pub fn command_mode(mut self, mode: CommandMode) -> Self {
+        self.command_mode = mode;
+        self
+    }
+
     /// Spaces the I/O descriptors `bytes` apart (`IO_DESC_SIZE`, Linux 7.3; from 24 up, a
     /// multiple of 8), room the kernel may fill with more than today's descriptor; the engine
     /// reads them at that stride.
@@ -216,7 +226,8 @@ impl DeviceBuilder {
     ///
     /// The first invalid setting: [`Error::InvalidQueues`], [`Error::InvalidDepth`],
     /// [`Error::InvalidBlockSize`], [`Error::InvalidSize`], [`Error::InvalidMaxIoBytes`],
-    /// [`Error::InvalidDiscard`] or [`Error::UnsupportedFeatures`].
+    /// [`Error::InvalidDiscard`], [`Error::UnsupportedFeatures`], [`Error::TargetNeedsMemory`],
+    /// [`Error::InvalidThreads`] or [`Error::CommandModeConflict`].
     pub fn validate(&self) -> Result<()> {
         let max = ublk_uapi::offsets::UBLK_MAX_NR_QUEUES;
         if self.queues == 0 || self.queues > max {
@@ -258,8 +269,11 @@ impl DeviceBuilder {
                 ));
             }
         }
-        let unsupported =
-            (self.features | self.optional | self.buffer_mode.features()) - SUPPORTED_FEATURES;
+        let asked = self.features
+            | self.optional
+            | self.buffer_mode.features()
+            | self.command_mode.features();
+        let unsupported = asked - SUPPORTED_FEATURES;
         if !unsupported.is_empty() {
             return Err(Error::UnsupportedFeatures(unsupported));
         }
@@ -267,6 +281,21 @@ impl DeviceBuilder {
             return Err(Error::TargetNeedsMemory {
                 mode: self.buffer_mode,
             });
+        }
+        let plan = self.options.thread_plan(self.queues, self.depth)?;
+        if self.command_mode == CommandMode::Batch {
+            if self.buffer_mode == BufferMode::NeedGetData {
+                return Err(Error::CommandModeConflict(
+                    "batch I/O cannot go with the need-get-data buffer mode (the kernel turns \
+                     NEED_GET_DATA off for batch devices): choose another buffer mode",
+                ));
+            }
+            if plan.len() > usize::from(self.queues) {
+                return Err(Error::CommandModeConflict(
+                    "batch I/O serves each queue from one thread: more threads than queues \
+                     need per-tag commands",
+                ));
+            }
         }
         Ok(())
     }
@@ -317,17 +346,18 @@ impl DeviceBuilder {
         self.validate()?;
         let mut ctrl = Control::open()?;
         ctrl.set_timeout(self.timeout);
-        let mode = match self.buffer_mode {
-            BufferMode::Auto => {
-                // Kernels before 6.5 cannot say what they have: they have copy mode.
-                let supported = ctrl.features().unwrap_or(Features::empty());
-                BufferMode::Auto.resolve(supported, self.data_in_memory)
-            }
-            mode => mode,
-        };
+        // Kernels before 6.5 cannot say what they have: they have copy mode and per-tag
+        // commands.
+        let supported = ctrl.features().unwrap_or(Features::empty());
+        let mode = self.buffer_mode.resolve(supported, self.data_in_memory);
+        let one_thread_per_queue = self.options.threads.is_none_or(|t| t <= self.queues);
+        let commands = self.command_mode.resolve(
+            supported,
+            mode != BufferMode::NeedGetData && one_thread_per_queue,
+        );
         let mut spec = DevSpec::new(self.queues, self.depth)
             .max_io_buf_bytes(self.max_io_bytes)
-            .features(self.features | mode.features())
+            .features(self.features | mode.features() | commands.features())
             .optional(self.optional);
         if let Some(id) = self.id {
             spec = spec.id(id);

@@ -147,6 +147,48 @@ pub enum Error {
         source: Errno,
     },
 
+    /// The kernel rejected a batch command (PREP_IO_CMDS, FETCH_IO_CMDS or COMMIT_IO_CMDS).
+    #[error("queue {q}: the kernel rejected {command}{}: {source}{hint}",
+        tag.map(|t| format!(" at tag {t}")).unwrap_or_default(), hint = batch_cmd_hint(*source))]
+    BatchCommand {
+        /// The queue.
+        q: u16,
+        /// The command, in the kernel's words.
+        command: &'static str,
+        /// The first element the kernel refused, where it says.
+        tag: Option<u16>,
+        /// The errno in the CQE.
+        #[source]
+        source: Errno,
+    },
+
+    /// A batch fetch handed over a tag this queue thread does not serve, or more tags than
+    /// the queue has: the kernel and the server disagree about the queue.
+    #[error(
+        "queue {q}: a batch fetch handed over tag {tag}, which this queue thread does not serve"
+    )]
+    BadFetchedTag {
+        /// The queue.
+        q: u16,
+        /// The tag.
+        tag: u16,
+    },
+
+    /// The device's command mode cannot go with another of its choices.
+    #[error("{0}")]
+    CommandModeConflict(&'static str),
+
+    /// More threads than the device can use were asked for, or fewer than its queues.
+    #[error("{threads} threads for {queues} queues: {reason}")]
+    InvalidThreads {
+        /// Threads asked for.
+        threads: u16,
+        /// The device's queues.
+        queues: u16,
+        /// Why not.
+        reason: &'static str,
+    },
+
     /// An I/O command completed with a result this server never asked for.
     #[error(
         "queue {q} tag {tag}: unexpected I/O command result {res} (UBLK_IO_RES_NEED_GET_DATA without the feature?)"
@@ -323,6 +365,17 @@ fn io_cmd_hint(errno: Errno) -> &'static str {
             " (a command from another thread than the queue's, or a bad buffer address)"
         }
         Errno::BUSY => " (the tag already has a command pending, or the queue is already set up)",
+        _ => "",
+    }
+}
+
+fn batch_cmd_hint(errno: Errno) -> &'static str {
+    match errno {
+        Errno::BUSY => {
+            " (a commit for a request the server does not hold, or the queue is already prepared)"
+        }
+        Errno::INVAL => " (a malformed batch command or element)",
+        Errno::NOBUFS => " (no fetch buffer was available)",
         _ => "",
     }
 }

@@ -66,10 +66,13 @@
 //!
 //! # Threads and the kernel's rules
 //!
-//! Every command of a queue comes from that queue's thread (the driver binds a queue to the task
-//! that fetched its tags), and START_DEV is sent from the caller's thread only after every queue
-//! has fetched, because adding the disk reads the partition table through the queues. A queue
-//! makes one `io_uring_enter` per batch of work; [`Serving::stats`] counts them.
+//! Every command of a tag comes from the thread that serves it: the driver binds each queue
+//! (before Linux 6.16) or each tag (`PER_IO_DAEMON`, 6.16) to the task that fetched it. By
+//! default a device has one thread per queue; [`QueueOptions::threads`] gives it more, each
+//! queue's tags dealt to its threads in turn (per-I/O daemons). START_DEV is sent from the
+//! caller's thread only after every thread has fetched its tags, because adding the disk reads
+//! the partition table through the queues. A thread makes one `io_uring_enter` per batch of
+//! work; [`Serving::stats`] counts them, per thread.
 //!
 //! How queue threads wait for work ([`QueueOptions`]): the [`batch`] module explains request
 //! batching and busy polling, the [`sched`] module the scheduling policy; the README has what
@@ -87,7 +90,7 @@
 //! - **Buffer modes** (`buffer/`, trait `Buffers`): how a request's data moves between the
 //!   kernel and the server. The engine asks a mode what address a tag's commands carry, where
 //!   the target finds a request's data, and what to register with the ring.
-//!   - `copy` (every kernel, implemented): a buffer per tag in server memory; the kernel copies
+//!   - `copy` (every kernel): a buffer per tag in server memory; the kernel copies
 //!     WRITE data into it before the fetch completes and READ data out of it at the commit.
 //!   - user copy (`USER_COPY`, 6.5): commands carry no address; the data is read and written
 //!     with READ/WRITE on `/dev/ublkcN` at an offset encoding queue, tag and byte offset. The
@@ -101,12 +104,15 @@
 //!     place differ from copy, plus the kernel's fallback when it could not register.
 //!   - need-get-data (`NEED_GET_DATA`): a WRITE's buffer is named only when the kernel asks for
 //!     it, one more command in the tag's cycle.
-//! - **Command modes** (`commands/`, trait `CommandMode`): how fetches and commits reach the
-//!   kernel.
-//!   - `per_tag` (every kernel, implemented): one FETCH_REQ or COMMIT_AND_FETCH_REQ per tag.
-//!   - batch I/O (`BATCH_IO`, 7.0): one command prepares, fetches or commits many tags; a
-//!     fetch completion carries a list of tags, and commits are gathered and sent together
-//!     before each `io_uring_enter`.
+//! - **Command modes** (`commands/`, trait `Commands`; [`CommandMode`]): how fetches and
+//!   commits reach the kernel.
+//!   - `per_tag` (every kernel): one FETCH_REQ or COMMIT_AND_FETCH_REQ per tag and request.
+//!   - `batch` (`BATCH_IO`, 7.0): PREP_IO_CMDS readies every tag at once; two multishot
+//!     FETCH_IO_CMDS, each with a provided-buffer ring of its own, bring lists of new requests'
+//!     tags; a round's results are gathered and committed by one COMMIT_IO_CMDS before each
+//!     `io_uring_enter` (the loop calls the mode's `flush` there). The commit does not fetch:
+//!     the kernel hands a committed tag to whichever fetch is next, so a batch queue has one
+//!     thread.
 //!
 //! A target sees the same [`Request`] in every mode; where its data lives is the only thing
 //! that changes for targets that issue their own I/O on the ring.
@@ -115,6 +121,7 @@
 pub mod batch;
 mod buffer_mode;
 mod char_dev;
+mod command_mode;
 mod desc;
 mod error;
 mod limits;
@@ -145,6 +152,7 @@ mod serving;
 pub use batch::Batching;
 pub use buffer_mode::BufferMode;
 pub use builder::{DeviceBuilder, DiscardParams};
+pub use command_mode::CommandMode;
 pub use device::Device;
 pub use error::{Error, Result, Warning};
 pub use options::{Affinity, MAX_BUSY_POLL, QueueOptions};

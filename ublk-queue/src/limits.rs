@@ -12,7 +12,7 @@ pub(crate) const MAX_DEV_ID: u32 = (1 << 20) - 1;
 pub(crate) const MAX_IO_BYTES: u32 = 1 << ublk_uapi::offsets::UBLK_IO_BUF_BITS;
 
 /// Features the engine serves correctly: every buffer mode ([`BufferMode`](crate::BufferMode)),
-/// recovery, resizing and quiescing. Zoned devices are out, and so are unprivileged devices
+/// both command modes ([`CommandMode`](crate::CommandMode)), recovery, resizing and quiescing. Zoned devices are out, and so are unprivileged devices
 /// (UNPRIVILEGED_DEV): the kernel then wants the char device's path with every control command
 /// and checks it against the caller's permissions, which this engine does not send.
 pub(crate) const SUPPORTED_FEATURES: Features = Features::URING_CMD_COMP_IN_TASK
@@ -27,7 +27,8 @@ pub(crate) const SUPPORTED_FEATURES: Features = Features::URING_CMD_COMP_IN_TASK
     .union(Features::UPDATE_SIZE)
     .union(Features::QUIESCE)
     .union(Features::NO_AUTO_PART_SCAN)
-    .union(Features::IO_DESC_SIZE);
+    .union(Features::IO_DESC_SIZE)
+    .union(Features::BATCH_IO);
 
 /// Flags the kernel sets on every device it creates, whatever was asked (`ublk_ctrl_add_dev` in
 /// Linux 7.3: CMD_IOCTL_ENCODE, URING_CMD_COMP_IN_TASK, PER_IO_DAEMON, BUF_REG_OFF_DAEMON,

@@ -51,6 +51,9 @@ pub struct QueueOptions {
     pub busy_poll: Duration,
     /// How they batch requests (`None`: as the target prefers).
     pub batching: Option<Batching>,
+    /// How many queue threads the device has (`None`: one per queue); see
+    /// [`threads`](Self::threads).
+    pub threads: Option<u16>,
 }
 
 impl QueueOptions {
@@ -87,5 +90,79 @@ impl QueueOptions {
     pub fn batching(mut self, batching: Batching) -> Self {
         self.batching = Some(batching);
         self
+    }
+
+    /// Serves the device with `threads` threads in all instead of one per queue: per-I/O
+    /// daemons (`PER_IO_DAEMON`, Linux 6.16), where each tag is fetched and committed by the
+    /// thread that owns it. The threads are dealt to the queues in turn, and a queue's tags to
+    /// its threads in turn (tag `t` to its thread `t % n`).
+    ///
+    /// It helps when few CPUs submit the I/O: the block layer then uses few hardware queues,
+    /// and with one thread per queue one thread would serve it all. It costs threads that each
+    /// see fewer requests per wakeup. At least one thread per queue; the per-tag command mode
+    /// only (batch I/O lets any thread take any tag of a queue, and the kernel turns per-I/O
+    /// daemons off for it).
+    pub fn threads(mut self, threads: u16) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// For each thread of a device with `queues` queues of `depth` tags: its queue, its rank
+    /// among that queue's threads, and how many threads that queue has.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidThreads`](crate::Error::InvalidThreads): fewer threads than queues, or
+    /// more than the queues have tags.
+    pub fn thread_plan(&self, queues: u16, depth: u16) -> crate::Result<Vec<(u16, u16, u16)>> {
+        let threads = self.threads.unwrap_or(queues);
+        let invalid = |reason| crate::Error::InvalidThreads {
+            threads,
+            queues,
+            reason,
+        };
+        if threads < queues {
+            return Err(invalid(
+                "every queue needs a thread of its own: ask for fewer queues, or more threads",
+            ));
+        }
+        let per_queue = |q: u16| threads / queues + u16::from(q < threads % queues);
+        if per_queue(0) > depth {
+            return Err(invalid(
+                "a queue would have threads without a tag to serve: at most one thread per tag",
+            ));
+        }
+        Ok((0..queues)
+            .flat_map(|q| (0..per_queue(q)).map(move |rank| (q, rank, per_queue(q))))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_are_dealt_to_queues_in_turn() {
+        let one_each = QueueOptions::new().thread_plan(2, 64).expect("plan");
+        assert_eq!(one_each, [(0, 0, 1), (1, 0, 1)]);
+        let five = QueueOptions::new()
+            .threads(5)
+            .thread_plan(2, 64)
+            .expect("plan");
+        assert_eq!(
+            five,
+            [(0, 0, 3), (0, 1, 3), (0, 2, 3), (1, 0, 2), (1, 1, 2)]
+        );
+        assert!(QueueOptions::new().threads(1).thread_plan(2, 64).is_err());
+        assert!(QueueOptions::new().threads(9).thread_plan(1, 8).is_err());
+        assert_eq!(
+            QueueOptions::new()
+                .threads(8)
+                .thread_plan(1, 8)
+                .expect("plan")
+                .len(),
+            8
+        );
     }
 }

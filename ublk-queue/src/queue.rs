@@ -31,7 +31,7 @@ use ublk_uapi::io_cmd::{UBLK_IO_RES_ABORT, UBLK_IO_RES_NEED_GET_DATA, UBLK_IO_RE
 
 use crate::batch::Gather;
 use crate::buffer::Buffers;
-use crate::commands::{CommandMode, Fetched};
+use crate::commands::{Commands, Fetched, Report};
 use crate::desc::DescMap;
 use crate::error::{Error, Result};
 use crate::request::{IoInfo, Request, TargetCqe};
@@ -42,7 +42,7 @@ use crate::target_ring::TargetRing;
 use crate::user_data::UserData;
 
 /// One queue: its ring, its tags, its target, its modes.
-pub(crate) struct Queue<Q, B: Buffers, C> {
+pub(crate) struct Queue<Q, B: Buffers, C: Commands> {
     // Field order is drop order: the ring goes first, so the kernel starts cancelling any command
     // still pending before the target's files and the buffers go.
     pub(crate) submitter: Submitter,
@@ -65,9 +65,11 @@ pub(crate) struct Queue<Q, B: Buffers, C> {
     pub(crate) fetched: Vec<Fetched>,
     /// Buffer commands (REGISTER_IO_BUF, UNREGISTER_IO_BUF) that failed.
     pub(crate) buffer_errors: u64,
+    /// The command mode reported the queue over ([`Report::Over`]).
+    pub(crate) over: bool,
 }
 
-impl<Q: QueueTarget, B: Buffers, C: CommandMode> Queue<Q, B, C> {
+impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
     /// Arms the wake poll and fetches every tag, in one submission.
     ///
     /// The last fetch of the queue makes this thread the queue's daemon (`ublk_mark_io_ready`),
@@ -80,9 +82,9 @@ impl<Q: QueueTarget, B: Buffers, C: CommandMode> Queue<Q, B, C> {
         // SAFETY: the eventfd stays open for the life of the queue: the device holds it until
         // every queue thread has been joined, and this thread holds a reference too.
         unsafe { self.submitter.push(&poll) }?;
-        let depth = self.tags.depth() as u16;
+        let tags = self.tags.owned();
         self.commands
-            .fetch_all(&mut self.submitter, &self.buffers, depth)?;
+            .fetch_all(&mut self.submitter, &self.buffers, &tags)?;
         self.submitter.submit()?;
         self.reap().map(drop)
     }
@@ -91,6 +93,7 @@ impl<Q: QueueTarget, B: Buffers, C: CommandMode> Queue<Q, B, C> {
     /// gets the enter, request and push-back counts after each batch.
     pub(crate) fn run(&mut self, mut publish: impl FnMut(u64, u64, u64)) -> Result<()> {
         while !self.finished() {
+            self.commands.flush(&mut self.submitter)?;
             if !self.poll()? {
                 self.sleep()?;
             }
@@ -102,7 +105,7 @@ impl<Q: QueueTarget, B: Buffers, C: CommandMode> Queue<Q, B, C> {
                 self.submitter.pushed_back,
             );
         }
-        if self.tags.all_ended() {
+        if self.tags.all_ended() || self.over {
             self.release_resources();
         }
         Ok(())
@@ -148,8 +151,12 @@ impl<Q: QueueTarget, B: Buffers, C: CommandMode> Queue<Q, B, C> {
         }
     }
 
+    /// Told to leave, or every tag ended, or the kernel hands the queue nothing more and
+    /// everything the queue held is committed.
     fn finished(&self) -> bool {
-        self.woken || self.tags.all_ended()
+        self.woken
+            || self.tags.all_ended()
+            || (self.over && !self.tags.serving_any() && self.commands.idle())
     }
 
     /// Handles every completion that is ready, including those posted while handling; returns
@@ -177,11 +184,16 @@ impl<Q: QueueTarget, B: Buffers, C: CommandMode> Queue<Q, B, C> {
             Some(UserData::Command { .. }) => {
                 let mut fetched = std::mem::take(&mut self.fetched);
                 fetched.clear();
-                self.commands.completed(cqe, &mut fetched);
+                let report = self
+                    .commands
+                    .completed(cqe, &mut self.submitter, &mut fetched);
                 let result = fetched
                     .iter()
                     .try_for_each(|&Fetched { tag, res }| self.on_fetched(tag, res));
                 self.fetched = fetched;
+                if report? == Report::Over {
+                    self.over = true;
+                }
                 result
             }
             Some(UserData::Target { tag, sub }) if self.tags.contains(tag) => {
@@ -306,7 +318,7 @@ impl<Q: QueueTarget, B: Buffers, C: CommandMode> Queue<Q, B, C> {
 /// How long a leaving queue waits for its target's SQEs to be cancelled or to complete.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-impl<Q, B: Buffers, C> Queue<Q, B, C> {
+impl<Q, B: Buffers, C: Commands> Queue<Q, B, C> {
     /// Cancels every target SQE still in flight and reaps their completions, for up to
     /// [`LEAVE_TIMEOUT`]; returns whether none is left. Closing the ring would not do: the
     /// kernel finishes or cancels in-flight requests after the ring is gone, in its own time,
@@ -345,16 +357,19 @@ impl<Q, B: Buffers, C> Queue<Q, B, C> {
     }
 }
 
-impl<Q, B: Buffers, C> Drop for Queue<Q, B, C> {
+impl<Q, B: Buffers, C: Commands> Drop for Queue<Q, B, C> {
     fn drop(&mut self) {
         if self.cancel_target_sqes() {
             // SAFETY: dropped once, here; no SQE names the target's memory any more.
             unsafe { ManuallyDrop::drop(&mut self.target) };
         }
-        if !self.tags.all_ended() {
-            // Leaving with tags not aborted: the kernel cancels their commands only when the
-            // ring's exit work runs, later. Until then it may still copy into these buffers.
+        if !self.tags.all_ended() && !self.commands.quiet() {
+            // Leaving with commands the kernel may still act on (tags not aborted, a batch
+            // fetch still armed): it cancels them only when the ring's exit work runs, later.
+            // Until then it may still copy into these buffers, or read and write the
+            // commands' own.
             self.buffers.abandon();
+            self.commands.abandon();
         }
     }
 }

@@ -1,4 +1,5 @@
-//! A device's server side: its open `/dev/ublkcN` and one thread per queue.
+//! A device's server side: its open `/dev/ublkcN` and its queue threads (one per queue, or
+//! several per queue with per-I/O daemons).
 //!
 //! Built in steps so that both a fresh start (then START_DEV) and, later, user recovery (then
 //! END_USER_RECOVERY) can use it: [`QueueSet::open`] opens the char device, [`QueueSet::spawn`]
@@ -40,8 +41,14 @@ pub(crate) struct QueueSet {
 }
 
 impl QueueSet {
-    /// Opens the device's char device (waiting for its node until `deadline`) and the wake eventfd.
-    pub(crate) fn open(dev_info: DevInfo, params: Params, deadline: Instant) -> Result<Self> {
+    /// Opens the device's char device (waiting for its node until `deadline`) and the wake
+    /// eventfd, for `threads` queue threads.
+    pub(crate) fn open(
+        dev_info: DevInfo,
+        params: Params,
+        deadline: Instant,
+        threads: &[u16],
+    ) -> Result<Self> {
         let char_dev = char_dev::open(dev_info.dev_id, deadline)?;
         let wake = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(|source| Error::Setup {
@@ -49,9 +56,7 @@ impl QueueSet {
                 source,
             })?;
         let (events_tx, events) = crossbeam_channel::unbounded();
-        let stats = (0..dev_info.nr_hw_queues)
-            .map(|_| QueueStats::default())
-            .collect();
+        let stats = threads.iter().map(|&q| QueueStats::of_queue(q)).collect();
         Ok(QueueSet {
             dev_info,
             params,
@@ -66,21 +71,26 @@ impl QueueSet {
         })
     }
 
-    /// Starts the thread of the next queue, pinned to `cpus` (if any), run as `options` say and
-    /// batching as `batching` says.
+    /// Starts the next thread: of queue `q`, the one of rank `rank` among `threads`, pinned to
+    /// `cpus` (if any), run as `options` say and batching as `batching` says.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn spawn<T: Target>(
         &mut self,
         target: &Arc<T>,
+        (q, rank, threads): (u16, u16, u16),
         cpus: Option<CpuSet>,
         options: &QueueOptions,
         batching: Batching,
     ) -> Result<()> {
-        let q = self.threads.len() as u16;
+        let thread = self.threads.len();
         let Some(char_dev) = &self.char_dev else {
             return Err(Error::QueueExited { q });
         };
         let setup = QueueSetup {
             q_id: q,
+            thread,
+            rank,
+            threads,
             dev_info: self.dev_info,
             params: self.params,
             char_dev: Arc::clone(char_dev),
@@ -94,7 +104,11 @@ impl QueueSet {
         let target = Arc::clone(target);
         let events = self.events_tx.clone();
         let handle = std::thread::Builder::new()
-            .name(format!("ublk-q{}-{q}", self.dev_info.dev_id))
+            .name(if threads == 1 {
+                format!("ublk-q{}-{q}", self.dev_info.dev_id)
+            } else {
+                format!("ublk-q{}-{q}.{rank}", self.dev_info.dev_id)
+            })
             .spawn(move || run_queue(setup, target, events))
             .map_err(|source| Error::Spawn { q, source })?;
         self.threads.push(handle);
@@ -102,7 +116,7 @@ impl QueueSet {
         Ok(())
     }
 
-    /// Waits until every spawned queue has fetched all its tags; returns their warnings.
+    /// Waits until every spawned thread has fetched all its tags; returns their warnings.
     ///
     /// # Errors
     ///
@@ -117,8 +131,8 @@ impl QueueSet {
                     ready += 1;
                     warnings.extend(w);
                 }
-                Ok(Event::Exited { q, result }) => {
-                    self.exited[usize::from(q)] = true;
+                Ok(Event::Exited { q, thread, result }) => {
+                    self.exited[thread] = true;
                     return Err(match result {
                         Err(e) => Error::Queue {
                             q,
@@ -160,8 +174,8 @@ impl QueueSet {
     pub(crate) fn wait_exit_or_failure(&mut self) -> Option<Error> {
         while self.exited.iter().any(|exited| !exited) {
             match self.events.recv() {
-                Ok(Event::Exited { q, result }) => {
-                    self.exited[usize::from(q)] = true;
+                Ok(Event::Exited { q, thread, result }) => {
+                    self.exited[thread] = true;
                     if let Err(e) = result {
                         return Some(Error::Queue {
                             q,
@@ -187,8 +201,8 @@ impl QueueSet {
     pub(crate) fn join(&mut self) -> Result<()> {
         while self.exited.iter().any(|exited| !exited) {
             match self.events.recv() {
-                Ok(Event::Exited { q, result }) => {
-                    self.exited[usize::from(q)] = true;
+                Ok(Event::Exited { q, thread, result }) => {
+                    self.exited[thread] = true;
                     if let Err(e) = result {
                         self.first_error.get_or_insert(Error::Queue {
                             q,
@@ -217,7 +231,7 @@ impl QueueSet {
         self.char_dev = None;
     }
 
-    /// Each queue's counters.
+    /// Each thread's counters.
     pub(crate) fn stats(&self) -> &Arc<[QueueStats]> {
         &self.stats
     }

@@ -19,6 +19,9 @@ use crate::buffer::get_data::GetDataMode;
 use crate::buffer::user_copy::UserCopyMode;
 use crate::buffer::zero_copy::ZeroCopyMode;
 use crate::buffer_mode::BufferMode;
+use crate::command_mode::CommandMode;
+use crate::commands::Commands;
+use crate::commands::batch::{self, Batch};
 use crate::commands::per_tag::PerTag;
 use crate::desc::DescMap;
 use crate::error::{Error, Result, Warning};
@@ -32,16 +35,26 @@ use crate::target::{QueueInfo, QueueTarget, Target};
 /// What queue threads tell the device.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// A queue has fetched every tag: its thread is the queue's daemon now.
+    /// A queue thread has fetched every tag it serves: it is their daemon now.
     Ready { warnings: Vec<Warning> },
-    /// Queue `q`'s thread is done.
-    Exited { q: u16, result: Result<()> },
+    /// Thread `thread` (of queue `q`) is done.
+    Exited {
+        q: u16,
+        thread: usize,
+        result: Result<()>,
+    },
 }
 
 /// Everything a queue thread needs from the device, moved into the thread.
 #[derive(Debug)]
 pub(crate) struct QueueSetup {
     pub q_id: u16,
+    /// This thread's index among all of the device's queue threads (its stats slot).
+    pub thread: usize,
+    /// This thread's rank among the threads of queue `q_id`, and their number: it serves every
+    /// `threads`-th tag from `rank` on.
+    pub rank: u16,
+    pub threads: u16,
     pub dev_info: DevInfo,
     pub params: Params,
     pub char_dev: Arc<OwnedFd>,
@@ -53,6 +66,7 @@ pub(crate) struct QueueSetup {
     /// How long to poll for completions before sleeping; zero never polls.
     pub busy_poll: Duration,
     pub batching: Batching,
+    /// One slot per thread.
     pub stats: Arc<[QueueStats]>,
 }
 
@@ -60,6 +74,7 @@ pub(crate) struct QueueSetup {
 pub(crate) fn run_queue<T: Target>(setup: QueueSetup, target: Arc<T>, events: Sender<Event>) {
     let mut exit = ExitReport {
         q: setup.q_id,
+        thread: setup.thread,
         events: &events,
         sent: false,
     };
@@ -102,20 +117,44 @@ fn serve_queue<T: Target>(setup: &QueueSetup, target: &T, events: &Sender<Event>
     }
 }
 
-/// Sets the queue up with `buffers`, fetches, reports ready, serves.
+/// Sets the queue up with `buffers` and the device's command mode, fetches, reports ready,
+/// serves.
 fn serve_with<T: Target, B: Buffers>(
+    setup: &QueueSetup,
+    target: &T,
+    events: &Sender<Event>,
+    warnings: Vec<Warning>,
+    buffers: B,
+) -> Result<()> {
+    let features = setup.dev_info.features();
+    match CommandMode::of(features) {
+        CommandMode::Batch => {
+            let flags = batch::layout(BufferMode::of(features));
+            let depth = setup.dev_info.queue_depth;
+            let make = |ring: &mut Submitter| Batch::new(setup.q_id, depth, flags, ring);
+            serve_in(setup, target, events, warnings, buffers, make)
+        }
+        CommandMode::Auto | CommandMode::PerTag => {
+            let make = |_: &mut Submitter| Ok(PerTag::new(setup.q_id));
+            serve_in(setup, target, events, warnings, buffers, make)
+        }
+    }
+}
+
+fn serve_in<T: Target, B: Buffers, C: Commands>(
     setup: &QueueSetup,
     target: &T,
     events: &Sender<Event>,
     mut warnings: Vec<Warning>,
     buffers: B,
+    commands: impl FnOnce(&mut Submitter) -> Result<C>,
 ) -> Result<()> {
-    let mut queue = open_queue(setup, target, &mut warnings, buffers)?;
+    let mut queue = open_queue(setup, target, &mut warnings, buffers, commands)?;
     queue.fetch_all(&setup.wake)?;
     // The device waits for this before START_DEV; a closed channel means it gave up on us, and
     // the wake poll will tell us to leave.
     let _ = events.send(Event::Ready { warnings });
-    let stats = &setup.stats[usize::from(setup.q_id)];
+    let stats = &setup.stats[setup.thread];
     queue.run(|enters, requests, pushed_back| stats.publish(enters, requests, pushed_back))
 }
 
@@ -140,18 +179,24 @@ fn apply_thread_policy(setup: &QueueSetup) -> Vec<Warning> {
     warnings
 }
 
-/// Sets the queue up: ring, target state, descriptor mapping, buffers, registered files.
-fn open_queue<T: Target, B: Buffers>(
+/// Sets the queue up: ring, target state, descriptor mapping, buffers, registered files, and
+/// the command mode `commands` makes.
+fn open_queue<T: Target, B: Buffers, C: Commands>(
     setup: &QueueSetup,
     target: &T,
     warnings: &mut Vec<Warning>,
     buffers: B,
-) -> Result<Queue<T::Queue, B, PerTag>> {
+    commands: impl FnOnce(&mut Submitter) -> Result<C>,
+) -> Result<Queue<T::Queue, B, C>> {
     let q = setup.q_id;
     let depth = setup.dev_info.queue_depth;
     // Room for one commit per tag plus as many target SQEs; fuller bursts submit early.
     let entries = (2 * u32::from(depth)).next_power_of_two().max(8);
+    // A multishot fetch cannot post into a full completion queue (its tags then wait for the
+    // next fetch): room for a completion per tag on top of the usual.
+    let cq_entries = 2 * entries + 2 * u32::from(depth);
     let ring = Ring::builder(entries)
+        .cq_entries(cq_entries.next_power_of_two())
         .coop_taskrun()
         .single_issuer()
         .defer_taskrun()
@@ -195,12 +240,13 @@ fn open_queue<T: Target, B: Buffers>(
             Some(Err(e)) => return Err(e.into()),
         }
     }
+    let commands = commands(&mut submitter)?;
     Ok(Queue {
         submitter,
-        tags: Tags::new(depth),
+        tags: Tags::share(depth, setup.rank, setup.threads),
         target: ManuallyDrop::new(target),
         buffers,
-        commands: PerTag::new(q),
+        commands,
         descs,
         q_id: q,
         requests: 0,
@@ -211,12 +257,14 @@ fn open_queue<T: Target, B: Buffers>(
         cqes: Vec::with_capacity(entries as usize * 2),
         fetched: Vec::with_capacity(usize::from(depth)),
         buffer_errors: 0,
+        over: false,
     })
 }
 
 /// Sends the queue's exit to the device exactly once, even if the target panics.
 struct ExitReport<'a> {
     q: u16,
+    thread: usize,
     events: &'a Sender<Event>,
     sent: bool,
 }
@@ -225,7 +273,11 @@ impl ExitReport<'_> {
     fn send(&mut self, result: Result<()>) {
         self.sent = true;
         // The device may be gone already (it only listens while it has threads to join).
-        let _ = self.events.send(Event::Exited { q: self.q, result });
+        let _ = self.events.send(Event::Exited {
+            q: self.q,
+            thread: self.thread,
+            result,
+        });
     }
 }
 
@@ -234,6 +286,7 @@ impl Drop for ExitReport<'_> {
         if !self.sent {
             let _ = self.events.send(Event::Exited {
                 q: self.q,
+                thread: self.thread,
                 result: Err(Error::QueuePanicked { q: self.q }),
             });
         }

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::thread::CpuSet;
-use ublk_uapi::{DevInfo, DevState, Params};
+use ublk_uapi::{DevInfo, DevState, Features, Params};
 
 use crate::buffer_mode::BufferMode;
+use crate::command_mode::CommandMode;
 use crate::ctrl::SharedCtrl;
 use crate::error::{Error, Result, Warning};
 use crate::options::{Affinity, QueueOptions};
@@ -60,14 +61,19 @@ impl Server {
         if mode.keeps_data_in_kernel() && target.needs_memory() {
             return Err(Error::TargetNeedsMemory { mode });
         }
+        let plan = self.thread_plan()?;
         let deadline = Instant::now() + self.timeout;
-        let mut queues = QueueSet::open(self.info, self.params, deadline)?;
+        let threads: Vec<u16> = plan.iter().map(|&(q, _, _)| q).collect();
+        let mut queues = QueueSet::open(self.info, self.params, deadline, &threads)?;
         let batching = self.options.batching.unwrap_or_else(|| target.batching());
         let target = Arc::new(target);
         let cpus = self.queue_cpus(warnings);
-        let started = cpus
+        let started = plan
             .into_iter()
-            .try_for_each(|cpus| queues.spawn(&target, cpus, &self.options, batching))
+            .try_for_each(|thread| {
+                let cpus = cpus[usize::from(thread.0)];
+                queues.spawn(&target, thread, cpus, &self.options, batching)
+            })
             .and_then(|()| queues.wait_ready(deadline.saturating_duration_since(Instant::now())));
         match started {
             Ok(ready) => {
@@ -84,6 +90,33 @@ impl Server {
                 Err(e)
             }
         }
+    }
+
+    /// Which thread serves which tags, checked against what the device allows.
+    fn thread_plan(&self) -> Result<Vec<(u16, u16, u16)>> {
+        let (queues, depth) = (self.info.nr_hw_queues, self.info.queue_depth);
+        let plan = self.options.thread_plan(queues, depth)?;
+        if plan.len() > usize::from(queues) {
+            let features = self.info.features();
+            let invalid = |reason| Error::InvalidThreads {
+                threads: plan.len() as u16,
+                queues,
+                reason,
+            };
+            if CommandMode::of(features) == CommandMode::Batch {
+                return Err(invalid(
+                    "a batch I/O device serves each queue from one thread (the kernel hands any \
+                     tag to any fetch); create it with per-tag commands for more threads",
+                ));
+            }
+            if !features.contains(Features::PER_IO_DAEMON) {
+                return Err(invalid(
+                    "more threads than queues needs per-I/O daemons (PER_IO_DAEMON, Linux 6.16), \
+                     which this kernel does not have",
+                ));
+            }
+        }
+        Ok(plan)
     }
 
     /// STOP_DEV, wait for the queues, DEL_DEV, close the char device: the first error wins,

@@ -1,8 +1,9 @@
-//! Per-queue counters a benchmark can read while the device serves.
+//! Per-thread counters a benchmark can read while the device serves.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters of one queue, updated by its thread and readable from any thread.
+/// Counters of one queue thread (of the queue [`queue`](Self::queue) says), updated by that
+/// thread and readable from any thread.
 ///
 /// `enters / requests` is the number of `io_uring_enter` calls per I/O: the engine submits
 /// commits and target SQEs in batches, so under load it falls well below 1.
@@ -10,12 +11,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 // Each queue's counters on their own cache lines: queue threads write them on every batch.
 #[repr(align(128))]
 pub struct QueueStats {
+    q: u16,
     enters: AtomicU64,
     requests: AtomicU64,
     pushed_back: AtomicU64,
 }
 
 impl QueueStats {
+    pub(crate) fn of_queue(q: u16) -> Self {
+        QueueStats {
+            q,
+            ..QueueStats::default()
+        }
+    }
+
+    /// The queue the thread serves.
+    pub fn queue(&self) -> u16 {
+        self.q
+    }
+
     /// `io_uring_enter` calls the queue made (waits and submissions).
     pub fn enters(&self) -> u64 {
         self.enters.load(Ordering::Relaxed)

@@ -33,6 +33,8 @@ enum TagState {
     },
     /// Aborted by the kernel (device stopping): never fetched again.
     Ended,
+    /// Served by another thread of the queue (per-I/O daemons).
+    Foreign,
 }
 
 /// What to do once the target has had its say, or one of its SQEs completed.
@@ -51,35 +53,65 @@ pub(crate) enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct NotServing;
 
-/// Every tag of one queue.
+/// The tags of one queue that one thread serves.
 #[derive(Debug)]
 pub(crate) struct Tags {
     states: Vec<TagState>,
+    /// Tags ended or foreign.
     ended: usize,
 }
 
 impl Tags {
     /// `depth` tags, each with a fetch about to be sent.
+    #[cfg(test)]
     pub(crate) fn new(depth: u16) -> Self {
-        Tags {
-            states: vec![TagState::Fetching; usize::from(depth)],
-            ended: 0,
-        }
+        Tags::share(depth, 0, 1)
     }
 
-    /// How many tags the queue has.
-    pub(crate) fn depth(&self) -> usize {
-        self.states.len()
+    /// Of `depth` tags, the ones a thread of rank `rank` among `threads` serves: every
+    /// `threads`-th from `rank` on, so requests spread evenly whatever tags the block layer
+    /// picks (it hands out low tags first).
+    pub(crate) fn share(depth: u16, rank: u16, threads: u16) -> Self {
+        let states: Vec<TagState> = (0..depth)
+            .map(|tag| {
+                if tag % threads.max(1) == rank {
+                    TagState::Fetching
+                } else {
+                    TagState::Foreign
+                }
+            })
+            .collect();
+        let ended = states
+            .iter()
+            .filter(|s| matches!(s, TagState::Foreign))
+            .count();
+        Tags { states, ended }
     }
 
-    /// Whether `tag` is one of ours.
+    /// The tags this thread serves, in order.
+    pub(crate) fn owned(&self) -> Vec<u16> {
+        (0..self.states.len() as u16)
+            .filter(|&tag| self.contains(tag))
+            .collect()
+    }
+
+    /// Whether `tag` is one this thread serves.
     pub(crate) fn contains(&self, tag: u16) -> bool {
-        usize::from(tag) < self.states.len()
+        self.states
+            .get(usize::from(tag))
+            .is_some_and(|s| !matches!(s, TagState::Foreign))
     }
 
     /// Whether the kernel has aborted every tag: the queue is over.
     pub(crate) fn all_ended(&self) -> bool {
         self.ended == self.states.len()
+    }
+
+    /// Whether the target holds any request.
+    pub(crate) fn serving_any(&self) -> bool {
+        self.states
+            .iter()
+            .any(|s| matches!(s, TagState::Serving { .. }))
     }
 
     /// Target SQEs in flight, over every tag.
@@ -88,7 +120,7 @@ impl Tags {
             .iter()
             .map(|s| match s {
                 TagState::Serving { in_flight, .. } => *in_flight,
-                TagState::Fetching | TagState::Ended => 0,
+                TagState::Fetching | TagState::Ended | TagState::Foreign => 0,
             })
             .sum()
     }
@@ -105,7 +137,7 @@ impl Tags {
     /// The kernel aborted `tag` (UBLK_IO_RES_ABORT): it is never fetched again.
     pub(crate) fn end(&mut self, tag: u16) {
         let state = &mut self.states[usize::from(tag)];
-        if !matches!(state, TagState::Ended) {
+        if !matches!(state, TagState::Ended | TagState::Foreign) {
             *state = TagState::Ended;
             self.ended += 1;
         }
@@ -309,5 +341,20 @@ mod tests {
         tags.end(1);
         assert!(tags.all_ended());
         assert!(!tags.may_push(1));
+    }
+
+    #[test]
+    fn threads_share_a_queue_tag_by_tag_and_each_ends_with_its_own() {
+        let mut tags = Tags::share(8, 1, 3);
+        assert_eq!(tags.owned(), [1, 4, 7]);
+        assert!(!tags.contains(0) && tags.contains(4) && !tags.contains(8));
+        tags.end(0); // not ours: no effect
+        tags.end(1);
+        tags.end(4);
+        assert!(!tags.all_ended());
+        tags.end(7);
+        assert!(tags.all_ended());
+        assert_eq!(Tags::share(4, 0, 1).owned(), [0, 1, 2, 3]);
+        assert!(!tags.serving_any());
     }
 }

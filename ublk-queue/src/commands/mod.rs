@@ -1,17 +1,22 @@
 //! How a queue exchanges commands with the kernel: one module per command mode, behind
-//! [`CommandMode`].
+//! [`Commands`].
 //!
-//! A command mode fetches every tag at start, commits finished requests (each commit also
-//! fetches the tag's next request), and says which requests a completion of its commands
-//! carries. Today's mode is [`per_tag`]: one FETCH_REQ or COMMIT_AND_FETCH_REQ per tag and
-//! request. The crate documentation's "Inside a queue" section says how batch I/O fits here.
+//! A command mode makes every tag of the queue thread ready for requests at start, commits
+//! finished requests, and says which requests a completion of its commands carries. Two modes
+//! ([`CommandMode`](crate::CommandMode)):
+//! - [`per_tag`]: one FETCH_REQ or COMMIT_AND_FETCH_REQ per tag and request;
+//! - [`batch`]: PREP_IO_CMDS once, multishot FETCH_IO_CMDS, one COMMIT_IO_CMDS per round.
+//!
+//! The queue calls [`Commands::flush`] before every enter, so a mode may gather a round's
+//! commits and send them as one command.
 
+pub(crate) mod batch;
 pub(crate) mod per_tag;
 
-use ublk_ring::Error;
 use ublk_ring::cqueue::Cqe;
 
 use crate::buffer::Buffers;
+use crate::error::Error;
 use crate::submitter::Submitter;
 
 /// What a completion of one of the queue's commands says about a tag.
@@ -22,9 +27,19 @@ pub(crate) struct Fetched {
     pub res: i32,
 }
 
-/// One way of sending I/O commands, for one queue.
-pub(crate) trait CommandMode {
-    /// Queues the first fetch of every tag (`0..depth`).
+/// What a completion of a mode's command said, beyond the tags it appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// Nothing more: the tags (if any) are in `fetched`.
+    Tags,
+    /// The kernel hands this queue no more requests (the device stops or quiesces): tags
+    /// waiting for one get none. Requests the server holds are still committed.
+    Over,
+}
+
+/// One way of sending I/O commands, for one queue thread.
+pub(crate) trait Commands {
+    /// Makes `tags` (the ones this thread serves) ready for requests.
     ///
     /// # Errors
     ///
@@ -33,11 +48,11 @@ pub(crate) trait CommandMode {
         &mut self,
         ring: &mut Submitter,
         buffers: &impl Buffers,
-        depth: u16,
-    ) -> Result<(), Error>;
+        tags: &[u16],
+    ) -> Result<(), ublk_ring::Error>;
 
-    /// Queues the commit of request `tag` with `res` (bytes or a negative errno), which also
-    /// fetches the tag's next request.
+    /// Commits request `tag` with `res` (bytes or a negative errno); the tag is ready for its
+    /// next request once the commit reaches the kernel.
     ///
     /// # Errors
     ///
@@ -48,7 +63,7 @@ pub(crate) trait CommandMode {
         buffers: &impl Buffers,
         tag: u16,
         res: i32,
-    ) -> Result<(), Error>;
+    ) -> Result<(), ublk_ring::Error>;
 
     /// Queues NEED_GET_DATA for WRITE `tag`, naming `addr` as the buffer for its data; its
     /// completion reports on `tag` like a fetch.
@@ -56,8 +71,47 @@ pub(crate) trait CommandMode {
     /// # Errors
     ///
     /// As for [`fetch_all`](Self::fetch_all).
-    fn need_get_data(&mut self, ring: &mut Submitter, tag: u16, addr: u64) -> Result<(), Error>;
+    fn need_get_data(
+        &mut self,
+        ring: &mut Submitter,
+        tag: u16,
+        addr: u64,
+    ) -> Result<(), ublk_ring::Error>;
 
     /// Appends to `fetched` the tags a completion of one of this mode's commands reports on.
-    fn completed(&mut self, cqe: &Cqe, fetched: &mut Vec<Fetched>);
+    ///
+    /// # Errors
+    ///
+    /// A command the kernel refused for good.
+    fn completed(
+        &mut self,
+        cqe: &Cqe,
+        ring: &mut Submitter,
+        fetched: &mut Vec<Fetched>,
+    ) -> Result<Report, Error>;
+
+    /// Sends what was gathered since the last flush; called before every enter.
+    ///
+    /// # Errors
+    ///
+    /// As for [`fetch_all`](Self::fetch_all).
+    fn flush(&mut self, _ring: &mut Submitter) -> Result<(), ublk_ring::Error> {
+        Ok(())
+    }
+
+    /// Whether no command of the mode that the queue must see answered is pending: a queue
+    /// that is over leaves only then.
+    fn idle(&self) -> bool {
+        true
+    }
+
+    /// Whether none of the mode's own commands is with the kernel any more (per-tag commands
+    /// are the tags' and end with them: false).
+    fn quiet(&self) -> bool {
+        false
+    }
+
+    /// The queue leaves while the kernel may still hold commands naming this mode's memory:
+    /// keep it for good rather than let a late write land in whatever is there next.
+    fn abandon(&mut self) {}
 }

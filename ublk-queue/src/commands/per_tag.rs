@@ -2,8 +2,9 @@
 //! COMMIT_AND_FETCH_REQ with the kernel at a time, and its completion carries that tag's next
 //! request (`UBLK_IO_RES_OK`) or its end (`UBLK_IO_RES_ABORT`).
 //!
-//! Every command of a queue must come from the thread that sent its first fetch (the driver
-//! checks `ubq_daemon` in `__ublk_ch_uring_cmd`); the queue thread is that thread.
+//! Every command of a tag must come from the thread that sent its first fetch (before Linux
+//! 6.16 the driver checks the queue's `ubq_daemon`, since then with `PER_IO_DAEMON` each tag's
+//! `io->task`); the queue thread that serves the tag is that thread.
 
 use ublk_ring::Error;
 use ublk_ring::cqueue::Cqe;
@@ -11,7 +12,7 @@ use ublk_ring::opcode::UringCmd16;
 use ublk_uapi::{IoCmd, IoCmdOp};
 use zerocopy::IntoBytes;
 
-use super::{CommandMode, Fetched};
+use super::{Commands, Fetched, Report};
 use crate::buffer::Buffers;
 use crate::submitter::{CHAR_DEV, Submitter};
 use crate::user_data::UserData;
@@ -55,15 +56,15 @@ fn addrs(buffers: &impl Buffers, tag: u16) -> (u64, u64) {
     (buffers.command_addr(tag), buffers.sqe_addr(tag))
 }
 
-impl CommandMode for PerTag {
+impl Commands for PerTag {
     fn fetch_all(
         &mut self,
         ring: &mut Submitter,
         buffers: &impl Buffers,
-        depth: u16,
+        tags: &[u16],
     ) -> Result<(), Error> {
-        (0..depth)
-            .try_for_each(|tag| self.push(ring, addrs(buffers, tag), IoCmdOp::FetchReq, tag, 0))
+        tags.iter()
+            .try_for_each(|&tag| self.push(ring, addrs(buffers, tag), IoCmdOp::FetchReq, tag, 0))
     }
 
     fn commit(
@@ -86,12 +87,19 @@ impl CommandMode for PerTag {
         self.push(ring, (addr, 0), IoCmdOp::NeedGetData, tag, 0)
     }
 
-    fn completed(&mut self, cqe: &Cqe, fetched: &mut Vec<Fetched>) {
+    fn completed(
+        &mut self,
+        cqe: &Cqe,
+        _ring: &mut Submitter,
+        fetched: &mut Vec<Fetched>,
+    ) -> Result<Report, crate::error::Error> {
+        // Each tag ends on its own (`UBLK_IO_RES_ABORT`): never `Report::Over`.
         if let Some(UserData::Command { tag }) = UserData::decode(cqe.user_data()) {
             fetched.push(Fetched {
                 tag,
                 res: cqe.result(),
             });
         }
+        Ok(Report::Tags)
     }
 }
