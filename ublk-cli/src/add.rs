@@ -57,6 +57,7 @@ pub fn builder_for(target: &TargetArgs) -> DeviceBuilder {
         .block_size(common.block_size)
         .queue_options(common.queue_options())
         .buffer_mode(common.buffer_mode.mode())
+        .command_mode(common.commands.mode())
         .size(size);
     if let Some(id) = common.id {
         builder = builder.id(id);

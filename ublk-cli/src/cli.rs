@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ublk_queue::{Affinity, Batching, BufferMode, QueueOptions, SchedPolicy};
+use ublk_queue::{Affinity, Batching, BufferMode, CommandMode, QueueOptions, SchedPolicy};
 use ublk_targets::BackingIo;
 use ublk_uapi::Features;
 
@@ -398,6 +398,17 @@ pub struct CommonArgs {
     /// same, registered by the kernel), `need-get-data` (as copy, buffers only while in use).
     #[arg(long, value_enum, default_value_t = BufferModeArg::Auto, value_name = "MODE")]
     pub buffer_mode: BufferModeArg,
+    /// How the queues fetch requests and commit results: `auto` (batch where the kernel has it
+    /// and the device allows), `per-tag` (one command per request and tag, every kernel),
+    /// `batch` (Linux 7.0: one command commits a round of results, multishot fetches bring
+    /// many requests at once; not with need-get-data or --threads above --queues).
+    #[arg(long, value_enum, default_value_t = CommandsArg::Auto, value_name = "MODE")]
+    pub commands: CommandsArg,
+    /// Serve the device with N threads in all instead of one per queue (per-I/O daemons, Linux
+    /// 6.16; per-tag commands): threads are dealt to the queues in turn and each queue's tags to
+    /// its threads. Helps when few CPUs submit the I/O, so the block layer uses few queues.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub threads: Option<u16>,
     /// Do not scan the device for partitions when it goes live (Linux 7.0); `blockdev
     /// --rereadpt` scans it when wanted.
     #[arg(long)]
@@ -436,6 +447,25 @@ impl BufferModeArg {
     }
 }
 
+/// `--commands`: ublk_queue's `CommandMode`, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CommandsArg {
+    Auto,
+    PerTag,
+    Batch,
+}
+
+impl CommandsArg {
+    /// The engine's mode of that name.
+    pub fn mode(self) -> CommandMode {
+        match self {
+            CommandsArg::Auto => CommandMode::Auto,
+            CommandsArg::PerTag => CommandMode::PerTag,
+            CommandsArg::Batch => CommandMode::Batch,
+        }
+    }
+}
+
 /// `--affinity`: ublk_queue's `Affinity`, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AffinityArg {
@@ -451,6 +481,7 @@ impl CommonArgs {
             .sched_policy(self.sched.policy())
             .busy_poll(Duration::from_micros(self.poll_us));
         options.batching = self.batching();
+        options.threads = self.threads;
         options
     }
 

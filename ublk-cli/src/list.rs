@@ -22,6 +22,8 @@ pub struct Row {
     pub target: String,
     /// How request data moves (`ublk_queue::BufferMode`).
     pub buffer_mode: &'static str,
+    /// How the queues fetch and commit (`ublk_queue::CommandMode`).
+    pub commands: &'static str,
     pub block_device: String,
     pub features: Vec<&'static str>,
 }
@@ -73,6 +75,7 @@ fn row(info: &DevInfo, size: u64, target: String) -> Row {
         pid: (info.ublksrv_pid > 0).then_some(info.ublksrv_pid),
         target,
         buffer_mode: ublk_queue::BufferMode::of(info.features()).name(),
+        commands: ublk_queue::CommandMode::of(info.features()).name(),
         block_device: ublk_ctrl::block_dev_path(info.dev_id),
         features: info.features().iter_names().map(|(name, _)| name).collect(),
     }
@@ -91,13 +94,22 @@ pub fn state_name(state: u16) -> &'static str {
 
 fn to_table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<4} {:<9} {:>6} {:>6} {:>5} {:>8} {:<7} {:<13} {}\n",
-        "ID", "STATE", "SIZE", "QUEUES", "DEPTH", "PID", "TARGET", "BUFFERS", "FEATURES"
+        "{:<4} {:<9} {:>6} {:>6} {:>5} {:>8} {:<7} {:<13} {:<8} {}\n",
+        "ID",
+        "STATE",
+        "SIZE",
+        "QUEUES",
+        "DEPTH",
+        "PID",
+        "TARGET",
+        "BUFFERS",
+        "COMMANDS",
+        "FEATURES"
     );
     for r in rows {
         let pid = r.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
         out.push_str(&format!(
-            "{:<4} {:<9} {:>6} {:>6} {:>5} {:>8} {:<7} {:<13} {}\n",
+            "{:<4} {:<9} {:>6} {:>6} {:>5} {:>8} {:<7} {:<13} {:<8} {}\n",
             r.id,
             r.state,
             format_size(r.size),
@@ -106,6 +118,7 @@ fn to_table(rows: &[Row]) -> String {
             pid,
             r.target,
             r.buffer_mode,
+            r.commands,
             r.features.join(",")
         ));
     }
@@ -131,6 +144,7 @@ mod tests {
             pid: Some(77),
             target: "mem".into(),
             buffer_mode: "copy",
+            commands: "per-tag",
             block_device: "/dev/ublkb3".into(),
             features: vec!["URING_CMD_COMP_IN_TASK", "CMD_IOCTL_ENCODE"],
         }
@@ -154,7 +168,7 @@ mod tests {
         assert_eq!(
             to_json(&[r]),
             "[{\"id\":3,\"state\":\"LIVE\",\"size\":1073741824,\"queues\":2,\"depth\":128,\"pid\":null,\
-             \"target\":\"a\\\"b\",\"buffer_mode\":\"copy\",\"block_device\":\"/dev/ublkb3\",\"features\":[\"URING_CMD_COMP_IN_TASK\",\
+             \"target\":\"a\\\"b\",\"buffer_mode\":\"copy\",\"commands\":\"per-tag\",\"block_device\":\"/dev/ublkb3\",\"features\":[\"URING_CMD_COMP_IN_TASK\",\
              \"CMD_IOCTL_ENCODE\"]}]"
         );
         assert_eq!(to_json(&[]), "[]");
