@@ -162,11 +162,12 @@ impl Foreground {
             let _ = Record::remove_own_in(&self.record_dir, id, record.pid);
         }
         // `cargo xtask bench` reads these: system calls per I/O show whether batching works.
-        for (q, s) in stats.iter().enumerate() {
+        for (t, s) in stats.iter().enumerate() {
             let per = s.enters() as f64 / s.requests().max(1) as f64;
-            let (r, e) = (s.requests(), s.enters());
+            let (q, r, e, c) = (s.queue(), s.requests(), s.enters(), s.uring_cmds());
             log::info!(
-                "device {id} queue {q}: {r} requests, {e} io_uring_enter calls ({per:.3} per request)"
+                "device {id} queue {q}: {r} requests, {e} io_uring_enter calls ({per:.3} per \
+                 request), {c} URING_CMDs (thread {t})"
             );
         }
         match &outcome {

@@ -35,6 +35,7 @@ use crate::commands::{Commands, Fetched, Report};
 use crate::desc::DescMap;
 use crate::error::{Error, Result};
 use crate::request::{IoInfo, Request, TargetCqe};
+use crate::stats::Counts;
 use crate::submitter::Submitter;
 use crate::tags::{NotServing, Tags, Verdict};
 use crate::target::QueueTarget;
@@ -90,8 +91,8 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
     }
 
     /// Serves until every tag has ended (or the device asked the queue to leave); `publish`
-    /// gets the enter, request and push-back counts after each batch.
-    pub(crate) fn run(&mut self, mut publish: impl FnMut(u64, u64, u64)) -> Result<()> {
+    /// gets the counts after each batch.
+    pub(crate) fn run(&mut self, mut publish: impl FnMut(Counts)) -> Result<()> {
         while !self.finished() {
             self.commands.flush(&mut self.submitter)?;
             if !self.poll()? {
@@ -99,11 +100,12 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
             }
             let got = self.reap()?;
             self.gather.record(got);
-            publish(
-                self.submitter.enters,
-                self.requests,
-                self.submitter.pushed_back,
-            );
+            publish(Counts {
+                enters: self.submitter.enters,
+                requests: self.requests,
+                pushed_back: self.submitter.pushed_back,
+                uring_cmds: self.submitter.uring_cmds,
+            });
         }
         if self.tags.all_ended() || self.over {
             self.release_resources();

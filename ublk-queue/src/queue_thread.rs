@@ -155,7 +155,7 @@ fn serve_in<T: Target, B: Buffers, C: Commands>(
     // the wake poll will tell us to leave.
     let _ = events.send(Event::Ready { warnings });
     let stats = &setup.stats[setup.thread];
-    queue.run(|enters, requests, pushed_back| stats.publish(enters, requests, pushed_back))
+    queue.run(|counts| stats.publish(counts))
 }
 
 /// Pins the thread, sets its scheduling policy and marks it an I/O flusher; what the kernel

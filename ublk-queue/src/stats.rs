@@ -15,6 +15,16 @@ pub struct QueueStats {
     enters: AtomicU64,
     requests: AtomicU64,
     pushed_back: AtomicU64,
+    uring_cmds: AtomicU64,
+}
+
+/// What a queue thread counts, published after every batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counts {
+    pub enters: u64,
+    pub requests: u64,
+    pub pushed_back: u64,
+    pub uring_cmds: u64,
 }
 
 impl QueueStats {
@@ -46,11 +56,19 @@ impl QueueStats {
         self.pushed_back.load(Ordering::Relaxed)
     }
 
+    /// `URING_CMD` entries the thread submitted: its fetches and commits (one per request in
+    /// the per-tag mode, a few per round in batch mode) and buffer registrations.
+    pub fn uring_cmds(&self) -> u64 {
+        self.uring_cmds.load(Ordering::Relaxed)
+    }
+
     // The queue thread is the only writer, so it keeps plain counts and publishes them with a
     // store: no locked read-modify-write on the I/O path.
-    pub(crate) fn publish(&self, enters: u64, requests: u64, pushed_back: u64) {
-        self.enters.store(enters, Ordering::Relaxed);
-        self.requests.store(requests, Ordering::Relaxed);
-        self.pushed_back.store(pushed_back, Ordering::Relaxed);
+    pub(crate) fn publish(&self, counts: Counts) {
+        self.enters.store(counts.enters, Ordering::Relaxed);
+        self.requests.store(counts.requests, Ordering::Relaxed);
+        self.pushed_back
+            .store(counts.pushed_back, Ordering::Relaxed);
+        self.uring_cmds.store(counts.uring_cmds, Ordering::Relaxed);
     }
 }

@@ -23,6 +23,9 @@ use ublk_ring::{Error, Ring};
 /// `/dev/ublkcN`'s slot in the queue ring's registered files (the target's files follow).
 pub(crate) const CHAR_DEV: Fixed = Fixed(0);
 
+/// `IORING_OP_URING_CMD`, counted for [`QueueStats::uring_cmds`](crate::QueueStats::uring_cmds).
+const IORING_OP_URING_CMD: u8 = 46;
+
 /// The longest pause after the kernel pushed back with nothing to reap.
 const MAX_BACKOFF: Duration = Duration::from_millis(1);
 
@@ -39,6 +42,8 @@ pub(crate) struct Submitter {
     backoff: Duration,
     /// Enters the kernel refused with EAGAIN or EBUSY and nothing to reap.
     pub(crate) pushed_back: u64,
+    /// `URING_CMD` entries pushed.
+    pub(crate) uring_cmds: u64,
 }
 
 impl Submitter {
@@ -50,6 +55,7 @@ impl Submitter {
             overflow: VecDeque::new(),
             backoff: Duration::from_micros(1),
             pushed_back: 0,
+            uring_cmds: 0,
         }
     }
 
@@ -83,6 +89,10 @@ impl Submitter {
     ///
     /// As for [`push`](Self::push).
     pub(crate) unsafe fn push_chain(&mut self, entries: &[Entry]) -> Result<(), Error> {
+        self.uring_cmds += entries
+            .iter()
+            .filter(|e| e.get_opcode() == IORING_OP_URING_CMD)
+            .count() as u64;
         // Behind entries already waiting, in order.
         if self.overflow.is_empty() {
             for attempt in 0..2 {

@@ -52,6 +52,8 @@ pub struct Created {
 pub struct QueueTotals {
     pub requests: u64,
     pub enters: u64,
+    /// `URING_CMD` entries, where the server logged them.
+    pub uring_cmds: Option<u64>,
     pub queues: u32,
 }
 
@@ -64,8 +66,8 @@ impl ServerLog {
         })
     }
 
-    /// The sum of the per-queue counters logged at stop:
-    /// `... queue Q: R requests, E io_uring_enter calls ...`.
+    /// The sum of the per-thread counters logged at stop:
+    /// `... queue Q: R requests, E io_uring_enter calls (...), C URING_CMDs ...`.
     pub fn queue_totals(&self) -> Option<QueueTotals> {
         let mut totals = QueueTotals::default();
         for line in self.text.lines() {
@@ -87,6 +89,16 @@ impl ServerLog {
             totals.requests += r;
             totals.enters += e;
             totals.queues += 1;
+            let cmds = counts
+                .split([' ', ','])
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .windows(2)
+                .find(|w| w[1] == "URING_CMDs")
+                .and_then(|w| w[0].parse::<u64>().ok());
+            if let Some(c) = cmds {
+                *totals.uring_cmds.get_or_insert(0) += c;
+            }
         }
         (totals.queues > 0).then_some(totals)
     }
@@ -268,7 +280,7 @@ mod tests {
             m("log case=rr4k-qd1 subject=ublk-null"),
             "ublk[9]: INFO: device 0 is live at /dev/ublkb0 after 12.5ms".into(),
             "ublk[9]: INFO: device 0 queue 0: 1000 requests, 30 io_uring_enter calls (0.030 per request)".into(),
-            "ublk[9]: INFO: device 0 queue 1: 500 requests, 20 io_uring_enter calls (0.040 per request)".into(),
+            "ublk[9]: INFO: device 0 queue 1: 500 requests, 20 io_uring_enter calls (0.040 per request), 40 URING_CMDs (thread 1)".into(),
             "bench: server cpu_ticks=250 hz=100".into(),
             m("log-end"),
             m("created queues=4 hw_queues=2"),
@@ -301,6 +313,7 @@ mod tests {
             Some(QueueTotals {
                 requests: 1500,
                 enters: 50,
+                uring_cmds: Some(40),
                 queues: 2
             })
         );

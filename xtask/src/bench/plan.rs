@@ -83,6 +83,15 @@ pub const CASES: &[Case] = &[
         queues: 2,
     },
     Case {
+        id: "rr4k-1q-2j",
+        title: "4K randread QD64, 2 jobs, 1 queue",
+        rw: "randread",
+        bs: "4k",
+        iodepth: 64,
+        jobs: 2,
+        queues: 1,
+    },
+    Case {
         id: "sr128k-qd8",
         title: "128K read QD8",
         rw: "read",
@@ -105,22 +114,35 @@ pub const CASES: &[Case] = &[
 /// A device fio runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Subject {
+    /// ublk null as `ublk add` makes it: batch I/O where the kernel has it (Linux 7.0).
     UblkNull,
+    /// ublk null with per-tag commands, where auto picks batch: the two side by side.
+    UblkNullPerTag,
     /// ublk null with its queue thread polling for [`POLL_US`] before sleeping.
     UblkNullPoll,
+    /// ublk null served by [`THREADS`] threads per queue (per-I/O daemons, Linux 6.16).
+    UblkNullThreads,
     NullBlk,
     UblkMem,
     UblkLoop,
+    /// ublk loop with per-tag commands, where auto picks batch.
+    UblkLoopPerTag,
     KernelLoop,
 }
 
+/// Threads per queue of [`Subject::UblkNullThreads`].
+pub const THREADS: u16 = 2;
+
 impl Subject {
-    pub const ALL: [Subject; 6] = [
+    pub const ALL: [Subject; 9] = [
         Subject::UblkNull,
+        Subject::UblkNullPerTag,
         Subject::UblkNullPoll,
+        Subject::UblkNullThreads,
         Subject::NullBlk,
         Subject::UblkMem,
         Subject::UblkLoop,
+        Subject::UblkLoopPerTag,
         Subject::KernelLoop,
     ];
 
@@ -128,10 +150,13 @@ impl Subject {
     pub fn id(self) -> &'static str {
         match self {
             Subject::UblkNull => "ublk-null",
+            Subject::UblkNullPerTag => "ublk-null-per-tag",
             Subject::UblkNullPoll => "ublk-null-poll",
+            Subject::UblkNullThreads => "ublk-null-threads",
             Subject::NullBlk => "null_blk",
             Subject::UblkMem => "ublk-mem",
             Subject::UblkLoop => "ublk-loop",
+            Subject::UblkLoopPerTag => "ublk-loop-per-tag",
             Subject::KernelLoop => "kernel-loop",
         }
     }
@@ -140,10 +165,13 @@ impl Subject {
     pub fn title(self) -> &'static str {
         match self {
             Subject::UblkNull => "ublk null",
+            Subject::UblkNullPerTag => "ublk null, per-tag",
             Subject::UblkNullPoll => "ublk null, poll 100 µs",
+            Subject::UblkNullThreads => "ublk null, 2 threads/queue",
             Subject::NullBlk => "null_blk",
             Subject::UblkMem => "ublk mem",
             Subject::UblkLoop => "ublk loop",
+            Subject::UblkLoopPerTag => "ublk loop, per-tag",
             Subject::KernelLoop => "kernel loop (dio)",
         }
     }
@@ -151,8 +179,11 @@ impl Subject {
     /// The kernel driver a ublk subject is compared with.
     pub fn baseline(self) -> Option<Subject> {
         match self {
-            Subject::UblkNull | Subject::UblkNullPoll => Some(Subject::NullBlk),
-            Subject::UblkLoop => Some(Subject::KernelLoop),
+            Subject::UblkNull
+            | Subject::UblkNullPerTag
+            | Subject::UblkNullPoll
+            | Subject::UblkNullThreads => Some(Subject::NullBlk),
+            Subject::UblkLoop | Subject::UblkLoopPerTag => Some(Subject::KernelLoop),
             _ => None,
         }
     }
@@ -160,18 +191,39 @@ impl Subject {
     /// `null`, `mem` or `loop`: a ublk subject and its baseline share it.
     pub fn family(self) -> &'static str {
         match self {
-            Subject::UblkNull | Subject::UblkNullPoll | Subject::NullBlk => "null",
+            Subject::UblkNull
+            | Subject::UblkNullPerTag
+            | Subject::UblkNullPoll
+            | Subject::UblkNullThreads
+            | Subject::NullBlk => "null",
             Subject::UblkMem => "mem",
-            Subject::UblkLoop | Subject::KernelLoop => "loop",
+            Subject::UblkLoop | Subject::UblkLoopPerTag | Subject::KernelLoop => "loop",
         }
     }
 
     /// Whether the subject runs in `case`: polling is measured where it matters (QD1) and where
-    /// it costs (QD64 on one queue), not across the whole matrix.
+    /// it costs (QD64 on one queue); per-I/O daemons where few queues get I/O from several
+    /// jobs, the only case (with null_blk and ublk null both ways) that measures them; loop per
+    /// tag where batching can matter (QD64, 128K).
     pub fn runs_in(self, case: &Case) -> bool {
+        let threads_case = case.jobs > u32::from(case.queues);
         match self {
             Subject::UblkNullPoll => case.jobs == 1 && case.bs == "4k",
-            _ => true,
+            Subject::UblkNullThreads => threads_case,
+            Subject::UblkLoopPerTag => !threads_case && case.iodepth > 1,
+            Subject::UblkMem | Subject::UblkLoop | Subject::KernelLoop => !threads_case,
+            Subject::UblkNull | Subject::UblkNullPerTag | Subject::NullBlk => true,
+        }
+    }
+
+    /// The shell variable the guest sets to 1 when this kernel can run the subject (and, when it
+    /// cannot, the reason it marks the subject skipped with).
+    fn needs(self) -> Option<&'static str> {
+        match self {
+            Subject::UblkLoop | Subject::UblkLoopPerTag => Some("UBLK_LOOP"),
+            Subject::UblkNullPerTag => Some("HAS_BATCH"),
+            Subject::UblkNullThreads => Some("HAS_PER_IO"),
+            _ => None,
         }
     }
 
@@ -289,6 +341,16 @@ impl Plan {
                  mark skip subject=ublk-loop reason=ublk loop target not available; fi\n",
             );
         }
+        // Per-tag subjects only where auto picks batch; more threads only where the kernel
+        // has per-I/O daemons.
+        s.push_str(
+            "ublk features > $B/features 2>/dev/null\n\
+             if grep -qw BATCH_IO $B/features; then HAS_BATCH=1; else HAS_BATCH=0; \
+             mark skip subject=ublk-null-per-tag reason=auto picks per-tag on this kernel; \
+             mark skip subject=ublk-loop-per-tag reason=auto picks per-tag on this kernel; fi\n\
+             if grep -qw PER_IO_DAEMON $B/features; then HAS_PER_IO=1; else HAS_PER_IO=0; \
+             mark skip subject=ublk-null-threads reason=needs PER_IO_DAEMON (Linux 6.16); fi\n",
+        );
         for (case, subjects) in &self.cases {
             let _ = writeln!(s, "\nmark case case={}", case.id);
             for &subject in subjects {
@@ -353,9 +415,16 @@ fn up(subject: Subject, queues: u16) -> String {
     let var = subject.var();
     let line = match subject {
         Subject::UblkNull => format!("ublk_up {var} {queues} null"),
+        Subject::UblkNullPerTag => format!("ublk_up {var} {queues} null --commands per-tag"),
         Subject::UblkNullPoll => format!("ublk_up {var} {queues} null --poll-us {POLL_US}"),
+        Subject::UblkNullThreads => {
+            format!("ublk_up {var} {queues} null --threads {}", queues * THREADS)
+        }
         Subject::UblkMem => format!("ublk_up {var} {queues} mem --size {BACKING_MIB}M"),
         Subject::UblkLoop => format!("ublk_up {var} {queues} loop --file $B/loop.img"),
+        Subject::UblkLoopPerTag => {
+            format!("ublk_up {var} {queues} loop --file $B/loop.img --commands per-tag")
+        }
         Subject::NullBlk => format!("nullb_up {var} {queues}"),
         Subject::KernelLoop => format!("loop_up {var} $B/loop.img"),
     };
@@ -365,9 +434,13 @@ fn up(subject: Subject, queues: u16) -> String {
 fn down(subject: Subject, case: &str) -> String {
     let var = subject.var();
     let line = match subject {
-        Subject::UblkNull | Subject::UblkNullPoll | Subject::UblkMem | Subject::UblkLoop => {
-            format!("ublk_down {var} {case} {}", subject.id())
-        }
+        Subject::UblkNull
+        | Subject::UblkNullPerTag
+        | Subject::UblkNullPoll
+        | Subject::UblkNullThreads
+        | Subject::UblkMem
+        | Subject::UblkLoop
+        | Subject::UblkLoopPerTag => format!("ublk_down {var} {case} {}", subject.id()),
         Subject::NullBlk => format!("nullb_down {var}"),
         Subject::KernelLoop => format!("loop_down {var}"),
     };
@@ -376,10 +449,9 @@ fn down(subject: Subject, case: &str) -> String {
 
 /// `line`, only where the subject exists in this guest.
 fn guarded(subject: Subject, line: &str) -> String {
-    if subject == Subject::UblkLoop {
-        format!("[ \"$UBLK_LOOP\" = 1 ] && {{ {line}; }}")
-    } else {
-        line.to_owned()
+    match subject.needs() {
+        Some(var) => format!("[ \"${var}\" = 1 ] && {{ {line}; }}"),
+        None => line.to_owned(),
     }
 }
 
@@ -397,6 +469,7 @@ mod tests {
     fn no_filter_selects_everything() {
         let plan = Plan::new(None, T);
         assert_eq!(plan.cases.len(), CASES.len());
+        let mut pairs = 0;
         for (case, subjects) in &plan.cases {
             let poll = case.jobs == 1 && case.bs == "4k";
             assert_eq!(
@@ -405,10 +478,19 @@ mod tests {
                 "{}",
                 case.id
             );
-            assert_eq!(subjects.len(), 5 + usize::from(poll), "{}", case.id);
+            let threads = case.id == "rr4k-1q-2j";
+            assert_eq!(subjects.contains(&Subject::UblkNullThreads), threads);
+            assert_eq!(subjects.contains(&Subject::UblkMem), !threads);
+            assert_eq!(
+                subjects.contains(&Subject::UblkLoopPerTag),
+                !threads && case.iodepth > 1
+            );
+            assert!(subjects.contains(&Subject::UblkNullPerTag));
+            pairs += subjects.len() as u32;
         }
+        assert_eq!(pairs, 2 * 7 + 2 * 8 + 7 + 4 + 2 * 7);
         assert!(plan.create);
-        assert_eq!(plan.fio_runs(), (CASES.len() as u32 * 5 + 4) * 3);
+        assert_eq!(plan.fio_runs(), pairs * 3);
     }
 
     #[test]
@@ -422,9 +504,26 @@ mod tests {
         assert_eq!(plan.cases.len(), CASES.len());
         assert_eq!(
             plan.cases[0].1,
-            [Subject::UblkNull, Subject::UblkNullPoll, Subject::NullBlk]
+            [
+                Subject::UblkNull,
+                Subject::UblkNullPerTag,
+                Subject::UblkNullPoll,
+                Subject::NullBlk
+            ]
         );
-        assert_eq!(plan.cases[4].1, [Subject::UblkNull, Subject::NullBlk]);
+        assert_eq!(
+            plan.cases[4].1,
+            [Subject::UblkNull, Subject::UblkNullPerTag, Subject::NullBlk]
+        );
+        assert_eq!(
+            plan.cases[5].1,
+            [
+                Subject::UblkNull,
+                Subject::UblkNullPerTag,
+                Subject::UblkNullThreads,
+                Subject::NullBlk
+            ]
+        );
 
         let plan = Plan::new(Some("poll"), T);
         let ids: Vec<&str> = plan.cases.iter().map(|(c, _)| c.id).collect();
@@ -436,10 +535,21 @@ mod tests {
         );
 
         let plan = Plan::new(Some("loop"), T);
+        assert!(plan.cases.iter().all(|(case, s)| {
+            let per_tag = case.iodepth > 1;
+            s == &[Subject::UblkLoop, Subject::KernelLoop][..]
+                || (per_tag
+                    && s == &[
+                        Subject::UblkLoop,
+                        Subject::UblkLoopPerTag,
+                        Subject::KernelLoop,
+                    ][..])
+        }));
+        let plan = Plan::new(Some("per-tag"), T);
         assert!(
             plan.cases
                 .iter()
-                .all(|(_, s)| s == &[Subject::UblkLoop, Subject::KernelLoop])
+                .all(|(_, s)| s.contains(&Subject::UblkNullPerTag))
         );
         assert!(Plan::new(Some("nothing-like-it"), T).is_empty());
         assert!(Plan::new(Some("create"), T).create);
@@ -468,17 +578,32 @@ mod tests {
             .map(|l| l.split(" run ").nth(1).unwrap_or(""))
             .map(|l| l.split(" \"").next().unwrap_or(""))
             .collect();
-        assert_eq!(runs.len(), 15);
+        assert_eq!(runs.len(), 21);
         assert_eq!(
-            &runs[..6],
+            &runs[..8],
             [
                 "rr4k-qd64-2j ublk-null 1",
+                "rr4k-qd64-2j ublk-null-per-tag 1",
                 "rr4k-qd64-2j null_blk 1",
                 "rr4k-qd64-2j ublk-mem 1",
                 "rr4k-qd64-2j ublk-loop 1",
+                "rr4k-qd64-2j ublk-loop-per-tag 1",
                 "rr4k-qd64-2j kernel-loop 1",
                 "rr4k-qd64-2j ublk-null 2",
             ]
+        );
+        assert!(
+            s.contains(
+                "[ \"$HAS_BATCH\" = 1 ] && { ublk_up ublk_null_per_tag 2 null --commands per-tag"
+            ),
+            "{s}"
+        );
+        let threads = Plan::new(Some("rr4k-1q-2j"), T).matrix_script("n1", "/l.sh");
+        assert!(
+            threads.contains(
+                "[ \"$HAS_PER_IO\" = 1 ] && { ublk_up ublk_null_threads 1 null --threads 2"
+            ),
+            "{threads}"
         );
         assert!(s.contains("--numjobs=2"), "{s}");
         assert!(s.contains("--group_reporting"), "{s}");

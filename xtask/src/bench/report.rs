@@ -100,9 +100,9 @@ pub fn markdown(
     if !cells.is_empty() {
         s.push_str(
             "| Case | Subject | IOPS | MiB/s | Latency µs | IOPS min-max | vs kernel | enters/I/O \
-             | server CPU µs/I/O |\n",
+             | cmds/I/O | server CPU µs/I/O |\n",
         );
-        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     }
     let mut last_case = "";
     for cell in cells {
@@ -115,7 +115,7 @@ pub fn markdown(
         if let Some(why) = &cell.skipped {
             let _ = writeln!(
                 s,
-                "| {case} | {} | skipped: {why} | | | | | | |",
+                "| {case} | {} | skipped: {why} | | | | | | | |",
                 cell.subject.title()
             );
             continue;
@@ -131,7 +131,7 @@ pub fn markdown(
         };
         let _ = writeln!(
             s,
-            "| {case} | {}{failed} | {} | {} | {} | {} | {vs} | {} | {} |",
+            "| {case} | {}{failed} | {} | {} | {} | {} | {vs} | {} | {} | {} |",
             cell.subject.title(),
             opt(cell.iops(), si),
             opt(cell.bw_mib(), |b| format!("{b:.0}")),
@@ -139,6 +139,7 @@ pub fn markdown(
             cell.spread()
                 .map_or("-".into(), |(a, b)| format!("{}-{}", si(a), si(b))),
             opt(cell.enters_per_io(), |e| format!("{e:.3}")),
+            opt(cell.cmds_per_io(), |c| format!("{c:.3}")),
             opt(cell.cpu_us_per_io(), |c| format!("{c:.1}")),
         );
     }
