@@ -160,12 +160,29 @@ pub fn check(id: u32, dir: &Path) -> Result<Checked, CliError> {
         }
     };
     let server = recovering.info().ublksrv_pid;
-    if record.dev_id != id || record.pid != server {
+    let genuine = record.dev_id == id
+        && if server > 0 {
+            record.pid == server
+        } else {
+            // Since Linux 7.0 GET_DEV_INFO names the server's pid only while it runs (it is
+            // translated into the caller's namespace, and a dead server has none there). Then
+            // the record's writer must be dead too (a live one is not this device's server),
+            // and the record younger than the device: one left by an earlier device of the
+            // same id is older than this one's char device.
+            !Path::new("/proc").join(record.pid.to_string()).exists()
+                && written_after(&Record::path_in(dir, id), &ublk_ctrl::char_dev_path(id))
+        };
+    if !genuine {
         let _ = Record::remove_in(dir, id);
+        let kernel = if server > 0 {
+            format!("the kernel's server of device {id} was pid {server}")
+        } else {
+            format!("the record is older than device {id}")
+        };
         return Err(CliError::Msg(format!(
             "the record of device {id} is stale (it was written by server pid {} for device {}, but \
-             the kernel's server of device {id} was pid {server}); it was removed: recover the device \
-             with the program that created it, or delete it (`ublk del {id}`)",
+             {kernel}); it was removed: recover the device with the program that created it, or \
+             delete it (`ublk del {id}`)",
             record.pid, record.dev_id
         )));
     }
@@ -208,6 +225,27 @@ mod tests {
     use super::*;
     use crate::cli::RecoveryMode;
 
+    #[test]
+    fn a_record_must_be_younger_than_the_device_node() {
+        let dir = std::env::temp_dir().join(format!("ublk-written-after-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (old, new) = (dir.join("old"), dir.join("new"));
+        std::fs::write(&old, "x").unwrap();
+        // Distinct modification times whatever the filesystem's granularity.
+        let earlier = std::time::SystemTime::now() - Duration::from_secs(10);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(earlier)
+            .unwrap();
+        std::fs::write(&new, "y").unwrap();
+        assert!(written_after(&new, old.to_str().unwrap()));
+        assert!(!written_after(&old, new.to_str().unwrap()));
+        assert!(!written_after(&dir.join("missing"), old.to_str().unwrap()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn record(target: &str, args: &[&str]) -> Record {
         Record {
             dev_id: 3,
@@ -242,5 +280,16 @@ mod tests {
         assert!(err.contains("tape"), "{err}");
         let err = parse_target(&record("mem", &["--size", "64M", "--bogus"])).unwrap_err();
         assert!(err.contains("--bogus"), "{err}");
+    }
+}
+
+/// Whether `file` was last written after `node` was made (a device node's mtime is its creation:
+/// permission changes touch only its ctime). False if either cannot be read.
+fn written_after(file: &Path, node: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |m: std::fs::Metadata| (m.mtime(), m.mtime_nsec());
+    match (std::fs::metadata(file), std::fs::metadata(node)) {
+        (Ok(f), Ok(n)) => stamp(f) >= stamp(n),
+        _ => false,
     }
 }
