@@ -220,6 +220,17 @@ fn parse_target(record: &Record) -> Result<TargetArgs, String> {
     }
 }
 
+/// Whether `file` was last written after `node` was made (a device node's mtime is its creation:
+/// permission changes touch only its ctime). False if either cannot be read.
+fn written_after(file: &Path, node: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |m: std::fs::Metadata| (m.mtime(), m.mtime_nsec());
+    match (std::fs::metadata(file), std::fs::metadata(node)) {
+        (Ok(f), Ok(n)) => stamp(f) >= stamp(n),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,16 +291,5 @@ mod tests {
         assert!(err.contains("tape"), "{err}");
         let err = parse_target(&record("mem", &["--size", "64M", "--bogus"])).unwrap_err();
         assert!(err.contains("--bogus"), "{err}");
-    }
-}
-
-/// Whether `file` was last written after `node` was made (a device node's mtime is its creation:
-/// permission changes touch only its ctime). False if either cannot be read.
-fn written_after(file: &Path, node: &str) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let stamp = |m: std::fs::Metadata| (m.mtime(), m.mtime_nsec());
-    match (std::fs::metadata(file), std::fs::metadata(node)) {
-        (Ok(f), Ok(n)) => stamp(f) >= stamp(n),
-        _ => false,
     }
 }
