@@ -65,6 +65,7 @@ impl Backend {
                 delay_us,
                 fail_errno,
                 panic_after,
+                open_delay_ms,
                 common,
             } => {
                 let store = match file {
@@ -80,6 +81,7 @@ impl Backend {
                     panic_after: panic_after
                         .and_then(NonZeroU64::new)
                         .filter(|_| recovering.is_none()),
+                    open_delay: Duration::from_millis(*open_delay_ms),
                 };
                 Ok(Backend::Fault(Box::new(Fault::new(store, plan))))
             }
@@ -132,12 +134,14 @@ impl Backend {
             Backend::Fault(fault) => {
                 let plan = fault.plan();
                 return Some(format!(
-                    "faults on every {} request(s): delay {:?}, fail {}, panic at {}; over {}",
+                    "faults on every {} request(s): delay {:?}, fail {}, panic at {}, queues \
+                     open in {:?}; over {}",
                     plan.every,
                     plan.delay,
                     plan.fail.map_or_else(|| "no".to_owned(), |e| e.to_string()),
                     plan.panic_after
                         .map_or_else(|| "none".to_owned(), |n| n.to_string()),
+                    plan.open_delay,
                     fault
                         .inner()
                         .describe()

@@ -231,6 +231,11 @@ pub enum TargetArgs {
         /// that takes the device over with `ublk recover` does not panic again.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         panic_after: Option<u64>,
+        /// Make each queue take this many milliseconds to open, before it fetches requests (a
+        /// slow backend): the device's start waits for it.
+        #[arg(long, default_value_t = 0, value_name = "MS",
+              value_parser = clap::value_parser!(u64).range(0..=600_000))]
+        open_delay_ms: u64,
         #[command(flatten)]
         common: CommonArgs,
     },

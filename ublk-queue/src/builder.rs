@@ -351,9 +351,14 @@ impl DeviceBuilder {
         let supported = ctrl.features().unwrap_or(Features::empty());
         let mode = self.buffer_mode.resolve(supported, self.data_in_memory);
         let one_thread_per_queue = self.options.threads.is_none_or(|t| t <= self.queues);
+        // A batch device hands over to a new server only by reissuing what it held (see
+        // `DeviceHandle::hand_over`): a recovery device that does not reissue keeps per-tag
+        // commands, so that it can be handed over without failing I/O.
+        let recovery = self.features.contains(Features::USER_RECOVERY);
+        let reissue = self.features.contains(Features::USER_RECOVERY_REISSUE);
         let commands = self.command_mode.resolve(
             supported,
-            mode != BufferMode::NeedGetData && one_thread_per_queue,
+            mode != BufferMode::NeedGetData && one_thread_per_queue && (!recovery || reissue),
         );
         let mut spec = DevSpec::new(self.queues, self.depth)
             .max_io_buf_bytes(self.max_io_bytes)

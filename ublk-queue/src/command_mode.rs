@@ -12,7 +12,8 @@ use ublk_uapi::{Features, KernelVersion};
 pub enum CommandMode {
     /// Batch I/O where the kernel has it and the device's other choices allow it (not with
     /// [`BufferMode::NeedGetData`](crate::BufferMode::NeedGetData), nor with more threads than
-    /// queues), else per tag.
+    /// queues, nor with user recovery that does not reissue: a batch device hands over to a new
+    /// server only by reissuing), else per tag.
     #[default]
     Auto,
     /// One FETCH_REQ or COMMIT_AND_FETCH_REQ per tag and request: every kernel.

@@ -287,11 +287,14 @@ pub enum Error {
     /// QUIESCE_DEV and the device does not reissue them.
     #[error(
         "device {dev_id} cannot be handed over without failing the requests in flight: that needs \
-         QUIESCE (Linux 6.16), or a device added with `--recovery reissue`"
+         {}a device added with `--recovery reissue`",
+        if *batch { "(for a batch I/O device) " } else { "QUIESCE (Linux 6.16), or " }
     )]
     HandOverUnsafe {
         /// The device.
         dev_id: u32,
+        /// It uses batch I/O, whose QUIESCE_DEV fails new requests until the next server.
+        batch: bool,
     },
 
     /// Recovery was asked for a device whose server is running.

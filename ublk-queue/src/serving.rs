@@ -226,8 +226,9 @@ impl DeviceHandle {
     ///
     /// With QUIESCE (Linux 6.16, asked for with user recovery when the kernel has it) the
     /// kernel first lets the requests in flight finish (up to the deadline), so none is lost or
-    /// failed. Without it the queues leave at once, and the requests they hold are reissued to
-    /// the new server, which needs USER_RECOVERY_REISSUE.
+    /// failed. Without it, or on a batch I/O device (where QUIESCE_DEV would fail new requests
+    /// until the next server is up), the queues leave at once, and the requests they hold are
+    /// reissued to the new server, which needs USER_RECOVERY_REISSUE.
     ///
     /// # Errors
     ///
@@ -239,13 +240,18 @@ impl DeviceHandle {
                 dev_id: self.dev_id,
             });
         }
-        if self.features.contains(Features::QUIESCE) {
+        // A batch device's QUIESCE_DEV cancels its fetches the way STOP_DEV does, which makes
+        // the kernel fail every new request until the next server is ready (`force_abort`,
+        // Linux 7.3): users would see EIO. Leave at once instead, as without QUIESCE.
+        let batch = self.features.contains(Features::BATCH_IO);
+        if self.features.contains(Features::QUIESCE) && !batch {
             self.ctrl.start_hand_over();
             return self.ctrl.quiesce(self.dev_id, self.timeout);
         }
         if !self.features.contains(Features::USER_RECOVERY_REISSUE) {
             return Err(Error::HandOverUnsafe {
                 dev_id: self.dev_id,
+                batch,
             });
         }
         self.ctrl.start_hand_over();

@@ -24,6 +24,9 @@ pub struct FaultPlan {
     pub fail: Option<Errno>,
     /// The queue thread panics at its `n`-th request, before serving it.
     pub panic_after: Option<NonZeroU64>,
+    /// Each queue takes this long to open (before it fetches), as behind a slow connection to
+    /// a backend: the device's start waits for it.
+    pub open_delay: Duration,
 }
 
 impl Default for FaultPlan {
@@ -34,6 +37,7 @@ impl Default for FaultPlan {
             delay: Duration::ZERO,
             fail: None,
             panic_after: None,
+            open_delay: Duration::ZERO,
         }
     }
 }
@@ -81,6 +85,9 @@ impl<T: Target> Target for Fault<T> {
     type Queue = FaultQueue<T::Queue>;
 
     fn open_queue(&self, q: &QueueInfo) -> io::Result<Self::Queue> {
+        if !self.plan.open_delay.is_zero() {
+            std::thread::sleep(self.plan.open_delay);
+        }
         Ok(FaultQueue {
             inner: self.inner.open_queue(q)?,
             plan: self.plan,

@@ -130,6 +130,13 @@ fn auto_picks_batch_where_the_kernel_has_it_and_per_tag_where_it_must() {
         mode_of(DeviceBuilder::new().buffer_mode(BufferMode::NeedGetData)),
         CommandMode::PerTag
     );
+    // A recovery device that does not reissue keeps per-tag commands (it hands over by
+    // QUIESCE, which on a batch device fails new I/O); one that reissues may batch.
+    let plain = DeviceBuilder::new().features(Features::USER_RECOVERY);
+    assert_eq!(mode_of(plain), CommandMode::PerTag);
+    let reissue =
+        DeviceBuilder::new().features(Features::USER_RECOVERY | Features::USER_RECOVERY_REISSUE);
+    assert_eq!(mode_of(reissue), want);
     if has(Features::PER_IO_DAEMON) {
         // More threads than queues need per-tag commands.
         let options = QueueOptions::new().threads(2);
@@ -195,4 +202,68 @@ fn per_io_daemons_serve_one_queue_from_several_threads() {
         .add()
         .expect_err("1 thread for 2 queues refused");
     assert!(err.to_string().contains("thread of its own"), "{err}");
+}
+
+#[test]
+#[ignore = "needs ublk_drv"]
+fn a_batch_device_hands_over_by_reissuing_and_loses_nothing() {
+    if !has(Features::BATCH_IO) {
+        return;
+    }
+    let plain = DeviceBuilder::new()
+        .size(SIZE)
+        .features(Features::USER_RECOVERY)
+        .command_mode(CommandMode::Batch)
+        .add()
+        .expect("add")
+        .serve(Simple::new(Mem::new(SIZE)))
+        .expect("serve");
+    let err = plain
+        .handle()
+        .hand_over()
+        .expect_err("plain recovery refused");
+    assert!(err.to_string().contains("reissue"), "{err}");
+    plain.stop().expect("stop");
+
+    let mem = Arc::new(Mem::new(SIZE));
+    let serving = DeviceBuilder::new()
+        .size(SIZE)
+        .features(Features::USER_RECOVERY | Features::USER_RECOVERY_REISSUE)
+        .optional_features(Features::QUIESCE | Features::NO_AUTO_PART_SCAN)
+        .command_mode(CommandMode::Batch)
+        .add()
+        .expect("add")
+        .serve(Simple::from_arc(Arc::clone(&mem)))
+        .expect("serve");
+    let id = serving.id();
+    let fd = open_direct(&serving.block_path());
+    let mut data = AlignedBuf::new(1 << 20);
+    pattern(5, 0, &mut data);
+    write_all(&fd, &data, 0);
+    let handle = serving.handle();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| serving.wait());
+        handle.hand_over().expect("hand over");
+        waiter
+            .join()
+            .expect("the waiting thread")
+            .expect("wait returns Ok after a hand-over");
+    });
+    // A read now waits for the next server, and gets the data written before.
+    let reader = std::thread::spawn(move || {
+        let mut back = AlignedBuf::new(1 << 20);
+        read_exact(&fd, &mut back, 0);
+        back.to_vec()
+    });
+    let serving = ublk_queue::Device::recover(id)
+        .expect("recoverable after the hand-over")
+        .serve(Simple::from_arc(Arc::clone(&mem)))
+        .expect("recovered");
+    assert_eq!(
+        CommandMode::of(serving.info().features()),
+        CommandMode::Batch
+    );
+    let back = reader.join().expect("the read completed after recovery");
+    assert_same(&back, &data, 0, "data across the hand-over");
+    serving.stop().expect("stop");
 }

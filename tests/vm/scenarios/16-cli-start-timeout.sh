@@ -1,9 +1,8 @@
 #!/bin/sh
 # 16-cli-start-timeout: a background start that gives up leaves nothing behind. A fault device
-# whose every request takes 20 s cannot finish START_DEV (adding the disk reads its partition
-# table through the queues) within `--start-timeout 3`: `ublk add` must then stop its server
-# (SIGTERM, then SIGKILL), delete the device the server had made, say so, and exit 1; no device,
-# node or ublk process may be left.
+# whose queues take 20 s to open cannot go live within `--start-timeout 3`: `ublk add` must then
+# stop its server (SIGTERM, then SIGKILL), delete the device the server had made, say so, and
+# exit 1; no device, node or ublk process may be left.
 set -eu
 
 N=16-cli-start-timeout
@@ -14,7 +13,7 @@ trap cleanup EXIT
 
 t0=$(now_us)
 rc=0
-timeout 120 ublk add fault --size 64M --delay-us 20000000 --start-timeout 3 >/tmp/r16.out 2>/tmp/r16.err || rc=$?
+timeout 120 ublk add fault --size 64M --open-delay-ms 20000 --start-timeout 3 >/tmp/r16.out 2>/tmp/r16.err || rc=$?
 took=$(ms_since "$t0")
 [ "$rc" -eq 1 ] || fail "ublk add exited $rc (want 1): $(cat /tmp/r16.err)"
 [ ! -s /tmp/r16.out ] || fail "ublk add printed a device: $(cat /tmp/r16.out)"
