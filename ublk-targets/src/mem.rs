@@ -1,10 +1,14 @@
 //! The mem target: a RAM disk, allocated as it is written.
 
+mod store;
+
 use std::io;
 use std::ops::Range;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ublk_queue::{DeviceBuilder, DiscardParams, IoFlags, SimpleTarget};
+
+use store::Store;
 
 /// Bytes per chunk: the unit of allocation and of locking.
 pub const CHUNK_BYTES: usize = 64 << 10;
@@ -14,14 +18,15 @@ pub const CHUNK_BYTES: usize = 64 << 10;
 /// never for the seconds a whole large disk would take.
 pub const MAX_ZEROING_BYTES: u32 = 1 << 30;
 
-/// One chunk: `None` until first written, and again once discarded; reads as zeroes then.
-type Chunk = RwLock<Option<Box<[u8]>>>;
+/// One chunk's lock, guarding its bytes in the store and whether it holds any: false until
+/// first written, and again once discarded (its bytes read as zeroes then and cost nothing).
+type Chunk = RwLock<bool>;
 
 /// A RAM disk of a fixed size, shared by every queue.
 ///
-/// Storage is split into 64 KiB chunks, each behind its own lock and allocated on its first
-/// write, so an unwritten region reads as zeroes and a large disk costs memory only for what was
-/// written. A request spanning several chunks locks them in ascending order (so concurrent
+/// Storage is one mapping of the whole disk (its pages populated on first write, given back
+/// to the system on discard), split into 64 KiB chunks, each behind its own lock, so an
+/// unwritten region reads as zeroes and a large disk costs memory only for what was written. A request spanning several chunks locks them in ascending order (so concurrent
 /// requests cannot deadlock) and holds them together (so it is applied as a whole). DISCARD and
 /// WRITE_ZEROES free the chunks they cover entirely and zero the parts of the others, one chunk
 /// at a time (neither needs to be atomic); [`Mem::configure`] advertises both, at most
@@ -44,10 +49,11 @@ pub struct Mem {
     table: RwLock<Table>,
 }
 
-/// The disk's size and its chunks.
+/// The disk's size, its bytes and its chunks.
 #[derive(Debug)]
 struct Table {
     size: u64,
+    store: Store,
     chunks: Vec<Chunk>,
 }
 
@@ -76,6 +82,7 @@ impl Mem {
     pub fn try_new(size: u64) -> io::Result<Self> {
         let mut table = Table {
             size: 0,
+            store: Store::new(0)?,
             chunks: Vec::new(),
         };
         table.grow_to(size)?;
@@ -116,12 +123,17 @@ impl Mem {
         let keep = usize::try_from(size.div_ceil(CHUNK_BYTES as u64)).unwrap_or(usize::MAX);
         let boundary = (size % CHUNK_BYTES as u64) as usize;
         table.chunks.truncate(keep);
-        if boundary != 0
-            && let Some(last) = table.chunks.last()
-            && let Some(data) = &mut *write(last)
-        {
-            // Growing again later must find zeroes there, not the old bytes.
-            data[boundary..].fill(0);
+        // Gives the memory of the chunks cut off back (the bytes kept stay).
+        table.store.resize(keep * CHUNK_BYTES)?;
+        if boundary != 0 && keep > 0 {
+            let last = keep - 1;
+            let written = write(&table.chunks[last]);
+            if *written {
+                // Growing again later must find zeroes there, not the old bytes.
+                // SAFETY: the chunk's write lock (`written`) is held while the slice lives.
+                let bytes = unsafe { table.chunk_mut(last) };
+                bytes[boundary..].fill(0);
+            }
         }
         table.size = size;
         Ok(())
@@ -153,11 +165,7 @@ impl Mem {
 
     /// Chunks currently holding memory: the disk's footprint is this times [`CHUNK_BYTES`].
     pub fn allocated_chunks(&self) -> usize {
-        self.table()
-            .chunks
-            .iter()
-            .filter(|c| read(c).is_some())
-            .count()
+        self.table().chunks.iter().filter(|c| *read(c)).count()
     }
 }
 
@@ -171,11 +179,18 @@ impl Table {
             .iter()
             .enumerate()
             .skip(first)
-            .find(|(i, c)| match &*read(c) {
-                None => false,
+            .find(|(i, c)| {
+                let written = read(c);
+                if !*written {
+                    return false;
+                }
+                if *i + 1 != keep {
+                    return true;
+                }
                 // The last chunk kept: only its part past the new end matters.
-                Some(data) if *i + 1 == keep => data[boundary..].iter().any(|&b| b != 0),
-                Some(_) => true,
+                // SAFETY: the chunk's read lock (`written`) is held while the slice lives.
+                let bytes = unsafe { self.chunk(*i) };
+                bytes[boundary..].iter().any(|&b| b != 0)
             })
             .map(|(i, _)| i as u64 * CHUNK_BYTES as u64)
     }
@@ -194,9 +209,51 @@ impl Table {
         let count = usize::try_from(size.div_ceil(CHUNK_BYTES as u64)).map_err(|_| too_big())?;
         let more = count.saturating_sub(self.chunks.len());
         self.chunks.try_reserve_exact(more).map_err(|_| too_big())?;
-        self.chunks.extend((0..more).map(|_| RwLock::new(None)));
+        let bytes = count.checked_mul(CHUNK_BYTES).ok_or_else(too_big)?;
+        self.store
+            .resize(bytes.max(self.chunks.len() * CHUNK_BYTES))?;
+        self.chunks.extend((0..more).map(|_| RwLock::new(false)));
         self.size = size;
         Ok(())
+    }
+
+    /// Chunk `i`'s bytes.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds chunk `i`'s read lock (or its write lock) while the slice lives.
+    unsafe fn chunk(&self, i: usize) -> &[u8] {
+        // SAFETY: chunk `i` is inside the store (which covers every chunk of the table); no one
+        // writes it while its lock is held by our caller.
+        unsafe { std::slice::from_raw_parts(self.store.at(i * CHUNK_BYTES), CHUNK_BYTES) }
+    }
+
+    /// Chunk `i`'s bytes, to write.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds chunk `i`'s write lock while the slice lives.
+    #[allow(clippy::mut_from_ref)] // The chunk's write lock is the exclusive borrow.
+    unsafe fn chunk_mut(&self, i: usize) -> &mut [u8] {
+        // SAFETY: as in `chunk`; the write lock makes this the only access to the chunk.
+        unsafe { std::slice::from_raw_parts_mut(self.store.at(i * CHUNK_BYTES), CHUNK_BYTES) }
+    }
+
+    /// Zeroes `range` of chunk `i` (whose write lock `written` is), giving the chunk's memory
+    /// back when that is all of it.
+    fn zero(&self, i: usize, written: &mut bool, range: Range<usize>) {
+        if !*written {
+            return;
+        }
+        if range.len() == CHUNK_BYTES {
+            // SAFETY: the chunk's write lock is held: no reference into it is alive.
+            unsafe { self.store.release(i * CHUNK_BYTES, CHUNK_BYTES) };
+            *written = false;
+        } else {
+            // SAFETY: the chunk's write lock is held.
+            let bytes = unsafe { self.chunk_mut(i) };
+            bytes[range].fill(0);
+        }
     }
 
     /// Splits `len` bytes at `offset` into per-chunk spans, after checking they are on the disk.
@@ -227,12 +284,13 @@ impl Table {
         }))
     }
 
-    /// Write-locks the chunks `spans` touch, in ascending order, and hands each with its span to `f`.
+    /// Write-locks the chunks `spans` touch, in ascending order, and hands each (its bytes and
+    /// whether it holds any) with its span to `f`.
     fn with_written(
         &self,
         offset: u64,
         len: u64,
-        mut f: impl FnMut(&mut Option<Box<[u8]>>, Span),
+        mut f: impl FnMut(&mut [u8], &mut bool, Span),
     ) -> io::Result<()> {
         let spans: Vec<Span> = self.spans(offset, len)?.collect();
         // Spans come in ascending chunk order: taking every lock before touching any data makes
@@ -240,7 +298,9 @@ impl Table {
         let mut guards: Vec<RwLockWriteGuard<'_, _>> =
             spans.iter().map(|s| write(&self.chunks[s.chunk])).collect();
         for (guard, span) in guards.iter_mut().zip(spans) {
-            f(guard, span);
+            // SAFETY: the chunk's write lock (`guard`) is held while the slice lives.
+            let bytes = unsafe { self.chunk_mut(span.chunk) };
+            f(bytes, guard, span);
         }
         Ok(())
     }
@@ -249,28 +309,20 @@ impl Table {
     /// across chunks, whatever the length.
     fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
         for span in self.spans(offset, len)? {
-            zero(&mut write(&self.chunks[span.chunk]), span.in_chunk);
+            let mut written = write(&self.chunks[span.chunk]);
+            self.zero(span.chunk, &mut written, span.in_chunk);
         }
         Ok(())
     }
 }
 
-fn read(chunk: &Chunk) -> RwLockReadGuard<'_, Option<Box<[u8]>>> {
+fn read(chunk: &Chunk) -> RwLockReadGuard<'_, bool> {
     // A panic while a lock was held left plain bytes behind, nothing half-updated to guard.
     chunk.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn write(chunk: &Chunk) -> RwLockWriteGuard<'_, Option<Box<[u8]>>> {
+fn write(chunk: &Chunk) -> RwLockWriteGuard<'_, bool> {
     chunk.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Zeroes `range` of a chunk, freeing the chunk when that is all of it.
-fn zero(slot: &mut Option<Box<[u8]>>, range: Range<usize>) {
-    if range.len() == CHUNK_BYTES {
-        *slot = None;
-    } else if let Some(data) = slot {
-        data[range].fill(0);
-    }
 }
 
 impl SimpleTarget for Mem {
@@ -280,9 +332,12 @@ impl SimpleTarget for Mem {
         let guards: Vec<_> = spans.iter().map(|s| read(&table.chunks[s.chunk])).collect();
         for (guard, span) in guards.iter().zip(spans) {
             let dst = &mut buf[span.in_buf];
-            match &**guard {
-                Some(data) => dst.copy_from_slice(&data[span.in_chunk]),
-                None => dst.fill(0),
+            if **guard {
+                // SAFETY: the chunk's read lock (`guard`) is held while the slice lives.
+                let bytes = unsafe { table.chunk(span.chunk) };
+                dst.copy_from_slice(&bytes[span.in_chunk]);
+            } else {
+                dst.fill(0);
             }
         }
         Ok(())
@@ -290,9 +345,9 @@ impl SimpleTarget for Mem {
 
     fn write(&self, offset: u64, buf: &[u8], _: IoFlags) -> io::Result<()> {
         self.table()
-            .with_written(offset, buf.len() as u64, |slot, span| {
-                let data = slot.get_or_insert_with(|| vec![0; CHUNK_BYTES].into_boxed_slice());
-                data[span.in_chunk].copy_from_slice(&buf[span.in_buf]);
+            .with_written(offset, buf.len() as u64, |bytes, written, span| {
+                bytes[span.in_chunk].copy_from_slice(&buf[span.in_buf]);
+                *written = true;
             })
     }
 
