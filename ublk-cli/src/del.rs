@@ -135,6 +135,8 @@ fn state_hint(state: Option<char>) -> &'static str {
 fn delete(ctrl: &mut Control, id: u32, force: bool, timeout: Duration) -> Result<(), CliError> {
     let info = ctrl.dev_info(id)?;
     let pid = info.ublksrv_pid;
+    // Which device this is, beyond its id: its char device's creation time.
+    let node = node_stamp(id);
     let live = matches!(info.state(), Ok(DevState::Live));
     let server = if live {
         Server::of(ctrl, id, pid)
@@ -205,8 +207,11 @@ fn delete(ctrl: &mut Control, id: u32, force: bool, timeout: Duration) -> Result
     if server.as_ref().is_some_and(|s| ours || !s.alive()) {
         // The server is gone. Its device, if still there, still names it; a device under this
         // id that names another server is a new one, not ours to touch.
+        // Since Linux 7.0 a dead server's pid reads as -1: the same device is then the one
+        // whose char device is the same node.
         match ctrl.dev_info(id) {
             Ok(now) if now.ublksrv_pid == pid => {}
+            Ok(now) if now.ublksrv_pid <= 0 && node.is_some() && node_stamp(id) == node => {}
             Ok(_) | Err(CtrlError::NoSuchDevice { .. }) => {
                 records_gone();
                 return Ok(());
@@ -259,6 +264,14 @@ pub fn exits_within(pidfd: &OwnedFd, timeout: Duration) -> bool {
             Err(_) => return false,
         }
     }
+}
+
+/// When device `id`'s char device node was made (its mtime: permission changes touch only the
+/// ctime), if it exists.
+fn node_stamp(id: u32) -> Option<(i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(ublk_ctrl::char_dev_path(id)).ok()?;
+    Some((meta.mtime(), meta.mtime_nsec()))
 }
 
 #[cfg(test)]

@@ -179,7 +179,15 @@ fn guest_script(plan: &[Planned], nonce: &str, test_threads: u32, filter: Option
         };
         let begin = console::begin_marker(nonce, item.kind, &item.name);
         let done = console::done_marker(nonce, item.kind, &item.name, "$s");
-        let _ = writeln!(s, "echo {}\n{run}\ns=$?\necho \"{done}\"", quote(&begin));
+        let time = console::time_marker(
+            nonce,
+            "$(awk -v t=$t0 '{ printf \"%.1f\", $1 - t }' /proc/uptime)",
+        );
+        let _ = writeln!(
+            s,
+            "echo {}\nt0=$(cut -d' ' -f1 /proc/uptime)\n{run}\ns=$?\necho \"{done}\"\necho \"{time}\"",
+            quote(&begin)
+        );
         s.push_str("[ $s -eq 0 ] || failed=1\n");
     }
     s.push_str("exit $failed\n");
@@ -290,10 +298,13 @@ fn summarize(
         } else {
             "ok  "
         };
-        let status = match item.status {
+        let mut status = match item.status {
             Some(code) => format!("exit status {code}"),
             None => "did not finish".to_owned(),
         };
+        if let Some(secs) = item.secs {
+            let _ = write!(status, " ({secs:.0} s)");
+        }
         report
             .lines
             .push(format!("{verdict} {title}: {counted}{status}"));
@@ -365,6 +376,7 @@ mod tests {
                 tests: Some((3, 0)),
                 failures: vec![],
                 skips: vec![],
+                secs: None,
             },
             // Aborted before libtest's summary: one failure.
             Item {
@@ -374,6 +386,7 @@ mod tests {
                 tests: None,
                 failures: vec![],
                 skips: vec![],
+                secs: None,
             },
             Item {
                 kind: "scenario".into(),
@@ -382,6 +395,7 @@ mod tests {
                 tests: None,
                 failures: vec![],
                 skips: vec![],
+                secs: None,
             },
             Item {
                 kind: "scenario".into(),
@@ -390,6 +404,7 @@ mod tests {
                 tests: None,
                 failures: vec!["fail: FAIL: it broke".into()],
                 skips: vec![],
+                secs: None,
             },
         ];
         let report = summarize(&plan, &items, &Ok(1), Some("6.12.117+deb12-cloud-amd64"));
@@ -416,6 +431,7 @@ mod tests {
             tests: Some((1, 1)),
             failures: vec!["x::y".into()],
             skips: vec![],
+            secs: None,
         }];
         let report = summarize(&plan, &items, &Err("timed out after 5s".into()), None);
         assert_eq!((report.passed, report.failed, report.skipped), (1, 3, 0));
@@ -445,6 +461,7 @@ mod tests {
             tests,
             failures: vec![],
             skips: vec![],
+            secs: None,
         }
     }
 

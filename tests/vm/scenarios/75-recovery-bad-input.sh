@@ -25,8 +25,8 @@ wait_state "$dev_id" QUIESCED
 mv "/run/ublk/$dev_id.rec" /tmp/r75.rec
 refused "no record" "no record" timeout 30 ublk recover "$dev_id"
 # A record written for another server of this id is stale.
-sed 's/"pid":[0-9-]*/"pid":1/' /tmp/r75.rec >"/run/ublk/$dev_id.rec"
-grep -q '"pid":1[,}]' "/run/ublk/$dev_id.rec" || fail "could not rewrite the record's pid"
+sed 's/"pid": *[0-9-]*/"pid": 1/' /tmp/r75.rec >"/run/ublk/$dev_id.rec"
+grep -q '"pid": 1,' "/run/ublk/$dev_id.rec" || fail "could not rewrite the record's pid"
 refused "stale record" "stale" timeout 30 ublk recover "$dev_id"
 [ ! -e "/run/ublk/$dev_id.rec" ] || fail "the stale record was kept"
 [ "$(field "$dev_id" state)" = QUIESCED ] || fail "device $dev_id changed state: $(entry "$dev_id")"

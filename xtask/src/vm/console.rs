@@ -25,6 +25,12 @@ pub fn done_marker(nonce: &str, kind: &str, name: &str, status: impl Display) ->
     format!("=== XTASK-DONE run={nonce} {kind} {name} status={status} ===")
 }
 
+/// Printed after a done marker: how long the item took, in seconds (from `/proc/uptime`, so
+/// in the guest's own time).
+pub fn time_marker(nonce: &str, secs: impl Display) -> String {
+    format!("=== XTASK-TIME run={nonce} secs={secs} ===")
+}
+
 /// Printed by vm-e2e's guest before anything runs: the guest's `uname -r`, which skips are
 /// judged against.
 pub fn release_marker(nonce: &str, release: impl Display) -> String {
@@ -70,7 +76,7 @@ fn status_after(line: &str, prefix: &str) -> Option<i32> {
 }
 
 /// One test binary or scenario, as the console reported it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Item {
     pub kind: String,
     pub name: String,
@@ -83,6 +89,8 @@ pub struct Item {
     pub failures: Vec<String>,
     /// Its `SKIP: needs ...` lines (see [`super::skip`]).
     pub skips: Vec<Skipped>,
+    /// How long it ran, in seconds, if the guest said ([`time_marker`]).
+    pub secs: Option<f64>,
 }
 
 /// One skip line, and the test whose `--show-output` section held it (`None` for a scenario, or
@@ -103,6 +111,7 @@ impl Item {
 pub fn items(console: &str, nonce: &str) -> Vec<Item> {
     let begin = format!("=== XTASK-BEGIN run={nonce} ");
     let done = format!("=== XTASK-DONE run={nonce} ");
+    let time = format!("=== XTASK-TIME run={nonce} secs=");
     let mut items: Vec<Item> = Vec::new();
     // The test whose captured output libtest is showing (`---- NAME stdout ----`).
     let mut section: Option<String> = None;
@@ -117,8 +126,16 @@ pub fn items(console: &str, nonce: &str) -> Vec<Item> {
                 tests: None,
                 failures: vec![],
                 skips: vec![],
+                secs: None,
             });
             section = None;
+        } else if let Some(at) = line.find(&time) {
+            let secs = line[at + time.len()..]
+                .split_once(" ===")
+                .and_then(|(n, _)| n.parse().ok());
+            if let Some(item) = items.last_mut() {
+                item.secs = secs;
+            }
         } else if let Some(name) = output_section(line) {
             section = Some(name.to_owned());
         } else if let Some(skip) = Skip::parse(line) {
@@ -247,6 +264,7 @@ mod tests {
                     tests: Some((1, 1)),
                     failures: vec!["ctrl::open".into()],
                     skips: vec![],
+                    secs: None,
                 },
                 Item {
                     kind: "scenario".into(),
@@ -255,6 +273,7 @@ mod tests {
                     tests: None,
                     failures: vec![],
                     skips: vec![],
+                    secs: None,
                 },
                 Item {
                     kind: "scenario".into(),
@@ -263,6 +282,7 @@ mod tests {
                     tests: None,
                     failures: vec!["10-crash: FAIL: step two: device 1 is gone".into()],
                     skips: vec![],
+                    secs: None,
                 },
             ]
         );
@@ -280,6 +300,7 @@ mod tests {
             tests: Some((3, 1)),
             failures: vec![],
             skips: vec![],
+            secs: None,
         };
         assert!(!item.passed());
     }
@@ -336,5 +357,21 @@ mod tests {
     #[test]
     fn tail_keeps_the_last_lines() {
         assert_eq!(tail("a\r\nb\r\nc\r\n", 2), "b\nc");
+    }
+
+    #[test]
+    fn items_carry_how_long_they_ran() {
+        let console = [
+            begin_marker("n1", "scenario", "a.sh"),
+            done_marker("n1", "scenario", "a.sh", 0),
+            time_marker("n1", "12.5"),
+            begin_marker("n1", "scenario", "b.sh"),
+            done_marker("n1", "scenario", "b.sh", 0),
+            time_marker("n2", "99.0"),
+        ]
+        .join("\n");
+        let items = items(&console, "n1");
+        assert_eq!(items[0].secs, Some(12.5));
+        assert_eq!(items[1].secs, None, "another run's marker");
     }
 }
