@@ -73,7 +73,8 @@ fn blocks(path: &Path) -> u64 {
 /// `io` says where READ and WRITE run; the backing files are in /tmp, tmpfs in the guest, where
 /// `Auto` means inline.
 fn round_trip(name: &str, buffered: bool, queues: u16, io: BackingIo) {
-    let size: u64 = 64 << 20;
+    // Dozens of 512 KiB requests each way; under emulation every MiB costs about a second.
+    let size: u64 = 16 << 20;
     let file = BackingFile::new(name);
     let backing = LoopBuilder::new(&file.0)
         .size(size)
