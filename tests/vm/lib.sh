@@ -210,6 +210,40 @@ fio_fails() {
     [ "$fio_rc" -ne 0 ] || fail "$1: fio exited 0 instead of failing its I/O"
 }
 
+# fio_write_verify_bg PATH: starts fio in the background ($fio_pid, report in $FIO_LOG): 32 MiB
+# of random writes of 4-256 KiB with crc32c verify, paced at 2000 IOPS so that a server change
+# happens while it runs.
+fio_write_verify_bg() {
+    fio --eta=never --name=bgw --filename="$1" --ioengine=io_uring --direct=1 \
+        --rw=randwrite --bsrange=4k-256k --size=32M --iodepth=16 --verify=crc32c \
+        --verify_fatal=1 --rate_iops=2000 --output="$FIO_LOG" &
+    fio_pid=$!
+}
+
+# fio_clean WHAT: the background fio ($fio_pid) must end with status 0 and report no error in
+# $FIO_LOG; clears fio_pid.
+fio_clean() {
+    fc_rc=0
+    wait "$fio_pid" || fc_rc=$?
+    fio_pid=
+    [ "$fc_rc" -eq 0 ] || fail "$1: fio exited $fc_rc"
+    grep -q "err= 0" "$FIO_LOG" || fail "$1: fio reported errors"
+}
+
+# kill_and_recover VAR WHAT: kills device ${VAR}'s server with SIGKILL while the background fio
+# ($fio_pid) uses it; the device must go QUIESCED with fio waiting, and `ublk recover` must bring
+# it back under the same id and path (in $recovered_pid, the new server).
+kill_and_recover() {
+    eval "kr_id=\$${1}_id kr_path=\$${1}_path"
+    kill -9 "$(field "$kr_id" pid)"
+    wait_state "$kr_id" QUIESCED
+    running "$fio_pid" || fail "$2: fio exited when the server was killed"
+    kr_out=$(timeout 120 ublk recover "$kr_id" 2>/tmp/rec.err) ||
+        fail "$2: ublk recover exited $?: $(cat /tmp/rec.err)"
+    [ "$kr_out" = "$kr_id $kr_path" ] || fail "$2: ublk recover printed '$kr_out'"
+    recovered_pid=$(field "$kr_id" pid)
+}
+
 # md5 FILE [FIRST_MIB COUNT_MIB]: the md5 of FILE (fails if it cannot be read), or of COUNT_MIB
 # MiB of it from FIRST_MIB MiB on.
 md5() {

@@ -235,35 +235,10 @@ fn a_batch_device_hands_over_by_reissuing_and_loses_nothing() {
         .expect("add")
         .serve(Simple::from_arc(Arc::clone(&mem)))
         .expect("serve");
-    let id = serving.id();
-    let fd = open_direct(&serving.block_path());
-    let mut data = AlignedBuf::new(1 << 20);
-    pattern(5, 0, &mut data);
-    write_all(&fd, &data, 0);
-    let handle = serving.handle();
-    std::thread::scope(|s| {
-        let waiter = s.spawn(|| serving.wait());
-        handle.hand_over().expect("hand over");
-        waiter
-            .join()
-            .expect("the waiting thread")
-            .expect("wait returns Ok after a hand-over");
-    });
-    // A read now waits for the next server, and gets the data written before.
-    let reader = std::thread::spawn(move || {
-        let mut back = AlignedBuf::new(1 << 20);
-        read_exact(&fd, &mut back, 0);
-        back.to_vec()
-    });
-    let serving = ublk_queue::Device::recover(id)
-        .expect("recoverable after the hand-over")
-        .serve(Simple::from_arc(Arc::clone(&mem)))
-        .expect("recovered");
+    let serving = common::hand_over_and_recover(serving, &mem, 5);
     assert_eq!(
         CommandMode::of(serving.info().features()),
         CommandMode::Batch
     );
-    let back = reader.join().expect("the read completed after recovery");
-    assert_same(&back, &data, 0, "data across the hand-over");
     serving.stop().expect("stop");
 }

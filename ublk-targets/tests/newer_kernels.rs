@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use common::{AlignedBuf, assert_same, open_direct, pattern, read_exact, write_all};
 use ublk_ctrl::Control;
-use ublk_queue::{Device, DeviceBuilder, Simple};
+use ublk_queue::{DeviceBuilder, Simple};
 use ublk_targets::Mem;
 use ublk_uapi::Features;
 
@@ -86,34 +86,7 @@ fn a_device_handed_over_keeps_its_data_and_its_waiting_io() {
         .expect("add")
         .serve(Simple::from_arc(Arc::clone(&mem)))
         .expect("serve");
-    let id = serving.id();
-    let fd = open_direct(&serving.block_path());
-    let mut data = AlignedBuf::new(1 << 20);
-    pattern(3, 0, &mut data);
-    write_all(&fd, &data, 0);
-    let handle = serving.handle();
-    std::thread::scope(|s| {
-        let waiter = s.spawn(|| serving.wait());
-        handle.hand_over().expect("QUIESCE_DEV");
-        waiter
-            .join()
-            .expect("the waiting thread")
-            .expect("wait returns Ok after a hand-over");
-    });
-    assert!(handle.handed_over());
-    // Users keep their descriptor; a read now waits for the next server.
-    let reader = std::thread::spawn(move || {
-        let mut back = AlignedBuf::new(1 << 20);
-        read_exact(&fd, &mut back, 0);
-        back.to_vec()
-    });
-    // The same memory behind a new server (as a process upgrading itself would keep it).
-    let serving = Device::recover(id)
-        .expect("recoverable after the hand-over")
-        .serve(Simple::from_arc(Arc::clone(&mem)))
-        .expect("recovered");
-    let back = reader.join().expect("the read completed after recovery");
-    assert_same(&back, &data, 0, "data across the hand-over");
+    let serving = common::hand_over_and_recover(serving, &mem, 3);
     serving.stop().expect("stop");
 }
 

@@ -20,25 +20,12 @@ for mode in copy need-get-data user-copy zero-copy auto-register; do
     esac
     rm -f "$IMG"
     add_dev dev loop --file "$IMG" --size 64M --recovery reissue --buffer-mode "$mode"
-    fio --eta=never --name=r61 --filename="$dev_path" --ioengine=io_uring --direct=1 \
-        --rw=randwrite --bsrange=4k-256k --size=32M --iodepth=16 --verify=crc32c \
-        --verify_fatal=1 --rate_iops=2000 --output="$FIO_LOG" &
-    fio_pid=$!
+    fio_write_verify_bg "$dev_path"
     wait_io written "$dev_id" 2048
-    old=$(field "$dev_id" pid)
-    kill -9 "$old"
-    wait_state "$dev_id" QUIESCED
-    running "$fio_pid" || fail "$mode: fio exited when the server was killed"
-    out=$(timeout 120 ublk recover "$dev_id" 2>/tmp/rec.err) ||
-        fail "$mode: ublk recover exited $?: $(cat /tmp/rec.err)"
-    [ "$out" = "$dev_id $dev_path" ] || fail "$mode: ublk recover printed '$out'"
+    kill_and_recover dev "$mode"
     [ "$(field "$dev_id" buffer_mode)" = "$mode" ] ||
         fail "$mode: recovered in mode $(field "$dev_id" buffer_mode)"
-    rc=0
-    wait "$fio_pid" || rc=$?
-    fio_pid=
-    [ "$rc" -eq 0 ] || fail "$mode: fio exited $rc"
-    grep -q "err= 0" "$FIO_LOG" || fail "$mode: fio reported errors"
+    fio_clean "$mode"
     del_dev dev
     echo "$N: ok: $mode: killed under fio write+verify, recovered, 0 errors"
 done

@@ -81,23 +81,11 @@ done
 
 rm -f "$IMG"
 add_dev dev loop --file "$IMG" --size 64M --recovery reissue --commands batch
-fio --eta=never --name=r68r --filename="$dev_path" --ioengine=io_uring --direct=1 \
-    --rw=randwrite --bsrange=4k-256k --size=32M --iodepth=16 --verify=crc32c \
-    --verify_fatal=1 --rate_iops=2000 --output="$FIO_LOG" &
-fio_pid=$!
+fio_write_verify_bg "$dev_path"
 wait_io written "$dev_id" 2048
-kill -9 "$(field "$dev_id" pid)"
-wait_state "$dev_id" QUIESCED
-running "$fio_pid" || fail "recovery: fio exited when the server was killed"
-out=$(timeout 120 ublk recover "$dev_id" 2>/tmp/rec.err) ||
-    fail "recovery: ublk recover exited $?: $(cat /tmp/rec.err)"
-[ "$out" = "$dev_id $dev_path" ] || fail "recovery: ublk recover printed '$out'"
+kill_and_recover dev "recovery"
 [ "$(field "$dev_id" commands)" = batch ] || fail "recovered in $(field "$dev_id" commands) mode"
-rc=0
-wait "$fio_pid" || rc=$?
-fio_pid=
-[ "$rc" -eq 0 ] || fail "recovery: fio exited $rc"
-grep -q "err= 0" "$FIO_LOG" || fail "recovery: fio reported errors"
+fio_clean "recovery"
 del_dev dev
 echo "$N: ok: batch: killed under fio write+verify, recovered, 0 errors"
 

@@ -58,24 +58,12 @@ echo "$N: ok: mem, 2 queues x 3 threads: fio verify clean"
 
 rm -f "$IMG"
 add_dev dev loop --file "$IMG" --size 64M --recovery reissue --threads 3
-fio --eta=never --name=r69r --filename="$dev_path" --ioengine=io_uring --direct=1 \
-    --rw=randwrite --bsrange=4k-256k --size=32M --iodepth=16 --verify=crc32c \
-    --verify_fatal=1 --rate_iops=2000 --output="$FIO_LOG" &
-fio_pid=$!
+fio_write_verify_bg "$dev_path"
 wait_io written "$dev_id" 2048
-kill -9 "$(field "$dev_id" pid)"
-wait_state "$dev_id" QUIESCED
-running "$fio_pid" || fail "recovery: fio exited when the server was killed"
-out=$(timeout 120 ublk recover "$dev_id" 2>/tmp/rec.err) ||
-    fail "recovery: ublk recover exited $?: $(cat /tmp/rec.err)"
-[ "$out" = "$dev_id $dev_path" ] || fail "recovery: ublk recover printed '$out'"
-n=$(queue_threads "$(field "$dev_id" pid)")
+kill_and_recover dev "recovery"
+n=$(queue_threads "$recovered_pid")
 [ "$n" -eq 3 ] || fail "recovered with $n queue threads, not 3"
-rc=0
-wait "$fio_pid" || rc=$?
-fio_pid=
-[ "$rc" -eq 0 ] || fail "recovery: fio exited $rc"
-grep -q "err= 0" "$FIO_LOG" || fail "recovery: fio reported errors"
+fio_clean "recovery"
 del_dev dev
 echo "$N: ok: 3 threads: killed under fio write+verify, recovered with 3 threads, 0 errors"
 rm -f "$IMG"

@@ -20,10 +20,7 @@ IMG=/tmp/r82.img
 upgrade() {
     rm -f "$IMG"
     add_dev dev loop --file "$IMG" --size 64M $1
-    fio --eta=never --name=r82 --filename="$dev_path" --ioengine=io_uring --direct=1 \
-        --rw=randwrite --bsrange=4k-256k --size=32M --iodepth=16 --verify=crc32c \
-        --verify_fatal=1 --rate_iops=2000 --output="$FIO_LOG" &
-    fio_pid=$!
+    fio_write_verify_bg "$dev_path"
     wait_io written "$dev_id" 2048
     old=$(field "$dev_id" pid)
     out=$(timeout 120 ublk restart "$dev_id" 2>/tmp/r82.err) || fail "$1: ublk restart failed: $(cat /tmp/r82.err)"
@@ -31,11 +28,7 @@ upgrade() {
     ! running "$old" || fail "$1: the old server $old still runs"
     new=$(field "$dev_id" pid)
     [ "$new" != "$old" ] && running "$new" || fail "$1: no new server (pid '$new')"
-    rc=0
-    wait "$fio_pid" || rc=$?
-    fio_pid=
-    [ "$rc" -eq 0 ] || fail "$1: fio exited $rc across the restart"
-    grep -q "err= 0" "$FIO_LOG" || fail "$1: fio reported errors"
+    fio_clean "$1: across the restart"
     del_dev dev
     echo "$N: ok: $1: restarted under fio write+verify (server $old -> $new), 0 errors"
 }

@@ -166,3 +166,45 @@ pub fn report(line: &str) {
     use std::io::Write as _;
     let _ = std::io::stderr().write_all(format!("[measure] {line}\n").as_bytes());
 }
+
+/// Writes 1 MiB at 0, hands `serving` over to a new server ([`DeviceHandle::hand_over`]),
+/// starts a read that must wait for that server, recovers the device with the same `mem`
+/// behind it, and checks the read got the data written before; returns the new server.
+///
+/// [`DeviceHandle::hand_over`]: ublk_queue::DeviceHandle::hand_over
+pub fn hand_over_and_recover(
+    serving: ublk_queue::Serving,
+    mem: &std::sync::Arc<ublk_targets::Mem>,
+    seed: u64,
+) -> ublk_queue::Serving {
+    use std::sync::Arc;
+    let id = serving.id();
+    let fd = open_direct(&serving.block_path());
+    let mut data = AlignedBuf::new(1 << 20);
+    pattern(seed, 0, &mut data);
+    write_all(&fd, &data, 0);
+    let handle = serving.handle();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| serving.wait());
+        handle.hand_over().expect("hand over");
+        waiter
+            .join()
+            .expect("the waiting thread")
+            .expect("wait returns Ok after a hand-over");
+    });
+    assert!(handle.handed_over());
+    // Users keep their descriptor; a read now waits for the next server.
+    let reader = std::thread::spawn(move || {
+        let mut back = AlignedBuf::new(1 << 20);
+        read_exact(&fd, &mut back, 0);
+        back.to_vec()
+    });
+    // The same memory behind a new server (as a process upgrading itself would keep it).
+    let serving = ublk_queue::Device::recover(id)
+        .expect("recoverable after the hand-over")
+        .serve(ublk_queue::Simple::from_arc(Arc::clone(mem)))
+        .expect("recovered");
+    let back = reader.join().expect("the read completed after recovery");
+    assert_same(&back, &data, 0, "data across the hand-over");
+    serving
+}
