@@ -55,6 +55,7 @@ pub fn builder_for(target: &TargetArgs) -> DeviceBuilder {
         .queues(common.queues)
         .depth(common.depth)
         .block_size(common.block_size)
+        .max_io_bytes(u32::try_from(common.max_io).unwrap_or(u32::MAX))
         .queue_options(common.queue_options())
         .buffer_mode(common.buffer_mode.mode())
         .command_mode(common.commands.mode())

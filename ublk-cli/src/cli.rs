@@ -375,6 +375,10 @@ pub struct CommonArgs {
     /// Logical block size in bytes: 512, 1024, 2048 or 4096.
     #[arg(long, default_value_t = 512)]
     pub block_size: u32,
+    /// The largest request the device takes (bytes, or with a K/M suffix; whole pages, at most
+    /// 32M); the block layer splits larger ones. In copy modes each tag holds a buffer this big.
+    #[arg(long, value_parser = parse_size, default_value = "512K", value_name = "SIZE")]
+    pub max_io: u64,
     /// Where queue threads run: `kernel` pins each to the CPUs whose I/O goes to its queue,
     /// `none` leaves them to the scheduler.
     #[arg(long, value_enum, default_value_t = AffinityArg::Kernel)]

@@ -31,6 +31,8 @@ refused "null size not a block multiple" "invalid device size 1000" timeout 30 u
 refused "depth 0" "invalid queue depth 0" timeout 30 ublk add mem --size 1M --depth 0
 refused "depth 5000" "invalid queue depth 5000" timeout 30 ublk add mem --size 1M --depth 5000
 refused "depth beyond u16" "70000" timeout 30 ublk add mem --size 1M --depth 70000
+refused "max I/O not whole pages" "invalid max I/O size 1000 bytes" timeout 30 ublk add mem --size 1M --max-io 1000
+refused "max I/O beyond 32 MiB" "at most 32 MiB" timeout 30 ublk add mem --size 1M --max-io 64M
 refused "queues 0" "invalid number of queues 0" timeout 30 ublk add null --queues 0
 refused "queues 5000" "invalid number of queues 5000" timeout 30 ublk add null --queues 5000
 refused "block size 1000" "invalid block size 1000" timeout 30 ublk add mem --size 1M --block-size 1000
