@@ -162,7 +162,7 @@ fn give_up(child: &mut Child, made: Option<u32>) -> String {
 
 /// Deletes device `id`, which a server that is now gone made: no server can answer for it.
 fn delete_made(id: u32) -> String {
-    match crate::del::run(Some(id), false, false, STOP_GRACE) {
+    match crate::del::one(id, false, STOP_GRACE) {
         Ok(()) => format!("device {id}, which it had made, was deleted"),
         Err(e) => format!("device {id}, which it had made, could not be deleted: {e}"),
     }

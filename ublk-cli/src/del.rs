@@ -33,6 +33,12 @@ use ublk_uapi::{DevState, Features};
 use crate::error::CliError;
 use crate::record::{RECORD_DIR, Record};
 
+/// Deletes device `id` as `ublk del ID` does, printing nothing: for other commands cleaning up
+/// a device they made.
+pub fn one(id: u32, force: bool, timeout: Duration) -> Result<(), CliError> {
+    delete(&mut Control::open()?, id, force, timeout)
+}
+
 /// Deletes device `id`, or every device with `all`; `force` kills servers first, and each
 /// server gets `timeout` to stop.
 pub fn run(id: Option<u32>, all: bool, force: bool, timeout: Duration) -> Result<(), CliError> {
