@@ -1,6 +1,6 @@
 #!/bin/sh
 # 20-mem-integrity: what is written to a mem device reads back, byte for byte.
-#  (a) a new 64 MiB device reads as zeroes; a 64 MiB /dev/urandom file written over the whole
+#  (a) a new 32 MiB device reads as zeroes; a 32 MiB /dev/urandom file written over the whole
 #      device (O_DIRECT) reads back with the same md5;
 #  (b) distinct 512-byte patterns in the first and the last sector read back exactly, and their
 #      neighbours keep the data of (a);
@@ -35,7 +35,7 @@ same() {
     cmp "$2" "$3" >/tmp/cmp.out 2>&1 || fail "$1: $2 differs from $3: $(cat /tmp/cmp.out)"
 }
 
-MIB=64
+MIB=32
 add_dev dev mem --size "${MIB}M" --queues 2
 bytes=$(blockdev --getsize64 "$dev_path")
 [ "$bytes" -eq $((MIB << 20)) ] || fail "$dev_path is $bytes bytes, expected $((MIB << 20))"
@@ -141,7 +141,7 @@ for queues in 1 2; do
     for depth in 1 128; do
         run_fio write "$queues queue(s), iodepth $depth, randwrite bs 512-1m" 1 \
             --name="q$queues-qd$depth" --filename="$dev_path" --ioengine=io_uring --direct=1 \
-            --rw=randwrite --bssplit=$BSSPLIT --iodepth=$depth --io_size=32m --randseed=$seed \
+            --rw=randwrite --bssplit=$BSSPLIT --iodepth=$depth --io_size=16m --randseed=$seed \
             --verify=crc32c --verify_fatal=1
         seed=$((seed + 1))
     done
