@@ -66,7 +66,7 @@ pub fn run(args: &Args) -> Result<u8> {
     );
     check(
         "vm-e2e reports fail.sh as FAIL",
-        out.contains("FAIL scenario fail.sh: exit status 1"),
+        has_line(out, "FAIL scenario fail.sh: exit status 1"),
         &e2e,
     );
     check(
@@ -76,19 +76,19 @@ pub fn run(args: &Args) -> Result<u8> {
     );
     check(
         "vm-e2e reports pass.sh as ok",
-        out.contains("ok   scenario pass.sh: exit status 0"),
+        has_line(out, "ok   scenario pass.sh: exit status 0"),
         &e2e,
     );
     check(
         "vm-e2e counts a skip the kernel justifies (Linux 99.0) as skipped",
-        out.contains("skip scenario skip-justified.sh: exit status 77\n")
+        has_line(out, "skip scenario skip-justified.sh: exit status 77")
             && out
                 .contains("       skipped: SKIP: needs a feature of the far future (Linux 99.0)\n"),
         &e2e,
     );
     check(
         "vm-e2e fails a skip the kernel does not justify (Linux 1.0)",
-        out.contains("FAIL scenario skip-unjustified.sh: exit status 77\n")
+        has_line(out, "FAIL scenario skip-unjustified.sh: exit status 77")
             && out.contains("       failed: SKIP: needs a feature every kernel has (Linux 1.0): unjustified skip"),
         &e2e,
     );
@@ -154,4 +154,33 @@ fn xtask(args: &[&[&str]]) -> Result<Run> {
         stdout: teed.stdout,
         stderr: teed.stderr,
     })
+}
+
+/// Whether `out` has a line that is `want`, or `want` followed by vm-e2e's duration (" (N s)").
+fn has_line(out: &str, want: &str) -> bool {
+    out.lines().any(|l| {
+        l.strip_prefix(want).is_some_and(|rest| {
+            rest.is_empty()
+                || rest
+                    .strip_prefix(" (")
+                    .and_then(|r| r.strip_suffix(" s)"))
+                    .is_some_and(|n| n.parse::<f64>().is_ok())
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_line;
+
+    #[test]
+    fn a_line_matches_with_or_without_its_duration() {
+        let out = "skip scenario a.sh: exit status 77 (3 s)
+ok   scenario b.sh: exit status 0
+";
+        assert!(has_line(out, "skip scenario a.sh: exit status 77"));
+        assert!(has_line(out, "ok   scenario b.sh: exit status 0"));
+        assert!(!has_line(out, "skip scenario a.sh: exit status 7"));
+        assert!(!has_line(out, "ok   scenario b.sh"));
+    }
 }
