@@ -37,6 +37,11 @@ pub struct Args {
     /// file name contains NAME.
     #[arg(long, value_name = "NAME")]
     pub filter: Option<String>,
+    /// Kill one test binary or scenario (its whole process group) that runs longer than SECS
+    /// seconds, count it failed with the blocked tasks' kernel stacks in the log, and go on
+    /// with the next (0: no limit). One hang then costs SECS, not the whole run.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub item_timeout: u64,
     /// libtest's --test-threads for the guest runs (1: tests creating ublk devices never race
     /// for device ids).
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -131,7 +136,13 @@ pub fn run(args: &Args) -> Result<u8> {
     let kernel = vm::kernel(&args.vm)?;
     let accel = vm::choose_accel(&args.vm, &kernel)?;
     let nonce = console::new_nonce();
-    payload.script = guest_script(&plan, &nonce, args.test_threads, args.filter.as_deref());
+    payload.script = guest_script(
+        &plan,
+        &nonce,
+        args.test_threads,
+        args.filter.as_deref(),
+        args.item_timeout,
+    );
     let opts = GuestOpts {
         accel,
         timeout: vm::timeout(args.timeout),
@@ -159,15 +170,29 @@ pub fn run(args: &Args) -> Result<u8> {
 }
 
 /// The guest's run.sh: each planned item between its begin and done markers.
-fn guest_script(plan: &[Planned], nonce: &str, test_threads: u32, filter: Option<&str>) -> String {
+///
+/// Each item runs in its own session (`setsid`, so its process group can be killed whole) in
+/// the background while the script polls it: past `item_timeout` seconds the group is killed,
+/// the item fails with a `NAME: FAIL:` line, and the blocked tasks' stacks (sysrq `w`) go to
+/// the log. An item stuck in the kernel (uninterruptible sleep) cannot be reaped; the script
+/// then leaves it behind rather than wait forever.
+fn guest_script(
+    plan: &[Planned],
+    nonce: &str,
+    test_threads: u32,
+    filter: Option<&str>,
+    item_timeout: u64,
+) -> String {
     let release = console::release_marker(nonce, "$(uname -r)");
-    let mut s = format!("export RUST_BACKTRACE=1\necho \"{release}\"\nfailed=0\n");
+    let mut s = format!(
+        "export RUST_BACKTRACE=1\necho \"{release}\"\nfailed=0\n{WATCH}limit={item_timeout}\n"
+    );
     for item in plan {
         let run = match item.kind {
             "test" => {
                 // --show-output: a passing test's SKIP line appears under its name.
                 let mut line = format!(
-                    "{} --ignored --test-threads={test_threads} --show-output",
+                    "setsid {} --ignored --test-threads={test_threads} --show-output",
                     item.guest
                 );
                 if let Some(f) = filter {
@@ -175,7 +200,7 @@ fn guest_script(plan: &[Planned], nonce: &str, test_threads: u32, filter: Option
                 }
                 line
             }
-            _ => format!("(cd /tmp && sh {})", item.guest),
+            _ => format!("(cd /tmp && exec setsid sh {})", item.guest),
         };
         let begin = console::begin_marker(nonce, item.kind, &item.name);
         let done = console::done_marker(nonce, item.kind, &item.name, "$s");
@@ -185,14 +210,46 @@ fn guest_script(plan: &[Planned], nonce: &str, test_threads: u32, filter: Option
         );
         let _ = writeln!(
             s,
-            "echo {}\nt0=$(cut -d' ' -f1 /proc/uptime)\n{run}\ns=$?\necho \"{done}\"\necho \"{time}\"",
-            quote(&begin)
+            "echo {}\nt0=$(cut -d' ' -f1 /proc/uptime)\n{run} &\nwatch $! {} \"$limit\"\n\
+             echo \"{done}\"\necho \"{time}\"",
+            quote(&begin),
+            quote(&item.name),
         );
         s.push_str("[ $s -eq 0 ] || failed=1\n");
     }
     s.push_str("exit $failed\n");
     s
 }
+
+/// `watch PID NAME SECS`: wait for PID (a session leader) and set `s` to its exit status; past
+/// SECS seconds (0: never) kill its session, report it, and set `s` to 124. A process that
+/// exited is a zombie (state Z) until waited for; one that cannot die stays D.
+const WATCH: &str = r#"watch() {
+    n=0
+    while st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [ "$st" != Z ]; do
+        if [ "$3" -gt 0 ] && [ "$n" -ge $(($3 * 10)) ]; then
+            echo "$2: FAIL: still running after $3 s (vm-e2e --item-timeout): killed"
+            echo w > /proc/sysrq-trigger
+            dmesg | tail -n 150
+            kill -9 "-$1" 2>/dev/null
+            sleep 2
+            st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) || st=gone
+            if [ "$st" != Z ] && [ "$st" != gone ]; then
+                echo "$2: FAIL: stuck in the kernel (state $st), left behind; what follows may fail"
+                s=124
+                return
+            fi
+            wait "$1"
+            s=124
+            return
+        fi
+        sleep 0.1
+        n=$((n + 1))
+    done
+    wait "$1"
+    s=$?
+}
+"#;
 
 #[derive(Debug, PartialEq)]
 struct Report {
@@ -335,14 +392,15 @@ mod tests {
             planned("test", "ublk-ctrl (lib)"),
             planned("scenario", "00-smoke.sh"),
         ];
-        let s = guest_script(&plan, "n1", 1, Some("open ctrl"));
+        let s = guest_script(&plan, "n1", 1, Some("open ctrl"), 600);
         assert!(
             s.contains("echo '=== XTASK-BEGIN run=n1 test ublk-ctrl (lib) ==='\n"),
             "{s}"
         );
         assert!(
             s.contains(
-                "/xtask/ublk-ctrl (lib) --ignored --test-threads=1 --show-output 'open ctrl'\n"
+                "setsid /xtask/ublk-ctrl (lib) --ignored --test-threads=1 --show-output 'open ctrl' &\n\
+                 watch $! 'ublk-ctrl (lib)' \"$limit\"\n"
             ),
             "{s}"
         );
@@ -356,8 +414,58 @@ mod tests {
             s.contains("echo \"=== XTASK-DONE run=n1 scenario 00-smoke.sh status=$s ===\""),
             "{s}"
         );
-        assert!(s.contains("(cd /tmp && sh /xtask/00-smoke.sh)"), "{s}");
+        assert!(
+            s.contains("(cd /tmp && exec setsid sh /xtask/00-smoke.sh) &\n"),
+            "{s}"
+        );
+        assert!(s.contains("\nlimit=600\n"), "{s}");
         assert!(s.ends_with("exit $failed\n"));
+    }
+
+    /// Runs `body` after the guest's `watch` function in `sh`, and in busybox's sh (the
+    /// guest's) where installed; sysrq is left alone on the host.
+    fn run_watch(body: &str) -> Vec<(&'static str, String)> {
+        let script = format!(
+            "{}{body}",
+            WATCH.replace("echo w > /proc/sysrq-trigger", ":")
+        );
+        let mut outs = Vec::new();
+        for shell in [&["sh", "-c"][..], &["busybox", "sh", "-c"]] {
+            let Ok(out) = std::process::Command::new(shell[0])
+                .args(&shell[1..])
+                .arg(&script)
+                .output()
+            else {
+                continue;
+            };
+            outs.push((shell[0], String::from_utf8_lossy(&out.stdout).into_owned()));
+        }
+        assert!(!outs.is_empty(), "no shell ran");
+        outs
+    }
+
+    #[test]
+    fn watch_reports_an_item_s_own_exit_status() {
+        for (shell, out) in run_watch("setsid sh -c 'exit 3' &\nwatch $! quick 5\necho \"s=$s\"\n")
+        {
+            assert!(out.contains("s=3"), "{shell}: {out}");
+            assert!(!out.contains("FAIL"), "{shell}: {out}");
+        }
+    }
+
+    #[test]
+    fn watch_kills_an_item_past_its_limit_and_fails_it() {
+        let started = std::time::Instant::now();
+        for (shell, out) in run_watch("setsid sleep 60 &\nwatch $! slow 1\necho \"s=$s\"\n") {
+            assert!(
+                out.contains("slow: FAIL: still running after 1 s (vm-e2e --item-timeout): killed"),
+                "{shell}: {out}"
+            );
+            assert!(!out.contains("stuck"), "{shell}: {out}");
+            assert!(out.contains("s=124"), "{shell}: {out}");
+        }
+        // Killed, not waited out: the sleep would have held the output pipe for 60 s.
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
     }
 
     #[test]
