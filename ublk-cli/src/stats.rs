@@ -76,8 +76,10 @@ fn no_server(id: u32, socket: &str) -> CliError {
     };
     let state = crate::list::state_name(info.state);
     let pid = info.ublksrv_pid;
-    let running = rustix::process::Pid::from_raw(pid)
-        .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
+    // The kernel names no server (-1) once the device is DEAD.
+    let running = pid > 0
+        && rustix::process::Pid::from_raw(pid)
+            .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
     if running && state == "LIVE" {
         return CliError::Msg(format!(
             "device {id} is served by pid {pid}, which answers no `ublk stats` at {socket}: \
