@@ -95,8 +95,9 @@ impl Foreground {
     }
 
     /// Serves the live device until it is stopped (SIGINT/SIGTERM or `ublk del`) or handed
-    /// over (`ublk restart`), with its record (for `ublk list` and `ublk recover`) and its
-    /// control socket (for `ublk resize` and `ublk restart`) in place meanwhile.
+    /// over (`ublk restart`), with its record (for `ublk list` and `ublk recover`), its
+    /// control socket (for `ublk resize`, `ublk restart` and `ublk stats`) and, if asked for,
+    /// its metrics (`--metrics`) in place meanwhile.
     pub fn run(
         mut self,
         serving: Serving,
@@ -154,7 +155,7 @@ impl Foreground {
         });
         if let Err(e) = &socket {
             log::warn!(
-                "device {id}: no control socket (ublk resize and restart will not reach this server): {e}"
+                "device {id}: no control socket (ublk resize, restart and stats will not reach this server): {e}"
             );
         }
         if let Some(metrics) = self.metrics.take() {
