@@ -23,7 +23,7 @@ type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
 pub fn render(device: u32, stats: &DeviceStats) -> String {
     let mut out = Out(String::new());
     let queue = |q: usize| format!("device=\"{device}\",queue=\"{q}\"");
-    let per_queue: [Family<QueueSnapshot>; 5] = [
+    let per_queue: [Family<QueueSnapshot>; 6] = [
         (
             "ublk_queue_requests_total",
             "Requests the queue completed (counted even with request statistics off).",
@@ -31,8 +31,13 @@ pub fn render(device: u32, stats: &DeviceStats) -> String {
         ),
         (
             "ublk_io_uring_enters_total",
-            "io_uring_enter calls of the queue thread.",
+            "io_uring_enter calls of the queue threads.",
             |q| q.enters,
+        ),
+        (
+            "ublk_uring_cmds_total",
+            "URING_CMD entries the queue threads submitted (fetches, commits, buffer registrations).",
+            |q| q.uring_cmds,
         ),
         (
             "ublk_io_uring_pushed_back_total",
@@ -147,6 +152,7 @@ mod tests {
         for family in [
             "ublk_queue_requests_total counter",
             "ublk_io_uring_enters_total counter",
+            "ublk_uring_cmds_total counter",
             "ublk_requests_in_flight gauge",
             "ublk_requests_total counter",
             "ublk_bytes_total counter",

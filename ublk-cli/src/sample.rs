@@ -22,6 +22,7 @@ pub struct QueueSample {
     pub enters: u64,
     pub requests: u64,
     pub pushed_back: u64,
+    pub uring_cmds: u64,
     pub batches: u64,
     pub batch_completions: u64,
     pub batch_sizes: Vec<u64>,
@@ -70,6 +71,7 @@ impl QueueSample {
             enters: q.enters,
             requests: q.requests,
             pushed_back: q.pushed_back,
+            uring_cmds: q.uring_cmds,
             batches: q.batches,
             batch_completions: q.batch_completions,
             batch_sizes: q.batch_sizes.to_vec(),
@@ -93,6 +95,7 @@ impl QueueSample {
             enters: self.enters,
             requests: self.requests,
             pushed_back: self.pushed_back,
+            uring_cmds: self.uring_cmds,
             batches: self.batches,
             batch_completions: self.batch_completions,
             batch_sizes: std::array::from_fn(|i| self.batch_sizes[i]),
@@ -162,6 +165,7 @@ pub mod tests {
             snap.request_stats = true;
             snap.enters = 10;
             snap.requests = 40;
+            snap.uring_cmds = 41;
             snap.batches = 8;
             snap.batch_completions = 40;
             snap.batch_sizes[2] = 8;

@@ -164,9 +164,11 @@ struct Engine {
     /// Totals since the server started.
     enters: u64,
     requests: u64,
+    uring_cmds: u64,
     pushed_back: u64,
     /// Over the interval.
     enters_per_request: Option<f64>,
+    uring_cmds_per_request: Option<f64>,
     completions_per_wakeup: Option<f64>,
     /// Wake-ups in the interval by completions brought: 1, 2-3, 4-7, ..., 2048 or more.
     wakeup_sizes: Vec<u64>,
@@ -209,8 +211,11 @@ impl View {
             engine: Engine {
                 enters: total.enters,
                 requests: total.requests,
+                uring_cmds: total.uring_cmds,
                 pushed_back: total.pushed_back,
                 enters_per_request: recent.enters_per_request(),
+                uring_cmds_per_request: (recent.requests > 0)
+                    .then(|| recent.uring_cmds as f64 / recent.requests as f64),
                 completions_per_wakeup: recent.mean_batch(),
                 wakeup_sizes: recent.batch_sizes.to_vec(),
             },
@@ -296,10 +301,11 @@ impl View {
         let ratio = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.3}"));
         let _ = writeln!(
             s,
-            "queues: {} requests, {} io_uring_enter calls per request, {} completions per \
-             wake-up, {} enters pushed back",
+            "queues: {} requests, {} io_uring_enter calls and {} URING_CMDs per request, {} \
+             completions per wake-up, {} enters pushed back",
             e.requests,
             ratio(e.enters_per_request),
+            ratio(e.uring_cmds_per_request),
             ratio(e.completions_per_wakeup),
             e.pushed_back
         );
@@ -366,6 +372,7 @@ mod tests {
         assert_eq!(view.ops.discard.latency_us.p50, None);
         assert_eq!(view.engine.enters_per_request, Some(0.25));
         assert_eq!(view.engine.completions_per_wakeup, Some(5.0));
+        assert_eq!(view.engine.uring_cmds_per_request, Some(82.0 / 80.0));
         let json = serde_json::to_string(&view).unwrap();
         assert!(
             json.contains(r#""read":{"requests":60,"bytes":245760,"errors":0,"#),
