@@ -6,8 +6,9 @@
 # `blkdiscard` of 64 MiB is counted as the kernel counts it. `--json` and the table agree with
 # the exposition, latency percentiles are given and a histogram counts every request, `--watch`
 # prints a sample per interval. A device failing every request counts one error per failed read.
-# With --no-stats only the queues' own figures are counted. Stats of a device whose server was
-# killed, and of no device, are refused naming why (exit 1).
+# With --no-stats only the queues' own figures are counted; with per-I/O daemons (Linux 6.16) a
+# queue's threads count as one queue. Stats of a device whose server was killed, and of no
+# device, are refused naming why (exit 1). (On Linux 7.0+ the devices use batch I/O commands.)
 set -eu
 
 N=90-stats
@@ -100,6 +101,21 @@ samples=$(grep -c '^device ' /tmp/r90.watch)
 [ "$samples" -ge 3 ] || fail "--watch 1 printed $samples samples in 4 s: $(cat /tmp/r90.watch)"
 grep -q "over the last 1.0 s" /tmp/r90.watch || fail "--watch shows no interval: $(cat /tmp/r90.watch)"
 echo "$N: ok: --watch 1 printed $samples samples in 4 s"
+
+# Per-I/O daemons (Linux 6.16): a queue served by 3 threads is counted as one queue, exactly.
+if linux_at_least 6.16; then
+    add_dev pio null --threads 3 --commands per-tag
+    echo 2 > "/sys/block/ublkb$pio_id/queue/nomerges"
+    fio --name=r90p --filename="$pio_path" --ioengine=io_uring --direct=1 --rw=randread --bs=4k \
+        --io_size=8M --iodepth=32 --norandommap --output-format=json --output=/tmp/r90p.fio \
+        2>/tmp/r90.err || fail "fio on 3 threads failed: $(cat /tmp/r90.err)"
+    same "fio's reads on 3 threads" 2048 "$(fio_ios /tmp/r90p.fio read)"
+    same "the kernel's and the server's reads on 3 threads" "$(kstat "$pio_id" 1)" \
+        "$(metric "$pio_id" ublk_requests_total 'op="read"')"
+    stat_json "$pio_id" | grep -q '"queues":1,' || fail "3 threads of one queue are not one queue: $(stat_json "$pio_id")"
+    echo "$N: ok: 1 queue x 3 threads (per-I/O daemons): $(kstat "$pio_id" 1) reads counted alike, as one queue"
+    del_dev pio
+fi
 
 # Errors: a device that fails every request; one direct 4 KiB read is one failed request.
 add_dev flt fault --size 16M --every 1 --fail-errno EIO
