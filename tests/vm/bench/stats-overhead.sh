@@ -6,7 +6,7 @@
 # Run: cargo xtask bench --script tests/vm/bench/stats-overhead.sh   (lib.sh is sourced first)
 DEPTH=128
 SECS=${SECS:-4}
-REPS=${REPS:-9}
+REPS=${REPS:-11}
 QD=${QD:-64}
 
 echo "bench: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
