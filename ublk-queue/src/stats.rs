@@ -28,7 +28,7 @@ use ublk_uapi::IoOp;
 use crate::histogram::{self, BUCKETS, Histogram};
 use crate::snapshot::{BATCH_BUCKETS, DeviceStats, OpStats, QueueSnapshot, StatOp};
 
-/// One operation's counters on one queue.
+/// One operation's counters on one queue thread.
 struct OpCounters {
     requests: AtomicU64,
     bytes: AtomicU64,
