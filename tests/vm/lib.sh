@@ -186,6 +186,34 @@ ios() {
     awk '{ print $1 + $5 }' "/sys/block/ublkb$1/stat"
 }
 
+# kstat ID FIELD: field FIELD of /sys/block/ublkbID/stat (1 reads, 3 sectors read, 5 writes,
+# 7 sectors written, 12 discards, 14 sectors discarded: Documentation/block/stat.rst).
+kstat() {
+    awk -v f="$2" '{ print $f }' "/sys/block/ublkb$1/stat"
+}
+
+# metric ID NAME [MATCH]: the sum, over the lines of `ublk stats ID --prometheus` for family NAME
+# whose labels contain MATCH (say op="read"), of their values; fails if `ublk stats` does.
+metric() {
+    timeout 30 ublk stats "$1" --prometheus >/tmp/metric.out 2>/tmp/metric.err ||
+        fail "ublk stats $1 --prometheus failed: $(cat /tmp/metric.err)"
+    awk -v n="$2{" -v m="${3:-}" 'index($0, n) == 1 && (m == "" || index($0, m)) { s += $NF } END { printf "%.0f\n", s }' /tmp/metric.out
+}
+
+# stat_json ID: `ublk stats ID --json` (one line); fails with its stderr if it fails.
+stat_json() {
+    timeout 30 ublk stats "$1" --json 2>/tmp/stat.err || fail "ublk stats $1 --json failed: $(cat /tmp/stat.err)"
+}
+
+# fio_ios FILE DIR: requests (total_ios) of direction DIR (read, write) in fio's JSON in FILE;
+# fio_bytes FILE DIR: their bytes (io_bytes).
+fio_ios() {
+    awk -v d="\"$2\" : {" 'index($0, d) { on = 1 } on && /"total_ios"/ { gsub(/[^0-9]/, ""); print; exit }' "$1"
+}
+fio_bytes() {
+    awk -v d="\"$2\" : {" 'index($0, d) { on = 1 } on && /"io_bytes"/ { gsub(/[^0-9]/, ""); print; exit }' "$1"
+}
+
 # wait_io COUNTER ID MORE: waits up to 60 s, while fio ($fio_pid) runs, until `COUNTER ID`
 # (written or ios) has grown by MORE from now; fails if fio exits first or the count stalls.
 wait_io() {

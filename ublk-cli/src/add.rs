@@ -26,7 +26,7 @@ pub fn run(target: TargetArgs) -> Result<(), CliError> {
         drop(backend);
         return background::spawn(Duration::from_secs(target.common().start_timeout));
     }
-    let foreground = Foreground::start(serve, false)?;
+    let foreground = Foreground::start(serve, false, target.common().metrics)?;
     let recipe = Recipe {
         target: target.name(),
         args: user_args(&target),

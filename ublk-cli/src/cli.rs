@@ -1,5 +1,6 @@
 //! The command line, as clap reads it. Every flag's help here is what `--help` prints.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -97,6 +98,35 @@ pub enum Command {
     Restart(RestartArgs),
     /// Show what this kernel's ublk_drv supports, by feature name.
     Features,
+    /// Show what a device's server is doing: requests, bytes and errors per operation (totals
+    /// and rates), latency percentiles (P50, P99, P99.9 of the time the server held each
+    /// request), requests in flight, and the queues' own figures.
+    ///
+    /// Asks the device's running server through its control socket (/run/ublk/ID.sock, root
+    /// only); a device whose server is gone has no figures, and that is an error. Rates and
+    /// percentiles cover the time since the server started, or with --watch each interval.
+    Stats(StatsArgs),
+}
+
+/// `ublk stats`'s options.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The device id (as `ublk list` shows it).
+    pub id: u32,
+    /// Print JSON (one object per sample) instead of a table.
+    #[arg(long, conflicts_with = "prometheus")]
+    pub json: bool,
+    /// Print a sample every SECS seconds, with rates and percentiles over each interval, until
+    /// interrupted or the server exits.
+    #[arg(long, value_name = "SECS", conflicts_with = "prometheus",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub watch: Option<u64>,
+    /// Print the Prometheus text exposition format, as `ublk add --metrics` serves it.
+    #[arg(long)]
+    pub prometheus: bool,
+    /// Internal: where the device records and sockets are (tests use a scratch directory).
+    #[arg(long, hide = true, default_value = crate::record::RECORD_DIR)]
+    pub record_dir: PathBuf,
 }
 
 /// The longest `--timeout`: a year (what the control plane accepts).
@@ -275,6 +305,16 @@ pub fn parse_errno(text: &str) -> Result<rustix::io::Errno, String> {
     }
 }
 
+/// `--metrics`: `PORT` (on loopback) or `HOST:PORT`.
+pub fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    text.parse().map_err(|_| {
+        format!("{text:?} is not an address: give PORT, or HOST:PORT with HOST an IP address (127.0.0.1:9100, [::1]:9100)")
+    })
+}
+
 /// `--backing-io`: ublk_targets' `BackingIo`, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackingIoArg {
@@ -422,6 +462,16 @@ pub struct CommonArgs {
     /// --rereadpt` scans it when wanted.
     #[arg(long)]
     pub no_part_scan: bool,
+    /// Do not count requests per operation nor time them (saves a clock read per request);
+    /// `ublk stats` and --metrics then show only the queues' own figures.
+    #[arg(long)]
+    pub no_stats: bool,
+    /// Serve the device's figures at http://ADDR/metrics in Prometheus's text format. ADDR is
+    /// PORT (on 127.0.0.1) or HOST:PORT. There is no authentication: anyone who can connect to
+    /// ADDR can read them, so on loopback (the default) every local user, on another address
+    /// whoever reaches it. They are counts and latencies, never data.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    pub metrics: Option<SocketAddr>,
     /// How long, in seconds, `ublk add` waits for its background server to report the device
     /// live before it stops the server and deletes what it made.
     #[arg(long, default_value_t = 120, value_name = "SECS",
@@ -488,7 +538,8 @@ impl CommonArgs {
         let mut options = QueueOptions::new()
             .affinity(self.affinity.affinity())
             .sched_policy(self.sched.policy())
-            .busy_poll(Duration::from_micros(self.poll_us));
+            .busy_poll(Duration::from_micros(self.poll_us))
+            .request_stats(!self.no_stats);
         options.batching = self.batching();
         options.threads = self.threads;
         options
@@ -781,6 +832,51 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("--poll-us"), "{err}");
         assert!(Cli::try_parse_from(["ublk", "recover", "x"]).is_err());
+    }
+
+    #[test]
+    fn stats_and_metrics_options_parse() {
+        let cli = Cli::try_parse_from(["ublk", "stats", "3", "--json", "--watch", "2"]).unwrap();
+        let Command::Stats(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (args.id, args.json, args.watch, args.prometheus),
+            (3, true, Some(2), false)
+        );
+        assert!(Cli::try_parse_from(["ublk", "stats", "3", "--prometheus", "--json"]).is_err());
+        assert!(Cli::try_parse_from(["ublk", "stats", "3", "--watch", "0"]).is_err());
+        assert!(Cli::try_parse_from(["ublk", "stats"]).is_err());
+        let metrics = |args: &[&str]| {
+            let argv = ["ublk", "add", "null"].iter().chain(args);
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Command::Add { target }) => {
+                    let c = target.common();
+                    Ok((c.metrics, c.queue_options().request_stats))
+                }
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(metrics(&[]), Ok((None, true)));
+        assert_eq!(
+            metrics(&["--metrics", "9100"]),
+            Ok((Some("127.0.0.1:9100".parse().unwrap()), true))
+        );
+        assert_eq!(
+            metrics(&["--metrics", "[::1]:80"]),
+            Ok((Some("[::1]:80".parse().unwrap()), true))
+        );
+        assert_eq!(metrics(&["--no-stats"]), Ok((None, false)));
+        assert!(
+            metrics(&["--metrics", "localhost:9100"])
+                .unwrap_err()
+                .contains("HOST:PORT")
+        );
+        assert_eq!(
+            metrics(&["--metrics", "9100", "--no-stats"]),
+            Ok((Some("127.0.0.1:9100".parse().unwrap()), false))
+        );
     }
 
     #[test]

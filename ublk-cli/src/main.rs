@@ -6,17 +6,21 @@ mod background;
 mod cli;
 mod del;
 mod error;
+mod exposition;
 mod features;
 mod holders;
 mod list;
+mod metrics;
 mod record;
 mod recover;
 mod resize;
 mod restart;
+mod sample;
 mod serve;
 mod signals;
 mod size;
 mod socket;
+mod stats;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         } => resize::run(id, size, force, &record_dir),
         Command::Restart(args) => restart::run(args),
         Command::Features => features::run(),
+        Command::Stats(args) => stats::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -50,7 +50,7 @@ pub fn take_over(id: u32, timeout_secs: u64, serve: &ServeArgs) -> Result<(), Cl
         let timeout = Duration::from_secs(timeout_secs);
         return background::spawn((timeout * 3 + Duration::from_secs(30)).max(MIN_READY_TIMEOUT));
     }
-    let foreground = Foreground::start(serve, true)?;
+    let foreground = Foreground::start(serve, true, checked.target.common().metrics)?;
     if backend.in_memory() {
         log::warn!(
             "device {id}: a mem device's data died with its old server: it now reads as zeroes"

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -18,7 +19,10 @@ use ublk_targets::BackingIdentity;
 use crate::backend::Resizer;
 use crate::cli::ServeArgs;
 use crate::error::CliError;
+use crate::exposition;
+use crate::metrics::Metrics;
 use crate::record::Record;
+use crate::sample::Sample;
 use crate::signals::StopOnSignal;
 use crate::socket::{self, Reply, Request};
 
@@ -44,12 +48,19 @@ pub struct Foreground {
     started: Instant,
     /// Taking over a device (`ublk recover`) rather than creating one.
     recovering: bool,
+    /// `--metrics`: bound before the device is made, served once it is live.
+    metrics: Option<Metrics>,
 }
 
 impl Foreground {
     /// Takes over the verdict pipe and installs the SIGINT/SIGTERM handlers, so a signal during
-    /// creation stops the device as soon as it is live. `recovering`: `ublk recover`.
-    pub fn start(args: &ServeArgs, recovering: bool) -> Result<Foreground, CliError> {
+    /// creation stops the device as soon as it is live; binds `metrics` (`--metrics`), so that
+    /// an address in use is refused before the device is touched. `recovering`: `ublk recover`.
+    pub fn start(
+        args: &ServeArgs,
+        recovering: bool,
+        metrics: Option<SocketAddr>,
+    ) -> Result<Foreground, CliError> {
         // SAFETY: the parent passed us this descriptor, open and otherwise unused, for our sole
         // ownership.
         let ready = args
@@ -59,12 +70,14 @@ impl Foreground {
         let installed = StopOnSignal::install()
             .map_err(|source| CliError::io("installing the SIGINT/SIGTERM handlers", source));
         let signals = report(&ready, installed)?;
+        let metrics = report(&ready, metrics.map(Metrics::bind).transpose())?;
         Ok(Foreground {
             signals,
             ready,
             record_dir: args.record_dir.clone(),
             started: Instant::now(),
             recovering,
+            metrics,
         })
     }
 
@@ -82,10 +95,17 @@ impl Foreground {
     }
 
     /// Serves the live device until it is stopped (SIGINT/SIGTERM or `ublk del`) or handed
-    /// over (`ublk restart`), with its record (for `ublk list` and `ublk recover`) and its
-    /// control socket (for `ublk resize` and `ublk restart`) in place meanwhile.
-    pub fn run(self, serving: Serving, recipe: Recipe, resizer: Resizer) -> Result<(), CliError> {
+    /// over (`ublk restart`), with its record (for `ublk list` and `ublk recover`), its
+    /// control socket (for `ublk resize`, `ublk restart` and `ublk stats`) and, if asked for,
+    /// its metrics (`--metrics`) in place meanwhile.
+    pub fn run(
+        mut self,
+        serving: Serving,
+        recipe: Recipe,
+        resizer: Resizer,
+    ) -> Result<(), CliError> {
         let id = serving.id();
+        let live_since = Instant::now();
         for warning in serving.warnings() {
             log::warn!("{warning}");
         }
@@ -118,7 +138,12 @@ impl Foreground {
             record: Mutex::new(record.clone()),
             record_dir: self.record_dir.clone(),
         };
+        let figures = handle.clone();
         let socket = socket::serve(&self.record_dir, id, move |request| match request {
+            Request::Stats => {
+                let uptime = live_since.elapsed().as_secs_f64();
+                Reply::Stats(Box::new(Sample::of(id, uptime, &figures.device_stats())))
+            }
             Request::Resize { bytes, force } => match resize.apply(bytes, force) {
                 Ok(message) => Reply::Ok(message),
                 Err(e) => Reply::Error(e.to_string()),
@@ -130,8 +155,19 @@ impl Foreground {
         });
         if let Err(e) = &socket {
             log::warn!(
-                "device {id}: no control socket (ublk resize and restart will not reach this server): {e}"
+                "device {id}: no control socket (ublk resize, restart and stats will not reach this server): {e}"
             );
+        }
+        if let Some(metrics) = self.metrics.take() {
+            let figures = handle.clone();
+            let addr = metrics.local_addr();
+            match metrics.serve(move || exposition::render(id, &figures.device_stats())) {
+                Ok(()) => log::info!(
+                    "device {id}: metrics at http://{}/metrics",
+                    addr.map_or_else(|e| e.to_string(), |a| a.to_string())
+                ),
+                Err(e) => log::warn!("device {id}: cannot serve metrics: {e}"),
+            }
         }
         let line = format!("{id} {}", serving.block_path());
         match self.ready.take() {

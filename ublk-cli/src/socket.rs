@@ -1,6 +1,6 @@
 //! A serving process's control socket, `/run/ublk/ID.sock`: how other `ublk` commands ask the
-//! server of device ID to act on it (resize it, hand it over to a new server). One JSON request
-//! per connection, one JSON reply. The socket is the server's own (mode 0600, root only) and is
+//! server of device ID to act on it (resize it, hand it over to a new server) or for its
+//! figures (`ublk stats`). One JSON request per connection, one JSON reply. The socket is the server's own (mode 0600, root only) and is
 //! removed when it stops.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CliError;
+use crate::sample::Sample;
 
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,13 +23,16 @@ pub enum Request {
     /// Leave the device to a new server (`ublk restart`): the server stops serving without
     /// deleting it, and exits.
     HandOver,
+    /// The device's figures now (`ublk stats`).
+    Stats,
 }
 
-/// The server's answer: `Ok` with a message for the user, or the error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The server's answer: `Ok` with a message for the user, the figures asked for, or the error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
     Ok(String),
+    Stats(Box<Sample>),
     Error(String),
 }
 
@@ -90,17 +94,43 @@ pub fn ask(dir: &Path, id: u32, request: &Request, wait: Duration) -> Result<Str
             path.display()
         ))
     })?;
+    match exchange(&stream, id, request, wait)? {
+        Reply::Ok(message) => Ok(message),
+        Reply::Error(message) => Err(CliError::Msg(message)),
+        Reply::Stats(_) => Err(CliError::Msg(format!(
+            "the server of device {id} answered with figures nobody asked for"
+        ))),
+    }
+}
+
+/// Asks the server of device `id`, on the socket `stream` already reached, for its figures.
+pub fn ask_stats(stream: &UnixStream, id: u32, wait: Duration) -> Result<Sample, CliError> {
+    match exchange(stream, id, &Request::Stats, wait)? {
+        Reply::Stats(sample) => Ok(*sample),
+        Reply::Error(message) => Err(CliError::Msg(message)),
+        Reply::Ok(message) => Err(CliError::Msg(format!(
+            "the server of device {id} answered `{message}` instead of its figures"
+        ))),
+    }
+}
+
+/// Sends `request` on `stream` and reads the reply.
+fn exchange(
+    stream: &UnixStream,
+    id: u32,
+    request: &Request,
+    wait: Duration,
+) -> Result<Reply, CliError> {
     let io = |e| CliError::io(format!("talking to the server of device {id}"), e);
     stream.set_read_timeout(Some(wait)).map_err(io)?;
     stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
     let mut text = serde_json::to_string(request).unwrap_or_default();
     text.push('\n');
-    (&stream).write_all(text.as_bytes()).map_err(io)?;
+    (&*stream).write_all(text.as_bytes()).map_err(io)?;
     let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line).map_err(io)?;
+    BufReader::new(stream).read_line(&mut line).map_err(io)?;
     match serde_json::from_str::<Reply>(&line) {
-        Ok(Reply::Ok(message)) => Ok(message),
-        Ok(Reply::Error(message)) => Err(CliError::Msg(message)),
+        Ok(reply) => Ok(reply),
         Err(_) if line.is_empty() => Err(CliError::Msg(format!(
             "the server of device {id} closed the connection without an answer"
         ))),
@@ -120,6 +150,11 @@ mod tests {
         let path = serve(&dir, 7, |request| match request {
             Request::Resize { bytes, force } => Reply::Ok(format!("{bytes} {force}")),
             Request::HandOver => Reply::Error("not now".into()),
+            Request::Stats => Reply::Stats(Box::new(Sample {
+                device: 7,
+                uptime_secs: 2.0,
+                queues: vec![],
+            })),
         })
         .expect("listening");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -132,6 +167,10 @@ mod tests {
         assert_eq!(ask(&dir, 7, &resize, wait).unwrap(), "4096 true");
         let err = ask(&dir, 7, &Request::HandOver, wait).unwrap_err();
         assert_eq!(err.to_string(), "not now");
+        let stream = UnixStream::connect(path_in(&dir, 7)).unwrap();
+        assert_eq!(ask_stats(&stream, 7, wait).unwrap().uptime_secs, 2.0);
+        let err = ask(&dir, 7, &Request::Stats, wait).unwrap_err();
+        assert!(err.to_string().contains("nobody asked for"), "{err}");
         let err = ask(&dir, 8, &Request::HandOver, wait).unwrap_err();
         assert!(
             err.to_string()

@@ -74,6 +74,15 @@
 //! the partition table through the queues. A thread makes one `io_uring_enter` per batch of
 //! work; [`Serving::stats`] counts them, per thread.
 //!
+//! # Statistics
+//!
+//! Each queue counts, per operation, the requests it completed, their bytes and errors, and
+//! how long it held each one, in a fixed [`histogram`] with percentiles; and its own figures
+//! (enters per request, completions per wake-up). [`Serving::device_stats`] and
+//! [`DeviceHandle::device_stats`] take a [`DeviceStats`] snapshot from any thread; the
+//! [`stats`] module says why recording needs no lock and what it costs, and
+//! [`QueueOptions::request_stats`] turns the per-request part off.
+//!
 //! How queue threads wait for work ([`QueueOptions`]): the [`batch`] module explains request
 //! batching and busy polling, the [`sched`] module the scheduling policy; the README has what
 //! they were measured to do.
@@ -124,11 +133,13 @@ mod char_dev;
 mod command_mode;
 mod desc;
 mod error;
+pub mod histogram;
 mod limits;
 mod options;
 mod request;
 pub mod sched;
-mod stats;
+mod snapshot;
+pub mod stats;
 mod user_data;
 // The engine, bottom up.
 mod buffer;
@@ -155,12 +166,14 @@ pub use builder::{DeviceBuilder, DiscardParams};
 pub use command_mode::CommandMode;
 pub use device::Device;
 pub use error::{Error, Result, Warning};
+pub use histogram::Histogram;
 pub use options::{Affinity, MAX_BUSY_POLL, QueueOptions};
 pub use recovery::Recovering;
 pub use request::{DataPlace, Handled, IoInfo, Request, TargetCqe, errno_of};
 pub use sched::SchedPolicy;
 pub use serving::{DeviceHandle, Serving};
 pub use simple::{Simple, SimpleQueue, SimpleTarget};
+pub use snapshot::{BATCH_BUCKETS, DeviceStats, OpStats, QueueSnapshot, StatOp};
 pub use stats::QueueStats;
 pub use target::{QueueInfo, QueueTarget, Target};
 pub use target_ring::{MAX_CHAIN, PushError, TargetRing};

@@ -40,7 +40,7 @@ pub enum Affinity {
 ///
 /// [`DeviceBuilder::queue_options`]: crate::DeviceBuilder::queue_options
 /// [`Recovering::queue_options`]: crate::Recovering::queue_options
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct QueueOptions {
     /// Where queue threads run.
@@ -54,11 +54,27 @@ pub struct QueueOptions {
     /// How many queue threads the device has (`None`: one per queue); see
     /// [`threads`](Self::threads).
     pub threads: Option<u16>,
+    /// Whether they count requests, bytes and errors per operation and time each request
+    /// (see [`stats`](crate::stats)); the engine's own figures are counted either way.
+    pub request_stats: bool,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            affinity: Affinity::default(),
+            sched: SchedPolicy::default(),
+            busy_poll: Duration::ZERO,
+            batching: None,
+            threads: None,
+            request_stats: true,
+        }
+    }
 }
 
 impl QueueOptions {
     /// Threads pinned to the kernel's CPU map, under SCHED_BATCH, never polling, batching as the
-    /// target prefers.
+    /// target prefers, counting and timing requests.
     pub fn new() -> Self {
         QueueOptions::default()
     }
@@ -104,6 +120,14 @@ impl QueueOptions {
     /// daemons off for it).
     pub fn threads(mut self, threads: u16) -> Self {
         self.threads = Some(threads);
+        self
+    }
+
+    /// Whether queue threads count requests per operation and time them (default on). What it
+    /// costs (a clock read per request, through the vDSO): the [`stats`](crate::stats) module;
+    /// the README has the measured figure.
+    pub fn request_stats(mut self, on: bool) -> Self {
+        self.request_stats = on;
         self
     }
 

@@ -35,7 +35,7 @@ use crate::commands::{Commands, Fetched, Report};
 use crate::desc::DescMap;
 use crate::error::{Error, Result};
 use crate::request::{IoInfo, Request, TargetCqe};
-use crate::stats::Counts;
+use crate::stats::{Counts, Recorder};
 use crate::submitter::Submitter;
 use crate::tags::{NotServing, Tags, Verdict};
 use crate::target::QueueTarget;
@@ -68,6 +68,8 @@ pub(crate) struct Queue<Q, B: Buffers, C: Commands> {
     pub(crate) buffer_errors: u64,
     /// The command mode reported the queue over ([`Report::Over`]).
     pub(crate) over: bool,
+    /// Where the queue's figures go ([`crate::stats`]).
+    pub(crate) recorder: Recorder,
 }
 
 impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
@@ -100,6 +102,7 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
             }
             let got = self.reap()?;
             self.gather.record(got);
+            self.recorder.batch(got);
             publish(Counts {
                 enters: self.submitter.enters,
                 requests: self.requests,
@@ -172,6 +175,7 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
             if cqes.is_empty() {
                 break Ok(handled);
             }
+            self.recorder.reaped();
             handled = handled.saturating_add(cqes.len() as u32);
             if let Err(e) = cqes.iter().try_for_each(|cqe| self.dispatch(cqe)) {
                 break Err(e);
@@ -254,6 +258,7 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
 
     /// Hands request `tag` to the target.
     fn handle(&mut self, tag: u16) -> Result<()> {
+        self.recorder.arrived(tag);
         let desc = self.descs.read(tag);
         let (data, capacity) = self.buffers.data(tag, &desc);
         let info = match IoInfo::from_desc(tag, &desc, data, capacity) {
@@ -301,10 +306,13 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
 
     /// Completes request `tag` with `res` and fetches the tag's next request.
     fn commit(&mut self, tag: u16, res: i32) -> Result<()> {
-        let res = match self.tags.serving(tag) {
+        let info = self.tags.serving(tag);
+        let res = match info {
             Some(info) => self.buffers.finish(&info, res, &mut self.submitter),
             None => res,
         };
+        self.recorder
+            .committed(tag, info.map(|i| (i.op(), i.len())), res);
         self.tags.committed(tag);
         self.requests += 1;
         self.commands

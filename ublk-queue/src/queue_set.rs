@@ -100,6 +100,7 @@ impl QueueSet {
             busy_poll: options.busy_poll.min(MAX_BUSY_POLL),
             batching,
             stats: Arc::clone(&self.stats),
+            request_stats: options.request_stats,
         };
         let target = Arc::clone(target);
         let events = self.events_tx.clone();

@@ -27,7 +27,7 @@ use crate::desc::DescMap;
 use crate::error::{Error, Result, Warning};
 use crate::queue::Queue;
 use crate::sched::{self, SchedPolicy};
-use crate::stats::QueueStats;
+use crate::stats::{QueueStats, Recorder};
 use crate::submitter::Submitter;
 use crate::tags::Tags;
 use crate::target::{QueueInfo, QueueTarget, Target};
@@ -68,6 +68,8 @@ pub(crate) struct QueueSetup {
     pub batching: Batching,
     /// One slot per thread.
     pub stats: Arc<[QueueStats]>,
+    /// Count and time requests per operation.
+    pub request_stats: bool,
 }
 
 /// The body of a queue thread: set up, fetch, report ready, serve, report the exit.
@@ -258,6 +260,12 @@ fn open_queue<T: Target, B: Buffers, C: Commands>(
         fetched: Vec::with_capacity(usize::from(depth)),
         buffer_errors: 0,
         over: false,
+        recorder: Recorder::new(
+            Arc::clone(&setup.stats),
+            setup.thread,
+            depth,
+            setup.request_stats,
+        ),
     })
 }
 

@@ -10,6 +10,7 @@ use crate::ctrl::SharedCtrl;
 use crate::error::{Error, Result, Warning};
 use crate::queue_set::QueueSet;
 use crate::server::Server;
+use crate::snapshot::DeviceStats;
 use crate::stats::QueueStats;
 
 /// A live device: `/dev/ublkbN` exists and its queues serve it.
@@ -55,6 +56,12 @@ impl Serving {
         Arc::clone(self.queues.stats())
     }
 
+    /// A snapshot of every queue's figures: requests, bytes, errors and latency per operation,
+    /// and the engine's own (see [`stats`](crate::stats)).
+    pub fn device_stats(&self) -> DeviceStats {
+        DeviceStats::of(self.queues.stats())
+    }
+
     /// What the queues could not set up as asked (pinning, PR_SET_IO_FLUSHER, ring flags).
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
@@ -70,6 +77,7 @@ impl Serving {
             features: self.server.info.features(),
             wake: self.queues.waker(),
             timeout: self.server.timeout,
+            stats: Arc::clone(self.queues.stats()),
         }
     }
 
@@ -192,12 +200,18 @@ pub struct DeviceHandle {
     /// Makes the queues leave at once.
     wake: Arc<OwnedFd>,
     timeout: Duration,
+    stats: Arc<[QueueStats]>,
 }
 
 impl DeviceHandle {
     /// The device this handle acts on.
     pub fn dev_id(&self) -> u32 {
         self.dev_id
+    }
+
+    /// A snapshot of the device's figures, as [`Serving::device_stats`] gives.
+    pub fn device_stats(&self) -> DeviceStats {
+        DeviceStats::of(&self.stats)
     }
 
     /// UPDATE_SIZE (Linux 6.16): the device's size becomes `bytes`, a non-zero multiple of its

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::{AlignedBuf, assert_same, open_direct, pattern, read_exact, write_all};
-use ublk_queue::{DeviceBuilder, IoFlags, Serving, Simple, SimpleTarget};
+use ublk_queue::{DeviceBuilder, IoFlags, QueueOptions, Serving, Simple, SimpleTarget, StatOp};
 use ublk_targets::{Mem, Null};
 
 // Dozens of requests per queue, in and out: enough to cycle every tag a test uses; under
@@ -76,6 +76,31 @@ fn whole_device_round_trip(queues: u16) {
     );
     let enters: u64 = stats.iter().map(|s| s.enters()).sum();
     assert!(enters > 0);
+    // Per operation: every byte written went through us (the whole device, then two sectors),
+    // as the kernel counts them too; reads add the partition scan's.
+    let figures = dev.device_stats().total();
+    let (reads, writes) = (figures.op(StatOp::Read), figures.op(StatOp::Write));
+    assert_eq!(writes.bytes, SIZE + 1024);
+    assert!(reads.bytes >= SIZE + 2048, "{} bytes read", reads.bytes);
+    let by_op: u64 = StatOp::ALL.iter().map(|&op| figures.op(op).requests).sum();
+    assert_eq!(by_op, requests, "every request counted under its operation");
+    assert_eq!((reads.errors, writes.errors, figures.in_flight), (0, 0, 0));
+    assert_eq!(reads.latency.count(), reads.requests);
+    assert!(reads.latency.quantile(0.5).is_some_and(|ns| ns > 0));
+    let stat = std::fs::read_to_string(format!("/sys/block/ublkb{}/stat", dev.id()))
+        .expect("the block device's stat");
+    let field = |i: usize| -> u64 { stat.split_whitespace().nth(i).unwrap().parse().unwrap() };
+    assert_eq!(
+        field(6) * 512,
+        writes.bytes,
+        "sectors written, as the kernel counts"
+    );
+    assert_eq!(
+        field(2) * 512,
+        reads.bytes,
+        "sectors read, as the kernel counts"
+    );
+    assert_eq!(field(0), reads.requests, "reads, as the kernel counts");
     common::report(&format!(
         "mem, {queues} queue(s): {requests} requests, {enters} io_uring_enter calls"
     ));
@@ -215,9 +240,11 @@ fn fsync_reaches_the_target_as_flush() {
 #[ignore = "needs ublk_drv"]
 fn null_device_serves_reads_and_writes() {
     let size = 256 << 20;
+    // Without request statistics: the queues count requests, nothing per operation.
     let dev = DeviceBuilder::new()
         .queues(2)
         .size(size)
+        .queue_options(QueueOptions::new().request_stats(false))
         .add()
         .expect("add")
         .serve(Null)
@@ -230,5 +257,8 @@ fn null_device_serves_reads_and_writes() {
     }
     drop(fd);
     assert!(dev.stats().iter().map(|s| s.requests()).sum::<u64>() >= 8);
+    let figures = dev.device_stats().total();
+    assert!(!figures.request_stats);
+    assert_eq!(figures.op(StatOp::Read), &Default::default());
     dev.stop().expect("stop");
 }

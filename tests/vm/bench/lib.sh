@@ -2,7 +2,7 @@
 #
 # Every result goes to the console between markers carrying the run's nonce ($NONCE):
 #   === XTASK-BENCH run=N run case=C subject=S rep=R ===   fio's JSON   === XTASK-BENCH run=N run-end status=X ===
-#   === XTASK-BENCH run=N log case=C subject=S ===          a ublk server's log    === XTASK-BENCH run=N log-end ===
+#   === XTASK-BENCH run=N log case=C subject=S ===          a ublk server's log (and its `ublk stats --json`)    === XTASK-BENCH run=N log-end ===
 #   === XTASK-BENCH run=N skip subject=S reason=... ===
 #   === XTASK-BENCH run=N created queues=Q hw_queues=H ===  (then that server's log)
 # The host (xtask/src/bench/) reads them back; nothing else on the console matters to it.
@@ -59,16 +59,19 @@ ublk_stop() {
     eval "id_$1= pid_$1= $1="
 }
 
-# ublk_down VAR CASE SUBJECT: ublk_stop, then prints the server's log and the CPU time it used
-# while live (clock ticks; USER_HZ is 100 on Linux).
+# ublk_down VAR CASE SUBJECT: ublk_stop, then prints the server's log, the CPU time it used
+# while live (clock ticks; USER_HZ is 100 on Linux) and its own figures (`ublk stats --json`,
+# taken before it stops: latency percentiles per operation over its whole life).
 ublk_down() {
     var=$1
-    eval "pid=\$pid_$var ticks=\$ticks_$var"
+    eval "pid=\$pid_$var ticks=\$ticks_$var id=\$id_$var"
     ticks=$(( $(cpu_ticks "$pid") - ${ticks:-0} ))
+    stats=$(ublk stats "$id" --json 2>&1 | head -1)
     ublk_stop "$var"
     mark log case=$2 subject=$3
     cat "$B/$var.log"
     echo "bench: server cpu_ticks=$ticks hz=100"
+    echo "bench: server stats $stats"
     mark log-end
 }
 

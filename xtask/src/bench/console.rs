@@ -47,6 +47,13 @@ pub struct Created {
     pub live_after: Option<Duration>,
 }
 
+/// Percentiles of the time a ublk server held each request (`ublk stats`), in µs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServerLatency {
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
 /// What a ublk server log says about its queues.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueTotals {
@@ -101,6 +108,21 @@ impl ServerLog {
             }
         }
         (totals.queues > 0).then_some(totals)
+    }
+
+    /// The server's own P50 and P99 of how long it held each request of operation `op`
+    /// (`read`, `write`), in µs, from lib.sh's `bench: server stats {ublk stats --json}` line.
+    pub fn server_latency(&self, op: &str) -> Option<ServerLatency> {
+        let json = self
+            .text
+            .lines()
+            .find_map(|l| l.strip_prefix("bench: server stats "))?;
+        let stats: serde_json::Value = serde_json::from_str(json).ok()?;
+        let latency = &stats["ops"][op]["latency_us"];
+        Some(ServerLatency {
+            p50_us: latency["p50"].as_f64()?,
+            p99_us: latency["p99"].as_f64()?,
+        })
     }
 
     /// The CPU time the server used while the device was live, from lib.sh's
@@ -282,6 +304,7 @@ mod tests {
             "ublk[9]: INFO: device 0 queue 0: 1000 requests, 30 io_uring_enter calls (0.030 per request)".into(),
             "ublk[9]: INFO: device 0 queue 1: 500 requests, 20 io_uring_enter calls (0.040 per request), 40 URING_CMDs (thread 1)".into(),
             "bench: server cpu_ticks=250 hz=100".into(),
+            r#"bench: server stats {"device":0,"ops":{"read":{"requests":9,"latency_us":{"mean":2.0,"p50":1.5,"p99":7.25,"p999":9.0}},"write":{"requests":0,"latency_us":{"mean":null,"p50":null,"p99":null,"p999":null}}}}"#.into(),
             m("log-end"),
             m("created queues=4 hw_queues=2"),
             m("log case=create4 subject=ublk-null"),
@@ -320,6 +343,19 @@ mod tests {
         assert_eq!(r.logs[1].queue_totals(), None);
         assert_eq!(r.logs[0].cpu(), Some(Duration::from_millis(2500)));
         assert_eq!(r.logs[1].cpu(), None);
+        assert_eq!(
+            r.logs[0].server_latency("read"),
+            Some(ServerLatency {
+                p50_us: 1.5,
+                p99_us: 7.25
+            })
+        );
+        assert_eq!(
+            r.logs[0].server_latency("write"),
+            None,
+            "no writes, no figures"
+        );
+        assert_eq!(r.logs[1].server_latency("read"), None);
         assert_eq!(
             r.created,
             [Created {

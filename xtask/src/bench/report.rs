@@ -92,17 +92,19 @@ pub fn markdown(
     let _ = writeln!(
         s,
         "fio io_uring, direct=1, {} s per run{ramp}, {} run(s) per cell interleaved across subjects; \
-         medians; scheduler none everywhere; depth 128 per queue. {}.\n",
+         medians; scheduler none everywhere; depth 128 per queue; latency: fio's mean, and the \
+         ublk server's own P50/P99 of the time it held each request (`ublk stats`, over all runs \
+         of the case). {}.\n",
         timing.runtime,
         timing.runs,
         machine.contention()
     );
     if !cells.is_empty() {
         s.push_str(
-            "| Case | Subject | IOPS | MiB/s | Latency µs | IOPS min-max | vs kernel | enters/I/O \
-             | cmds/I/O | server CPU µs/I/O |\n",
+            "| Case | Subject | IOPS | MiB/s | Latency µs | server P50/P99 µs | IOPS min-max \
+             | vs kernel | enters/I/O | cmds/I/O | server CPU µs/I/O |\n",
         );
-        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     }
     let mut last_case = "";
     for cell in cells {
@@ -115,7 +117,7 @@ pub fn markdown(
         if let Some(why) = &cell.skipped {
             let _ = writeln!(
                 s,
-                "| {case} | {} | skipped: {why} | | | | | | | |",
+                "| {case} | {} | skipped: {why} | | | | | | | | |",
                 cell.subject.title()
             );
             continue;
@@ -131,11 +133,13 @@ pub fn markdown(
         };
         let _ = writeln!(
             s,
-            "| {case} | {}{failed} | {} | {} | {} | {} | {vs} | {} | {} | {} |",
+            "| {case} | {}{failed} | {} | {} | {} | {} | {} | {vs} | {} | {} | {} |",
             cell.subject.title(),
             opt(cell.iops(), si),
             opt(cell.bw_mib(), |b| format!("{b:.0}")),
             opt(cell.lat_us(), |l| format!("{l:.1}")),
+            cell.server_latency
+                .map_or("-".into(), |l| format!("{:.1} / {:.1}", l.p50_us, l.p99_us)),
             cell.spread()
                 .map_or("-".into(), |(a, b)| format!("{}-{}", si(a), si(b))),
             opt(cell.enters_per_io(), |e| format!("{e:.3}")),
@@ -222,6 +226,8 @@ struct CellJson<'a> {
     ratio: Option<f64>,
     enters_per_io: Option<f64>,
     server_cpu_us_per_io: Option<f64>,
+    server_p50_us: Option<f64>,
+    server_p99_us: Option<f64>,
     skipped: Option<&'a str>,
 }
 
@@ -289,6 +295,8 @@ pub fn summary_json(
                 ratio: results::ratio(cells, c),
                 enters_per_io: c.enters_per_io(),
                 server_cpu_us_per_io: c.cpu_us_per_io(),
+                server_p50_us: c.server_latency.map(|l| l.p50_us),
+                server_p99_us: c.server_latency.map(|l| l.p99_us),
                 skipped: c.skipped.as_deref(),
             })
             .collect(),
@@ -396,6 +404,7 @@ fn xml(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::console::ServerLatency;
     use crate::bench::plan::{CASES, Subject};
     use crate::bench::results::Sample;
 
@@ -425,6 +434,10 @@ mod tests {
             failed: 0,
             totals: None,
             server_cpu: None,
+            server_latency: (subject == Subject::UblkNull).then_some(ServerLatency {
+                p50_us: 12.25,
+                p99_us: 40.0,
+            }),
             skipped: None,
         };
         let mut loop_cell = mk(Subject::UblkLoop, 0.0);
@@ -449,11 +462,14 @@ mod tests {
         let md = markdown(&cells, &[], &goals, &machine(), t, "cargo xtask bench");
         assert!(
             md.contains(
-                "| 4K randread QD1 | ublk null | 20.0k | 78 | 50.0 | 20.0k-20.0k | 0.20x null_blk | - | - |"
+                "| 4K randread QD1 | ublk null | 20.0k | 78 | 50.0 | 12.2 / 40.0 | 20.0k-20.0k | 0.20x null_blk | - | - | - |"
             ),
             "{md}"
         );
-        assert!(md.contains("|  | null_blk | 100.0k |"), "{md}");
+        assert!(
+            md.contains("|  | null_blk | 100.0k | 391 | 50.0 | - |"),
+            "{md}"
+        );
         assert!(
             md.contains("| ublk loop | skipped: ublk loop target not available |"),
             "{md}"
@@ -490,6 +506,8 @@ mod tests {
         assert_eq!(rows[0]["subject"], "ublk-null");
         assert_eq!(rows[0]["baseline"], "null_blk");
         assert_eq!(rows[0]["iops_runs"], serde_json::json!([20000.0]));
+        assert_eq!(rows[0]["server_p99_us"], 40.0);
+        assert!(rows[1]["server_p50_us"].is_null());
         assert!(rows[2]["iops_median"].is_null());
         assert_eq!(rows[2]["skipped"], "ublk loop target not available");
         assert_eq!(v["machine"]["contended"], false);

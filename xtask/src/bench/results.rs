@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::console::{self, QueueTotals};
+use super::console::{self, QueueTotals, ServerLatency};
 use serde::Deserialize;
 
 use super::plan::{Case, Plan, Subject};
@@ -29,6 +29,9 @@ pub struct Cell {
     pub totals: Option<QueueTotals>,
     /// The ublk server's CPU time over the case.
     pub server_cpu: Option<Duration>,
+    /// How long the ublk server held each request of the case's direction (all runs and
+    /// ramps), by its own count (`ublk stats`).
+    pub server_latency: Option<ServerLatency>,
     /// Why the subject did not run, if the guest said.
     pub skipped: Option<String>,
 }
@@ -193,6 +196,7 @@ pub fn cells(plan: &Plan, report: &console::Report) -> Vec<Cell> {
                 failed: 0,
                 totals: None,
                 server_cpu: None,
+                server_latency: None,
                 skipped: report
                     .skips
                     .iter()
@@ -215,6 +219,7 @@ pub fn cells(plan: &Plan, report: &console::Report) -> Vec<Cell> {
                 .find(|l| l.case == case.id && l.subject == subject.id());
             cell.totals = log.and_then(console::ServerLog::queue_totals);
             cell.server_cpu = log.and_then(console::ServerLog::cpu);
+            cell.server_latency = log.and_then(|l| l.server_latency(case.direction()));
             out.push(cell);
         }
     }
@@ -432,6 +437,7 @@ mod tests {
             failed: 0,
             totals: None,
             server_cpu: None,
+            server_latency: None,
             skipped: None,
         }
     }
@@ -513,7 +519,8 @@ mod tests {
             case: "rr4k-qd64-2j".into(),
             subject: "ublk-null".into(),
             text: "x queue 0: 100 requests, 5 io_uring_enter calls\n\
-                   bench: server cpu_ticks=1 hz=100\n"
+                   bench: server cpu_ticks=1 hz=100\n\
+                   bench: server stats {\"ops\":{\"read\":{\"latency_us\":{\"p50\":3.0,\"p99\":9.5}}}}\n"
                 .into(),
         });
         report
@@ -524,6 +531,13 @@ mod tests {
         assert_eq!((null.samples.len(), null.failed), (1, 1));
         assert_eq!(null.enters_per_io(), Some(0.05));
         assert_eq!(null.cpu_us_per_io(), Some(100.0));
+        assert_eq!(
+            null.server_latency,
+            Some(ServerLatency {
+                p50_us: 3.0,
+                p99_us: 9.5
+            })
+        );
         let lp = find(&cells, "rr4k-qd64-2j", Subject::UblkLoop).unwrap();
         assert_eq!(lp.skipped.as_deref(), Some("not available"));
     }

@@ -89,6 +89,10 @@ fn tools(kernel: &Kernel, dir: &Path) -> Result<(PathBuf, PathBuf, bool)> {
     for tool in GUEST_TOOLS {
         programs.push((tool, host_program(tool)?));
     }
+    // Not a host program: taken from a Debian package (see `promtool`), at /usr/bin/promtool.
+    if let Some(promtool) = super::promtool::get(&super::vm_dir().join("cache")) {
+        programs.push(("promtool", promtool));
+    }
     // The running xtask itself, through /proc so that a rebuild replacing the file under us
     // (another `cargo xtask` meanwhile) does not make the stat fail.
     let xtask = PathBuf::from("/proc/self/exe");
@@ -112,8 +116,12 @@ fn tools(kernel: &Kernel, dir: &Path) -> Result<(PathBuf, PathBuf, bool)> {
     }
     let (_, busybox) = &programs[0];
     stage.add_binary("/usr/bin/busybox", busybox, None)?;
-    for (_, host) in &programs[1..] {
-        stage.add_binary(&guest_path_of(host), host, None)?;
+    for (name, host) in &programs[1..] {
+        let guest = match *name {
+            "promtool" => "/usr/bin/promtool".to_owned(),
+            _ => guest_path_of(host),
+        };
+        stage.add_binary(&guest, host, None)?;
     }
     // Applet links last, so the real tools above keep their names.
     let applets = Cmd::new(busybox).arg("--list-full").read()?;

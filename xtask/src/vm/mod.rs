@@ -5,6 +5,7 @@ pub mod console;
 pub mod host;
 pub mod initramfs;
 pub mod kernel;
+pub mod promtool;
 pub mod qemu;
 pub mod skip;
 
