@@ -17,7 +17,7 @@ pub enum Error {
     },
 
     /// The backing path is neither a regular file nor a block device.
-    #[error("{}: is {what}; a loop device needs a regular file or a block device", path.display())]
+    #[error("{}: is {what}; a backing store must be a regular file or a block device", path.display())]
     NotFileOrBlockDevice {
         /// The path.
         path: PathBuf,
@@ -27,8 +27,8 @@ pub enum Error {
 
     /// The backing store cannot be opened for writing.
     #[error(
-        "{}: cannot open for writing ({errno}); serve it read-only (`--read-only`) or fix its \
-         permissions or mount",
+        "{}: cannot open for writing ({errno}); fix its permissions or mount (a loop device can \
+         also serve it read-only: `--read-only`)",
         path.display()
     )]
     ReadOnly {

@@ -20,17 +20,17 @@
 //! # }
 //! ```
 
+mod backing;
 mod error;
 mod fault;
 mod loop_target;
 mod mem;
 mod null;
 
+pub use backing::identity::{BackingIdentity, IdentityChange};
+pub use backing::{BackingKind, BackingWarning};
 pub use error::Error;
 pub use fault::{Fault, FaultPlan, FaultQueue};
-pub use loop_target::{
-    BackingIdentity, BackingIo, BackingKind, IdentityChange, Inline, Loop, LoopBuilder, LoopQueue,
-    LoopResizer, LoopWarning,
-};
+pub use loop_target::{BackingIo, Inline, Loop, LoopBuilder, LoopQueue, LoopResizer};
 pub use mem::{CHUNK_BYTES, MAX_ZEROING_BYTES, Mem};
 pub use null::{Null, NullQueue};
