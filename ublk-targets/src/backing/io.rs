@@ -45,6 +45,15 @@ impl RangeOp {
         RangeOp::ZeroPunchLinked,
         RangeOp::ZeroAllocate,
     ];
+
+    /// How many CQEs pushing it brings: the linked punch-and-allocate posts two.
+    pub(crate) fn cqes(self) -> u8 {
+        if self == RangeOp::ZeroPunchLinked {
+            2
+        } else {
+            1
+        }
+    }
 }
 
 /// One queue's way to one backing store: the fixed file it is on the queue's ring, and what it
@@ -169,7 +178,7 @@ impl StoreIo {
 
     /// Pushes `op` over `len` bytes at byte `offset` of the store for request `tag`, each SQE
     /// with the sub-id `sub` gives its step. [`RangeOp::ZeroPunchLinked`] pushes the punch and
-    /// its linked allocation (two completions).
+    /// its linked allocation ([`RangeOp::cqes`]: two completions).
     ///
     /// # Errors
     ///
@@ -269,5 +278,13 @@ mod tests {
             StoreIo::new(0, BackingKind::File, false).discarding(),
             RangeOp::Discard
         );
+    }
+
+    #[test]
+    fn only_the_linked_punch_posts_two_completions() {
+        for op in RangeOp::ALL {
+            let want = if op == RangeOp::ZeroPunchLinked { 2 } else { 1 };
+            assert_eq!(op.cqes(), want, "{op:?}");
+        }
     }
 }
