@@ -18,6 +18,9 @@
 # line from elsewhere (40: a --foreground server's stdout). Only 10 and 15, which
 # test what `ublk add` prints, read its output themselves.
 #
+# Data: `fio_verify DEV LABEL` (fio crc32c verify over a whole device), `stripe_check` (a stripe's
+# stores hold exactly their chunks).
+#
 # Helpers keep their working variables in globals with a two-letter prefix of their name (ash has
 # `local`, POSIX sh does not), so they do not clobber a scenario's `id`, `rc` or `line`.
 
@@ -315,6 +318,56 @@ refused() {
     esac
     [ -z "${REFUSED_CHECK:-}" ] || "$REFUSED_CHECK" "$rf_label"
     echo "$N: ok: $rf_label: exit $rf_rc: $rf_line"
+}
+
+# fio_verify DEV LABEL [FIO-ARGS...]: fio random writes of 512 B to 1 MiB over all of DEV, QD16,
+# each block verified (crc32c) as it is read back; fails naming LABEL on an error. FIO-ARGS
+# replace or add to these (e.g. --size=16M). Output in $FIO_LOG if set.
+fio_verify() {
+    fv_dev=$1 fv_label=$2
+    shift 2
+    fio --eta=never --name=verify --filename="$fv_dev" --ioengine=io_uring --direct=1 \
+        --rw=randwrite --bsrange=512-1m --iodepth=16 --size=100% --verify=crc32c \
+        --verify_fatal=1 --output="${FIO_LOG:-/tmp/fio_verify.out}" "$@" ||
+        fail "$fv_label: fio verify failed"
+    grep -q "err= 0" "${FIO_LOG:-/tmp/fio_verify.out}" || fail "$fv_label: fio reported errors"
+}
+
+# stripe_check LABEL IMAGE CHUNK STORE...: the stores of a stripe device hold exactly its chunks.
+# IMAGE is what the device read (dd of it before `ublk del`), CHUNK the chunk size in bytes, the
+# STOREs in the order `ublk add stripe` got them. The reference layout, computed here: device
+# chunk c is chunk c / n of store c % n (n stores); past its share (the image's rows) a store
+# reads as zeroes, as it was before the device was made.
+stripe_check() {
+    sc_label=$1 sc_img=$2 sc_chunk=$3
+    shift 3
+    sc_n=$#
+    sc_chunks=$(($(stat -c %s "$sc_img") / sc_chunk))
+    sc_rows=$((sc_chunks / sc_n))
+    [ $((sc_rows * sc_n * sc_chunk)) -eq "$(stat -c %s "$sc_img")" ] ||
+        fail "$sc_label: the image is not whole rows of $sc_n chunks of $sc_chunk bytes"
+    rm -f /tmp/stripe-check.*
+    # Deal the image's chunks to the stores, reading it once, in order.
+    sc_c=0
+    exec 9<"$sc_img"
+    while [ "$sc_c" -lt "$sc_chunks" ]; do
+        dd bs="$sc_chunk" count=1 <&9 >>"/tmp/stripe-check.$((sc_c % sc_n))" 2>/dev/null ||
+            fail "$sc_label: cannot read chunk $sc_c of $sc_img"
+        sc_c=$((sc_c + 1))
+    done
+    exec 9<&-
+    sc_s=0
+    for sc_store; do
+        sc_want=$(md5 "/tmp/stripe-check.$sc_s")
+        sc_got=$(dd if="$sc_store" bs="$sc_chunk" count="$sc_rows" 2>/dev/null | md5sum)
+        [ "${sc_got%% *}" = "$sc_want" ] ||
+            fail "$sc_label: store $sc_s ($sc_store) does not hold its $sc_rows chunks"
+        sc_extra=$(dd if="$sc_store" bs="$sc_chunk" skip="$sc_rows" 2>/dev/null | tr -d '\000' | wc -c)
+        [ "$sc_extra" -eq 0 ] ||
+            fail "$sc_label: store $sc_s ($sc_store) has $sc_extra non-zero bytes past its share"
+        sc_s=$((sc_s + 1))
+    done
+    rm -f /tmp/stripe-check.*
 }
 
 # cleanup: what a scenario's EXIT trap does: kill fio ($fio_pid) and a foreground server

@@ -16,7 +16,8 @@ use crate::serve::{Foreground, Recipe};
 /// Runs `ublk add`.
 pub fn run(target: TargetArgs) -> Result<(), CliError> {
     // Bad input is refused here, before any process or device exists: a loop device's backing
-    // store is opened and checked (and created or grown), then the device's settings.
+    // store (created or grown) or a stripe's stores are opened and checked, then the device's
+    // settings.
     let backend = Backend::open(&target, None)?;
     let builder = backend.configure(builder_for(&target)).for_target(&backend);
     builder.validate()?;
@@ -30,7 +31,7 @@ pub fn run(target: TargetArgs) -> Result<(), CliError> {
     let recipe = Recipe {
         target: target.name(),
         args: user_args(&target),
-        backing: backend.identity(),
+        backing: backend.identities(),
     };
     let resizer = backend.resizer();
     let device = foreground.report(builder.add())?;
@@ -42,14 +43,14 @@ pub fn run(target: TargetArgs) -> Result<(), CliError> {
     foreground.run(serving, recipe, resizer)
 }
 
-/// The device the target's options describe (a loop device's size comes from
+/// The device the target's options describe (a loop or stripe device's size comes from
 /// [`Backend::configure`]).
 pub fn builder_for(target: &TargetArgs) -> DeviceBuilder {
     let common = target.common();
     let size = match target {
         TargetArgs::Null { size, .. } | TargetArgs::Mem { size, .. } => *size,
         // The backing store's or the RAM disk's: set by `Backend::configure`.
-        TargetArgs::Loop { .. } | TargetArgs::Fault { .. } => 0,
+        TargetArgs::Loop { .. } | TargetArgs::Stripe { .. } | TargetArgs::Fault { .. } => 0,
     };
     let mut builder = DeviceBuilder::new()
         .queues(common.queues)

@@ -1,6 +1,6 @@
 //! The backend of a device, made from the target's options before the device exists (a loop
-//! device's backing store is opened and checked here, so a bad path fails before anything is
-//! made), and served as one [`Target`] whichever it is.
+//! device's backing store and a stripe's stores are opened and checked here, so a bad path fails
+//! before anything is made), and served as one [`Target`] whichever it is.
 
 use std::io;
 use std::num::NonZeroU64;
@@ -13,8 +13,8 @@ use ublk_queue::{
     Target, TargetCqe, TargetRing,
 };
 use ublk_targets::{
-    BackingIdentity, BackingKind, Fault, FaultPlan, FaultQueue, Inline, Loop, LoopBuilder,
-    LoopQueue, LoopResizer, Mem, Null, NullQueue,
+    BackingIdentity, Fault, FaultPlan, FaultQueue, Inline, Loop, LoopBuilder, LoopQueue,
+    LoopResizer, Mem, Null, NullQueue, Stripe, StripeBuilder, StripeQueue, StripeStore,
 };
 
 use crate::cli::TargetArgs;
@@ -28,6 +28,8 @@ pub enum Backend {
     Mem(Simple<Mem>),
     /// An opened, checked backing store.
     Loop(Loop),
+    /// Opened, checked stores.
+    Stripe(Stripe),
     /// A RAM disk or a backing store, with faults.
     Fault(Box<Fault<Backend>>),
 }
@@ -57,6 +59,27 @@ impl Backend {
                     .read_only(*read_only)
                     .backing_io(backing_io.backing_io());
                 open_loop(builder, sized(*size), common.block_size)
+            }
+            TargetArgs::Stripe {
+                chunk,
+                stores,
+                common,
+            } => {
+                let mut builder = StripeBuilder::new().chunk(*chunk).stores(stores);
+                // 512, the default, asks for nothing: the stores' own block size is used.
+                if common.block_size != 512 {
+                    builder = builder.block_size(common.block_size);
+                }
+                let stripe = builder.open()?;
+                for store in stripe.stores() {
+                    let StripeStore::Local(store) = store else {
+                        continue;
+                    };
+                    for warning in store.warnings() {
+                        log::warn!("{}: {warning}", store.path().display());
+                    }
+                }
+                Ok(Backend::Stripe(stripe))
             }
             TargetArgs::Fault {
                 size,
@@ -93,6 +116,7 @@ impl Backend {
     pub fn configure(&self, builder: DeviceBuilder) -> DeviceBuilder {
         match self {
             Backend::Loop(backing) => backing.configure(builder),
+            Backend::Stripe(stripe) => stripe.configure(builder),
             Backend::Mem(mem) => mem.get().configure(builder),
             Backend::Null(_) => builder,
             Backend::Fault(fault) => fault.inner().configure(builder),
@@ -105,6 +129,10 @@ impl Backend {
             Backend::Null(_) => Resizer::Nothing,
             Backend::Mem(mem) => Resizer::Mem(Arc::clone(mem.get())),
             Backend::Loop(backing) => Resizer::Loop(backing.resizer()),
+            Backend::Stripe(_) => Resizer::Fixed(
+                "a stripe's size is its smallest store's whole chunks times its stores: it cannot \
+                 be resized (make a new stripe over larger stores)",
+            ),
             Backend::Fault(fault) => fault.inner().resizer(),
         }
     }
@@ -114,16 +142,18 @@ impl Backend {
         match self {
             Backend::Mem(_) => true,
             Backend::Fault(fault) => fault.inner().in_memory(),
-            Backend::Null(_) | Backend::Loop(_) => false,
+            Backend::Null(_) | Backend::Loop(_) | Backend::Stripe(_) => false,
         }
     }
 
-    /// A loop device's backing store, as opened: what its record keeps for recovery.
-    pub fn identity(&self) -> Option<BackingIdentity> {
+    /// The backing stores, as opened, in the order the target's options name them: what the
+    /// record keeps for recovery.
+    pub fn identities(&self) -> Vec<BackingIdentity> {
         match self {
-            Backend::Loop(backing) => Some(backing.identity()),
-            Backend::Fault(fault) => fault.inner().identity(),
-            Backend::Null(_) | Backend::Mem(_) => None,
+            Backend::Loop(backing) => vec![backing.identity()],
+            Backend::Stripe(stripe) => stripe.identities(),
+            Backend::Fault(fault) => fault.inner().identities(),
+            Backend::Null(_) | Backend::Mem(_) => Vec::new(),
         }
     }
 
@@ -131,6 +161,7 @@ impl Backend {
     pub fn describe(&self) -> Option<String> {
         let backing = match self {
             Backend::Loop(backing) => backing,
+            Backend::Stripe(stripe) => return Some(describe_stripe(stripe)),
             Backend::Fault(fault) => {
                 let plan = fault.plan();
                 return Some(format!(
@@ -153,10 +184,7 @@ impl Backend {
         Some(format!(
             "{} ({}, {} I/O{}, {}-byte blocks{})",
             backing.path().display(),
-            match backing.kind() {
-                BackingKind::File => "file",
-                BackingKind::BlockDevice => "block device",
-            },
+            backing.kind(),
             if backing.is_direct() {
                 "direct"
             } else {
@@ -184,6 +212,8 @@ pub enum Resizer {
     Nothing,
     Mem(Arc<Mem>),
     Loop(LoopResizer),
+    /// The size cannot change, for this reason.
+    Fixed(&'static str),
 }
 
 impl Resizer {
@@ -200,6 +230,7 @@ impl Resizer {
                 _ => Ok(()),
             },
             Resizer::Loop(resizer) => Ok(resizer.check(bytes, force)?),
+            Resizer::Fixed(why) => Err(CliError::Msg((*why).to_owned())),
         }
     }
 
@@ -211,6 +242,7 @@ impl Resizer {
                 .resize(bytes, true)
                 .map_err(|e| CliError::io("resizing the RAM disk", e)),
             Resizer::Loop(resizer) => Ok(resizer.resize(bytes, true)?),
+            Resizer::Fixed(why) => Err(CliError::Msg((*why).to_owned())),
         }
     }
 
@@ -218,9 +250,33 @@ impl Resizer {
     pub fn identity(&self) -> Option<BackingIdentity> {
         match self {
             Resizer::Loop(resizer) => resizer.identity().ok(),
-            Resizer::Nothing | Resizer::Mem(_) => None,
+            Resizer::Nothing | Resizer::Mem(_) | Resizer::Fixed(_) => None,
         }
     }
+}
+
+/// A stripe in one line: its layout, then each store.
+fn describe_stripe(stripe: &Stripe) -> String {
+    let stores: Vec<String> = stripe
+        .stores()
+        .iter()
+        .map(|store| match store {
+            StripeStore::Local(s) => format!(
+                "{} ({}, {} I/O)",
+                s.path().display(),
+                s.kind(),
+                if s.is_direct() { "direct" } else { "buffered" }
+            ),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    format!(
+        "stripe of {} stores in {} chunks, {}-byte blocks: {}",
+        stores.len(),
+        crate::size::format_size(stripe.layout().chunk()),
+        stripe.block_size(),
+        stores.join(", ")
+    )
 }
 
 /// A loop backing store, opened and checked.
@@ -265,6 +321,7 @@ impl Target for Backend {
             Backend::Null(null) => BackendQueue::Null(null.open_queue(q)?),
             Backend::Mem(mem) => BackendQueue::Mem(mem.open_queue(q)?),
             Backend::Loop(backing) => BackendQueue::Loop(backing.open_queue(q)?),
+            Backend::Stripe(stripe) => BackendQueue::Stripe(stripe.open_queue(q)?),
             Backend::Fault(fault) => BackendQueue::Fault(Box::new(fault.open_queue(q)?)),
         })
     }
@@ -274,6 +331,7 @@ impl Target for Backend {
             Backend::Null(null) => null.batching(),
             Backend::Mem(mem) => mem.batching(),
             Backend::Loop(backing) => backing.batching(),
+            Backend::Stripe(stripe) => stripe.batching(),
             Backend::Fault(fault) => fault.batching(),
         }
     }
@@ -283,6 +341,7 @@ impl Target for Backend {
             Backend::Null(null) => null.needs_memory(),
             Backend::Mem(mem) => mem.needs_memory(),
             Backend::Loop(backing) => backing.needs_memory(),
+            Backend::Stripe(stripe) => stripe.needs_memory(),
             Backend::Fault(fault) => fault.needs_memory(),
         }
     }
@@ -294,6 +353,7 @@ pub enum BackendQueue {
     Null(NullQueue),
     Mem(SimpleQueue<Mem>),
     Loop(LoopQueue),
+    Stripe(StripeQueue),
     Fault(Box<FaultQueue<BackendQueue>>),
 }
 
@@ -303,6 +363,7 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Null(q) => q.handle(req, ring),
             BackendQueue::Mem(q) => q.handle(req, ring),
             BackendQueue::Loop(q) => q.handle(req, ring),
+            BackendQueue::Stripe(q) => q.handle(req, ring),
             BackendQueue::Fault(q) => q.handle(req, ring),
         }
     }
@@ -312,6 +373,7 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Null(q) => q.complete(io, cqe, ring),
             BackendQueue::Mem(q) => q.complete(io, cqe, ring),
             BackendQueue::Loop(q) => q.complete(io, cqe, ring),
+            BackendQueue::Stripe(q) => q.complete(io, cqe, ring),
             BackendQueue::Fault(q) => q.complete(io, cqe, ring),
         }
     }
@@ -321,6 +383,7 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Null(q) => q.fixed_files(),
             BackendQueue::Mem(q) => q.fixed_files(),
             BackendQueue::Loop(q) => q.fixed_files(),
+            BackendQueue::Stripe(q) => q.fixed_files(),
             BackendQueue::Fault(q) => q.fixed_files(),
         }
     }
@@ -330,6 +393,7 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Null(q) => q.register_buffers(),
             BackendQueue::Mem(q) => q.register_buffers(),
             BackendQueue::Loop(q) => q.register_buffers(),
+            BackendQueue::Stripe(q) => q.register_buffers(),
             BackendQueue::Fault(q) => q.register_buffers(),
         }
     }

@@ -232,6 +232,26 @@ pub enum TargetArgs {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// One device over several files or block devices, dealt to them in chunks (RAID-0).
+    ///
+    /// Chunk 0 of the device goes to the first store, chunk 1 to the second, and so on round
+    /// the stores, row after row. The device holds the smallest store's whole chunks on every
+    /// store: its size is that times the number of stores. A request that spans chunks becomes
+    /// one I/O per chunk, all in flight at once. Stores are used with direct I/O where they
+    /// allow it; the logical block size is the largest any store needs unless --block-size asks
+    /// for more. FLUSH goes to every store; FUA, DISCARD and WRITE_ZEROES to the stores the
+    /// request covers. Stores must exist: files or block devices (NBD exports will be accepted
+    /// here once ublk has an NBD target).
+    Stripe {
+        /// The chunk size (bytes, or with a K/M/G suffix): a power of two from 4K to 1G.
+        #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "SIZE")]
+        chunk: u64,
+        /// The stores, in order: 2 to 64 files or block devices, each a different one.
+        #[arg(value_name = "BACKING", required = true, num_args = 1..)]
+        stores: Vec<PathBuf>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// A RAM disk (--size) or a file (--file) whose chosen requests are delayed or fail, or
     /// whose queue thread panics: to test how servers, recovery and applications cope.
     ///
@@ -341,6 +361,7 @@ impl TargetArgs {
             TargetArgs::Null { .. } => "null",
             TargetArgs::Mem { .. } => "mem",
             TargetArgs::Loop { .. } => "loop",
+            TargetArgs::Stripe { .. } => "stripe",
             TargetArgs::Fault { .. } => "fault",
         }
     }
@@ -351,16 +372,18 @@ impl TargetArgs {
             TargetArgs::Null { common, .. }
             | TargetArgs::Mem { common, .. }
             | TargetArgs::Loop { common, .. }
+            | TargetArgs::Stripe { common, .. }
             | TargetArgs::Fault { common, .. } => common,
         }
     }
 
-    /// The file or block device the target serves, if it serves one.
-    pub fn backing_file(&self) -> Option<&std::path::Path> {
+    /// The files or block devices the target serves, in order (none for null and mem).
+    pub fn backing_files(&self) -> Vec<&std::path::Path> {
         match self {
-            TargetArgs::Loop { file, .. } => Some(file),
-            TargetArgs::Fault { file, .. } => file.as_deref(),
-            TargetArgs::Null { .. } | TargetArgs::Mem { .. } => None,
+            TargetArgs::Loop { file, .. } => vec![file],
+            TargetArgs::Stripe { stores, .. } => stores.iter().map(PathBuf::as_path).collect(),
+            TargetArgs::Fault { file, .. } => file.iter().map(PathBuf::as_path).collect(),
+            TargetArgs::Null { .. } | TargetArgs::Mem { .. } => Vec::new(),
         }
     }
 }
@@ -443,7 +466,7 @@ pub struct CommonArgs {
     /// How request data moves between the kernel and the server: `auto` (the best this kernel
     /// and the target allow), `copy` (a buffer per tag, the kernel copies), `user-copy` (Linux
     /// 6.5: the server copies through /dev/ublkcN), `zero-copy` (6.15: the request's pages
-    /// registered for the target's own I/O, loop and null only), `auto-register` (6.16: the
+    /// registered for the target's own I/O: loop, stripe and null), `auto-register` (6.16: the
     /// same, registered by the kernel), `need-get-data` (as copy, buffers only while in use).
     #[arg(long, value_enum, default_value_t = BufferModeArg::Auto, value_name = "MODE")]
     pub buffer_mode: BufferModeArg,
@@ -698,6 +721,41 @@ mod tests {
         assert!(
             Cli::try_parse_from(["ublk", "add", "loop"]).is_err(),
             "--file is required"
+        );
+    }
+
+    #[test]
+    fn add_stripe_takes_stores_and_a_chunk() {
+        let cli = Cli::try_parse_from([
+            "ublk", "add", "stripe", "--chunk", "128K", "/tmp/a", "/dev/sdb", "--queues", "2",
+        ])
+        .unwrap();
+        let Command::Add {
+            target:
+                TargetArgs::Stripe {
+                    chunk,
+                    stores,
+                    common,
+                },
+        } = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!(chunk, 128 << 10);
+        assert_eq!(stores, [PathBuf::from("/tmp/a"), PathBuf::from("/dev/sdb")]);
+        assert_eq!(common.queues, 2);
+        let cli = Cli::try_parse_from(["ublk", "add", "stripe", "a", "b", "c"]).unwrap();
+        let Command::Add { target } = cli.command else {
+            panic!()
+        };
+        assert_eq!(target.backing_files().len(), 3);
+        let TargetArgs::Stripe { chunk, .. } = target else {
+            panic!()
+        };
+        assert_eq!(chunk, 64 << 10, "the default chunk");
+        assert!(
+            Cli::try_parse_from(["ublk", "add", "stripe", "--chunk", "64K"]).is_err(),
+            "a store is required"
         );
     }
 

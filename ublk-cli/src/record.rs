@@ -3,8 +3,9 @@
 //!
 //! A record is one JSON object, written atomically (a temporary file, then rename) once the device is
 //! live, and removed by the server that wrote it when it deletes the device. It keeps the `ublk add`
-//! arguments as given (an argument that is not UTF-8 is kept as its bytes, never dropped), and for a
-//! loop device the identity of its backing store, so that recovery serves that store or nothing.
+//! arguments as given (an argument that is not UTF-8 is kept as its bytes, never dropped), and the
+//! identity of each backing store (a loop device's one, a stripe's in order), so that recovery
+//! serves those stores or nothing.
 //! Records of devices that no longer exist are stale: they are removed when seen, never trusted.
 
 use std::ffi::OsString;
@@ -32,8 +33,9 @@ pub struct Record {
     pub pid: i32,
     /// The directory `ublk add` ran in, against which relative paths in `args` resolve.
     pub cwd: Option<PathBuf>,
-    /// A loop device's backing store, as it was when the device was made.
-    pub backing: Option<BackingIdentity>,
+    /// The backing stores, as they were when the device was made, in the order the arguments
+    /// name them: a loop device's one, a stripe's; none for null and mem.
+    pub backing: Vec<BackingIdentity>,
 }
 
 /// The record as stored.
@@ -44,7 +46,22 @@ struct Stored {
     pid: i32,
     args: Vec<Text>,
     cwd: Option<Text>,
-    backing: Option<StoredBacking>,
+    #[serde(default)]
+    backing: Backings,
+}
+
+/// The backing stores as stored: a list; records written before stripes hold one store or null.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Backings {
+    Many(Vec<StoredBacking>),
+    One(Option<StoredBacking>),
+}
+
+impl Default for Backings {
+    fn default() -> Self {
+        Backings::Many(Vec::new())
+    }
 }
 
 /// A string that may not be UTF-8: a JSON string when it is, its bytes when it is not.
@@ -108,16 +125,21 @@ impl Record {
                 .map(|a| Text::from(a.as_os_str()))
                 .collect(),
             cwd: self.cwd.as_deref().map(|c| Text::from(c.as_os_str())),
-            backing: self.backing.map(|b| StoredBacking {
-                kind: match b.kind {
-                    BackingKind::File => StoredKind::File,
-                    BackingKind::BlockDevice => StoredKind::BlockDevice,
-                },
-                dev: b.dev,
-                ino: b.ino,
-                rdev: b.rdev,
-                size: b.size,
-            }),
+            backing: Backings::Many(
+                self.backing
+                    .iter()
+                    .map(|b| StoredBacking {
+                        kind: match b.kind {
+                            BackingKind::File => StoredKind::File,
+                            BackingKind::BlockDevice => StoredKind::BlockDevice,
+                        },
+                        dev: b.dev,
+                        ino: b.ino,
+                        rdev: b.rdev,
+                        size: b.size,
+                    })
+                    .collect(),
+            ),
         };
         // Numbers, strings and byte lists: serializing them cannot fail.
         serde_json::to_string_pretty(&stored).unwrap_or_default()
@@ -131,7 +153,12 @@ impl Record {
             args: stored.args.into_iter().map(OsString::from).collect(),
             pid: stored.pid,
             cwd: stored.cwd.map(|c| OsString::from(c).into()),
-            backing: stored.backing.map(|b| BackingIdentity {
+            backing: match stored.backing {
+                Backings::Many(list) => list,
+                Backings::One(one) => one.into_iter().collect(),
+            }
+            .into_iter()
+            .map(|b| BackingIdentity {
                 kind: match b.kind {
                     StoredKind::File => BackingKind::File,
                     StoredKind::BlockDevice => BackingKind::BlockDevice,
@@ -140,7 +167,8 @@ impl Record {
                 ino: b.ino,
                 rdev: b.rdev,
                 size: b.size,
-            }),
+            })
+            .collect(),
         })
     }
 
@@ -231,7 +259,7 @@ mod tests {
             args: vec![],
             pid: 1,
             cwd: None,
-            backing: None,
+            backing: Vec::new(),
         }
     }
 
@@ -249,13 +277,22 @@ mod tests {
             ],
             pid: 42,
             cwd: Some(PathBuf::from(OsString::from_vec(b"/srv/\xfe".to_vec()))),
-            backing: Some(BackingIdentity {
-                kind: BackingKind::File,
-                dev: 2049,
-                ino: 77,
-                rdev: 0,
-                size: 1 << 30,
-            }),
+            backing: vec![
+                BackingIdentity {
+                    kind: BackingKind::File,
+                    dev: 2049,
+                    ino: 77,
+                    rdev: 0,
+                    size: 1 << 30,
+                },
+                BackingIdentity {
+                    kind: BackingKind::BlockDevice,
+                    dev: 0,
+                    ino: 0,
+                    rdev: 0x0700,
+                    size: 1 << 20,
+                },
+            ],
         };
         record.save_in(&dir).unwrap();
         assert_eq!(Record::load_in(&dir, 3).unwrap(), Some(record));
@@ -293,6 +330,24 @@ mod tests {
     }
 
     #[test]
+    fn records_with_one_store_or_none_still_load() {
+        let base = r#""dev_id":7,"target":"loop","pid":3,"args":[],"cwd":null"#;
+        let one = format!(
+            r#"{{{base},"backing":{{"kind":"file","dev":1,"ino":2,"rdev":0,"size":4096}}}}"#
+        );
+        let loaded = Record::from_json(&one).expect("a record with one store");
+        assert_eq!(loaded.backing.len(), 1);
+        assert_eq!((loaded.backing[0].ino, loaded.backing[0].size), (2, 4096));
+        for none in [
+            format!(r#"{{{base},"backing":null}}"#),
+            format!("{{{base}}}"),
+        ] {
+            let loaded = Record::from_json(&none).expect("a record without stores");
+            assert!(loaded.backing.is_empty(), "{none}");
+        }
+    }
+
+    #[test]
     fn a_malformed_record_is_an_error_not_a_guess() {
         let dir = scratch_dir("malformed");
         fs::create_dir_all(&dir).unwrap();
@@ -327,7 +382,7 @@ mod tests {
                 args: args.into_iter().map(OsString::from_vec).collect(),
                 pid,
                 cwd: None,
-                backing: None,
+                backing: Vec::new(),
             };
             proptest::prop_assert_eq!(Record::from_json(&record.to_json()), Some(record));
         }

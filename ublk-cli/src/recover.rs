@@ -75,8 +75,9 @@ pub fn take_over(id: u32, timeout_secs: u64, serve: &ServeArgs) -> Result<(), Cl
 }
 
 /// Opens the backend the record names, as `ublk add` did, after checking it can serve the same
-/// device: a loop device's backing store must still exist (`ublk add` would create a missing one,
-/// and recovery would then serve zeroes), and give the same size and block size.
+/// device: each backing store (a loop device's, a stripe's) must still be the one the record
+/// names (`ublk add` would create a missing file, and recovery would then serve zeroes), and the
+/// backend must give the same size and block size.
 fn open_backend(checked: &Checked) -> Result<Backend, CliError> {
     let id = checked.recovering.id();
     if let Some(cwd) = &checked.record.cwd {
@@ -88,16 +89,19 @@ fn open_backend(checked: &Checked) -> Result<Backend, CliError> {
             )
         })?;
     }
-    if let Some(file) = checked.target.backing_file() {
-        // The store must be the very one the device was made from: serving another file of the
-        // same size would hand the device's users someone else's data, and opening a truncated
-        // file with the recorded --size would silently grow it back with zeroes.
-        let Some(was) = checked.record.backing else {
-            return Err(CliError::Msg(format!(
-                "the record of device {id} does not say which backing store it was made from; \
-                 not trusting it (delete the device: `ublk del {id}`)"
-            )));
-        };
+    let files = checked.target.backing_files();
+    if !files.is_empty() && files.len() != checked.record.backing.len() {
+        return Err(CliError::Msg(format!(
+            "the record of device {id} names {} backing store(s) but keeps the identity of {}; \
+             not trusting it (delete the device: `ublk del {id}`)",
+            files.len(),
+            checked.record.backing.len()
+        )));
+    }
+    for (file, was) in files.iter().zip(&checked.record.backing) {
+        // Each store must be the very one the device was made from: serving another file of
+        // the same size would hand the device's users someone else's data, and opening a
+        // truncated file with the recorded --size would silently grow it back with zeroes.
         let now = BackingIdentity::of(file).map_err(|e| {
             CliError::Msg(format!(
                 "the backing store of device {id} cannot be examined ({e}): nothing to recover \
@@ -264,7 +268,7 @@ mod tests {
             args: args.iter().map(|a| (*a).into()).collect(),
             pid: 42,
             cwd: None,
-            backing: None,
+            backing: Vec::new(),
         }
     }
 

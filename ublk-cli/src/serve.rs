@@ -33,8 +33,8 @@ pub struct Recipe {
     pub target: &'static str,
     /// The `ublk add` arguments after the target's name.
     pub args: Vec<OsString>,
-    /// A loop device's backing store.
-    pub backing: Option<BackingIdentity>,
+    /// The backing stores (a loop device's one, a stripe's in order).
+    pub backing: Vec<BackingIdentity>,
 }
 
 /// A server about to serve a device in this process.
@@ -248,7 +248,7 @@ impl Resize {
         *size = bytes;
         let mut record = lock(&self.record);
         if let Some(identity) = self.resizer.identity() {
-            record.backing = Some(identity);
+            record.backing = vec![identity];
         }
         if let Err(e) = record.save_in(&self.record_dir) {
             log::warn!("device {id}: cannot update the record after resizing: {e}");

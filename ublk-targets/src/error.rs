@@ -17,7 +17,7 @@ pub enum Error {
     },
 
     /// The backing path is neither a regular file nor a block device.
-    #[error("{}: is {what}; a loop device needs a regular file or a block device", path.display())]
+    #[error("{}: is {what}; a backing store must be a regular file or a block device", path.display())]
     NotFileOrBlockDevice {
         /// The path.
         path: PathBuf,
@@ -27,8 +27,8 @@ pub enum Error {
 
     /// The backing store cannot be opened for writing.
     #[error(
-        "{}: cannot open for writing ({errno}); serve it read-only (`--read-only`) or fix its \
-         permissions or mount",
+        "{}: cannot open for writing ({errno}); fix its permissions or mount (a loop device can \
+         also serve it read-only: `--read-only`)",
         path.display()
     )]
     ReadOnly {
@@ -83,6 +83,70 @@ pub enum Error {
         block_size: u32,
     },
 
+    /// A stripe's store does not exist (stripes never create their stores).
+    #[error(
+        "{}: no such file or block device; a stripe's stores must exist (create a file with \
+         `truncate -s SIZE FILE`)",
+        path.display()
+    )]
+    StoreMissing {
+        /// The path.
+        path: PathBuf,
+    },
+
+    /// A stripe was given too few or too many stores.
+    #[error(
+        "a stripe needs {min} to {max} stores, got {count}{}",
+        if *count == 1 { " (one store is a loop device: `ublk add loop`)" } else { "" }
+    )]
+    StoreCount {
+        /// How many were given.
+        count: usize,
+        /// The fewest a stripe takes.
+        min: usize,
+        /// The most a stripe takes.
+        max: usize,
+    },
+
+    /// A stripe's chunk size is not one it can use.
+    #[error("chunk size {chunk} is not a power of two from {min} to {max} bytes")]
+    ChunkSize {
+        /// The size asked for, in bytes.
+        chunk: u64,
+        /// The smallest allowed.
+        min: u64,
+        /// The largest allowed.
+        max: u64,
+    },
+
+    /// A stripe's store holds less than one chunk: the device would be empty.
+    #[error(
+        "{}: holds {size} bytes, less than one {chunk}-byte chunk; grow it or use a smaller \
+         chunk (`--chunk`)",
+        path.display()
+    )]
+    StoreTooSmall {
+        /// The path.
+        path: PathBuf,
+        /// What it holds, in bytes.
+        size: u64,
+        /// The chunk size, in bytes.
+        chunk: u64,
+    },
+
+    /// The same store was given twice: its chunks would overwrite each other.
+    #[error(
+        "{}: is the same store as {}; each store of a stripe must be a different file or device",
+        path.display(),
+        other.display()
+    )]
+    DuplicateStore {
+        /// The path given second.
+        path: PathBuf,
+        /// The path given first.
+        other: PathBuf,
+    },
+
     /// A system call on the backing store failed.
     #[error("{}: {what}: {errno}", path.display())]
     Io {
@@ -112,7 +176,7 @@ pub enum Error {
 impl From<Error> for std::io::Error {
     fn from(e: Error) -> Self {
         let kind = match &e {
-            Error::Missing { .. } => std::io::ErrorKind::NotFound,
+            Error::Missing { .. } | Error::StoreMissing { .. } => std::io::ErrorKind::NotFound,
             Error::ReadOnly { .. } => std::io::ErrorKind::PermissionDenied,
             Error::Io { errno, .. } => std::io::Error::from(*errno).kind(),
             _ => std::io::ErrorKind::InvalidInput,

@@ -7,6 +7,9 @@
 //! - [`Loop`]: a regular file or a block device, like the kernel's loop driver, served with
 //!   asynchronous I/O on each queue's io_uring; [`LoopBuilder`] opens and checks the backing store
 //!   before any device exists, and [`Error`] says what is wrong with it.
+//! - [`Stripe`]: one device over several files or block devices in fixed-size chunks (RAID-0),
+//!   each request split into one backing I/O per chunk, all in flight at once;
+//!   [`StripeBuilder`] opens and checks the stores, and [`StripeLayout`] is the mapping.
 //!
 //! ```no_run
 //! use ublk_queue::{DeviceBuilder, Simple};
@@ -20,17 +23,22 @@
 //! # }
 //! ```
 
+mod backing;
 mod error;
 mod fault;
 mod loop_target;
 mod mem;
 mod null;
+mod stripe;
 
+pub use backing::identity::{BackingIdentity, IdentityChange};
+pub use backing::{BackingKind, BackingWarning};
 pub use error::Error;
 pub use fault::{Fault, FaultPlan, FaultQueue};
-pub use loop_target::{
-    BackingIdentity, BackingIo, BackingKind, IdentityChange, Inline, Loop, LoopBuilder, LoopQueue,
-    LoopResizer, LoopWarning,
-};
+pub use loop_target::{BackingIo, Inline, Loop, LoopBuilder, LoopQueue, LoopResizer};
 pub use mem::{CHUNK_BYTES, MAX_ZEROING_BYTES, Mem};
 pub use null::{Null, NullQueue};
+pub use stripe::{
+    DEFAULT_CHUNK, Extent, LocalStore, MAX_CHUNK, MAX_STORES, MIN_CHUNK, MIN_STORES, Piece, Pieces,
+    Stripe, StripeBuilder, StripeLayout, StripeQueue, StripeStore,
+};

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use ublk_queue::DeviceBuilder;
-use ublk_targets::{BackingKind, Error, LoopBuilder, LoopWarning};
+use ublk_targets::{BackingKind, BackingWarning, Error, LoopBuilder};
 use ublk_uapi::{BasicAttrs, DevInfo};
 
 /// A scratch directory, removed when dropped.
@@ -238,7 +238,7 @@ fn direct_io_is_the_default_where_the_file_system_has_it() {
     let refused = backing
         .warnings()
         .iter()
-        .any(|w| matches!(w, LoopWarning::DirectIoUnsupported { .. }));
+        .any(|w| matches!(w, BackingWarning::DirectIoUnsupported { .. }));
     assert_eq!(backing.is_direct(), !refused, "{:?}", backing.warnings());
     assert!(backing.block_size().is_power_of_two() && backing.block_size() >= 512);
 }

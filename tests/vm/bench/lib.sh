@@ -98,7 +98,8 @@ json_iops() {
     awk -F: '/"iops"/ { v=$2; gsub(/[ ,]/, "", v); if (v+0 > 0) { print int(v); exit } }'
 }
 
-# nullb_up VAR QUEUES: a null_blk device (configfs) with QUEUES submit queues of depth $DEPTH.
+# nullb_up VAR QUEUES [ATTR=VALUE...]: a null_blk device (configfs) with QUEUES submit queues of
+# depth $DEPTH, and any other configfs attributes given (mbps=200 caps its bandwidth).
 nullb_up() {
     var=$1
     d=/sys/kernel/config/nullb/$var
@@ -106,6 +107,10 @@ nullb_up() {
     echo "$2" > "$d/submit_queues"
     echo "$DEPTH" > "$d/hw_queue_depth"
     echo 256000 > "$d/size" # MB, as large as ublk null's default 250G
+    shift 2
+    for attr; do
+        echo "${attr#*=}" > "$d/${attr%%=*}" || return 1
+    done
     echo 1 > "$d/power" || return 1
     # Named nullb<index> by 6.12; later kernels may name it after the configfs directory.
     dev=/dev/nullb$(cat "$d/index")

@@ -15,7 +15,7 @@
 
 use std::os::fd::BorrowedFd;
 
-use crate::loop_target::BackingKind;
+use crate::backing::BackingKind;
 
 /// How a loop device runs READ and WRITE on its backing store
 /// ([`LoopBuilder::backing_io`](crate::LoopBuilder::backing_io)).

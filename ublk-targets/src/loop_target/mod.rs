@@ -1,13 +1,10 @@
 //! The loop target: a regular file or a block device exported as a ublk device, like the kernel's
 //! loop driver, with every request served asynchronously on the queue's own io_uring.
 
-mod backing;
 mod backing_io;
-mod identity;
 mod queue;
 mod resize;
 
-use std::fmt;
 use std::io;
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::PathBuf;
@@ -15,59 +12,14 @@ use std::sync::Arc;
 
 use ublk_queue::{Batching, DeviceBuilder, DiscardParams, QueueInfo, Target};
 
+use crate::backing::identity::BackingIdentity;
+use crate::backing::open::{self, OpenOptions, Sizing};
+use crate::backing::{BackingKind, BackingWarning};
 use crate::error::Error;
 pub use backing_io::{BackingIo, Inline};
-pub use identity::{BackingIdentity, IdentityChange};
 pub use queue::LoopQueue;
 use queue::QueueConfig;
 pub use resize::LoopResizer;
-
-/// What backs a loop device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackingKind {
-    /// A regular file (a disk image).
-    File,
-    /// A block device.
-    BlockDevice,
-}
-
-/// Something [`LoopBuilder::open`] could not do as asked; the device still works.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LoopWarning {
-    /// The backing store cannot do direct I/O (the file system refuses O_DIRECT, or needs more
-    /// alignment than a ublk block can give): I/O goes through its page cache instead.
-    DirectIoUnsupported {
-        /// The alignment the file system asked for, when that was the reason (0 otherwise).
-        alignment: u32,
-    },
-    /// The logical block size asked for was below what the backing store needs for direct I/O.
-    BlockSizeRaised {
-        /// The size asked for.
-        asked: u32,
-        /// The size used.
-        used: u32,
-    },
-}
-
-impl fmt::Display for LoopWarning {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LoopWarning::DirectIoUnsupported { alignment: 0 } => f.write_str(
-                "the backing store does not support direct I/O (O_DIRECT); using buffered I/O",
-            ),
-            LoopWarning::DirectIoUnsupported { alignment } => write!(
-                f,
-                "the backing store needs {alignment}-byte alignment for direct I/O, more than a \
-                 ublk block can have; using buffered I/O"
-            ),
-            LoopWarning::BlockSizeRaised { asked, used } => write!(
-                f,
-                "logical block size raised from {asked} to {used} bytes, the backing store's own"
-            ),
-        }
-    }
-}
 
 /// Options for a loop device's backing store; [`open`](LoopBuilder::open) checks and opens it.
 ///
@@ -155,7 +107,13 @@ impl LoopBuilder {
     /// without [`read_only`](Self::read_only), a size that is not a multiple of the block size, or
     /// the failing system call. A file this call created is removed again on error.
     pub fn open(&self) -> Result<Loop, Error> {
-        let backing = backing::open(self)?;
+        let backing = open::open(&OpenOptions {
+            path: self.path.clone(),
+            sizing: self.size.map_or(Sizing::Whole, Sizing::Exactly),
+            buffered: self.buffered,
+            read_only: self.read_only,
+            block_size: self.block_size,
+        })?;
         let inline = self.backing_io.resolve(backing.kind, backing.fd.as_fd());
         Ok(Loop {
             path: self.path.clone(),
@@ -201,7 +159,7 @@ pub struct Loop {
     /// Which READs and WRITEs run inline on the queue thread (see [`BackingIo`]).
     inline: Inline,
     identity: BackingIdentity,
-    warnings: Vec<LoopWarning>,
+    warnings: Vec<BackingWarning>,
 }
 
 impl Loop {
@@ -262,7 +220,7 @@ impl Loop {
     }
 
     /// What could not be done as asked (buffered instead of direct I/O, a larger block size).
-    pub fn warnings(&self) -> &[LoopWarning] {
+    pub fn warnings(&self) -> &[BackingWarning] {
         &self.warnings
     }
 

@@ -5,57 +5,53 @@ use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use rustix::fs::{FallocateFlags, Mode, OFlags};
-use rustix::io::{Errno, ReadWriteFlags};
-use ublk_queue::{
-    DataPlace, Handled, IoFlags, IoInfo, IoOp, QueueTarget, Request, TargetCqe, TargetRing,
-};
-use ublk_ring::opcode::{BlockDiscard, Fallocate, Fsync, Read, ReadFixed, Write, WriteFixed};
-use ublk_ring::squeue::{Entry, SqeFlags};
-use ublk_ring::types::{Fd, FsyncFlags};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use ublk_queue::{DataPlace, Handled, IoInfo, IoOp, QueueTarget, Request, TargetCqe, TargetRing};
+use ublk_ring::opcode::ReadFixed;
+use ublk_ring::squeue::Entry;
+use ublk_ring::types::Fd;
 
-use crate::loop_target::{BackingKind, Inline};
+use crate::backing::BackingKind;
+use crate::backing::io::{RangeOp, StoreIo, write_flags};
+use crate::loop_target::Inline;
 
 /// What an SQE does, carried in its sub-id so its completion knows what comes next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u16)]
 enum Step {
     /// READ or WRITE of the part of the request not done yet.
     Rw,
     /// FLUSH: `fdatasync`.
     Sync,
-    /// DISCARD: a punched hole (on a block device: WRITE_ZEROES that may unmap).
-    Discard,
-    /// DISCARD of a block device by `BLOCK_URING_CMD_DISCARD` (Linux 6.12).
-    BlockDiscard,
-    /// WRITE_ZEROES by punching a hole (reads back as zeroes, frees the space).
-    ZeroPunch,
-    /// WRITE_ZEROES by FALLOC_FL_ZERO_RANGE (zeroes, space stays allocated).
-    ZeroRange,
-    /// WRITE_ZEROES with NOUNMAP where ZERO_RANGE is refused (tmpfs): punch a hole, linked to ...
-    ZeroPunchLinked,
-    /// ... allocating the range again, so it stays provisioned as NOUNMAP asks.
-    ZeroAllocate,
     /// The rest of a READ past the end of the file, read from /dev/zero into request pages we
     /// cannot write directly (zero copy).
     ZeroTail,
+    /// A step of DISCARD or WRITE_ZEROES.
+    Range(RangeOp),
 }
 
 impl Step {
-    const ALL: [Step; 9] = [
-        Step::Rw,
-        Step::Sync,
-        Step::Discard,
-        Step::BlockDiscard,
-        Step::ZeroPunch,
-        Step::ZeroRange,
-        Step::ZeroPunchLinked,
-        Step::ZeroAllocate,
-        Step::ZeroTail,
-    ];
+    /// The steps that are not range operations, numbered first.
+    const PLAIN: [Step; 3] = [Step::Rw, Step::Sync, Step::ZeroTail];
+
+    fn sub(self) -> u16 {
+        match self {
+            Step::Range(op) => {
+                let at = RangeOp::ALL.iter().position(|o| *o == op).unwrap_or(0);
+                (Step::PLAIN.len() + at) as u16
+            }
+            plain => Step::PLAIN.iter().position(|s| *s == plain).unwrap_or(0) as u16,
+        }
+    }
 
     fn from_sub(sub: u16) -> Option<Step> {
-        Step::ALL.get(usize::from(sub)).copied()
+        let sub = usize::from(sub);
+        match Step::PLAIN.get(sub) {
+            Some(step) => Some(*step),
+            None => RangeOp::ALL
+                .get(sub - Step::PLAIN.len())
+                .map(|op| Step::Range(*op)),
+        }
     }
 }
 
@@ -74,17 +70,12 @@ pub(crate) struct QueueConfig {
 #[derive(Debug)]
 pub struct LoopQueue {
     file: Arc<OwnedFd>,
+    /// The backing file as this queue's ring reaches it (the target's only fixed file).
+    store: StoreIo,
     kind: BackingKind,
     read_only: bool,
-    /// Discard a block device with `BLOCK_URING_CMD_DISCARD`; cleared if the kernel refuses it
-    /// (before 6.12), and DISCARD then zeroes with unmapping.
-    block_discard: bool,
     /// Per tag: bytes of the current READ or WRITE already done (short transfers continue).
     done: Vec<u32>,
-    /// The file system refused FALLOC_FL_PUNCH_HOLE (EOPNOTSUPP): zero with ZERO_RANGE.
-    punch_refused: bool,
-    /// The file system refused FALLOC_FL_ZERO_RANGE (EOPNOTSUPP; tmpfs does): punch and allocate.
-    zero_range_refused: bool,
     /// Which READs and WRITEs run inline on this thread.
     inline: Inline,
     /// READ and WRITE SQEs on the ring now.
@@ -98,12 +89,10 @@ impl LoopQueue {
     pub(crate) fn new(file: Arc<OwnedFd>, config: QueueConfig, depth: u16) -> Self {
         LoopQueue {
             file,
+            store: StoreIo::new(0, config.kind, config.block_discard),
             kind: config.kind,
             read_only: config.read_only,
-            block_discard: config.block_discard,
             done: vec![0; usize::from(depth)],
-            punch_refused: false,
-            zero_range_refused: false,
             inline: config.inline,
             rw_in_flight: 0,
             zero: None,
@@ -152,30 +141,12 @@ impl LoopQueue {
         let done = self.done[usize::from(io.tag())];
         // READ and WRITE lengths fit the tag's buffer (at most 32 MiB), so they fit a u32.
         let left = io.len() as u32 - done;
-        let offset = io.offset() + u64::from(done);
-        let file = ring.file(0);
-        let flags = write_flags(io);
-        // Where the bytes go or come from: server memory (registered or not), or the request's
-        // own pages at a fixed-buffer index, addressed from the request's start.
-        let (ptr, index) = match io.data() {
-            DataPlace::Memory(ptr) => (ptr.wrapping_add(done as usize), ring.buf_index()),
-            DataPlace::Fixed(index) => (done as usize as *mut u8, Some(index)),
-            _ => return Handled::Done(-Errno::OPNOTSUPP.raw_os_error()),
-        };
-        // With the buffers registered, the kernel neither maps nor pins the pages per I/O.
-        let entry = match (io.op(), index) {
-            (IoOp::Read, Some(index)) => ReadFixed::new(file, ptr, left, index)
-                .offset(offset)
-                .build(),
-            (IoOp::Read, None) => Read::new(file, ptr, left).offset(offset).build(),
-            (_, Some(index)) => WriteFixed::new(file, ptr, left, index)
-                .offset(offset)
-                .rw_flags(flags)
-                .build(),
-            (_, None) => Write::new(file, ptr, left)
-                .offset(offset)
-                .rw_flags(flags)
-                .build(),
+        let entry = match self
+            .store
+            .rw(ring, io, done, left, io.offset() + u64::from(done))
+        {
+            Ok(entry) => entry,
+            Err(errno) => return Handled::Done(-errno.raw_os_error()),
         };
         // SAFETY: the SQE moves bytes between the backing file (registered with the ring) and the
         // part of the request's data not yet done, which stays the server's until the request
@@ -229,62 +200,15 @@ impl LoopQueue {
         }
     }
 
-    /// Pushes the SQE(s) for a DISCARD or WRITE_ZEROES `step` over the request's range.
-    fn push_range_op(&mut self, io: &IoInfo, step: Step, ring: &mut TargetRing<'_>) -> Handled {
-        let file = ring.file(0);
-        let falloc = |mode: FallocateFlags| {
-            Fallocate::new(file, io.len())
-                .offset(io.offset())
-                // The kernel reads the same 32 bits back as the int `mode`.
-                .mode(mode.bits() as i32)
-                .build()
-        };
-        let keep = FallocateFlags::KEEP_SIZE;
-        let punch = FallocateFlags::PUNCH_HOLE | keep;
-        let entry = match step {
-            Step::BlockDiscard => BlockDiscard::new(file, io.offset(), io.len()).build(),
-            // On a block device a punched hole is blkdev_issue_zeroout(NOFALLBACK): WRITE_ZEROES
-            // that may unmap, what the kernel's loop driver sends for DISCARD.
-            Step::Discard | Step::ZeroPunch => falloc(punch),
-            // On a block device this is BLKZEROOUT (blkdev_issue_zeroout, NOUNMAP).
-            Step::ZeroRange => falloc(FallocateFlags::ZERO_RANGE | keep),
-            // Each SQE posts its own CQE; if the punch fails, the allocation is cancelled.
-            Step::ZeroPunchLinked => falloc(punch).flags(SqeFlags::IO_LINK),
-            // Not range steps: a bug here, failed rather than guessed at.
-            Step::Rw | Step::Sync | Step::ZeroAllocate | Step::ZeroTail => {
-                return Handled::Done(-Errno::INVAL.raw_os_error());
-            }
-        };
-        if step == Step::ZeroPunchLinked {
-            let chain = [
-                (step as u16, entry),
-                (Step::ZeroAllocate as u16, falloc(keep)),
-            ];
-            // SAFETY: fallocate SQEs name the registered backing file and no memory.
-            return match unsafe { ring.push_chain(io.tag(), &chain) } {
-                Ok(()) => Handled::Queued,
-                Err(_) => Handled::Done(-Errno::IO.raw_os_error()),
-            };
-        }
-        // SAFETY: fallocate and discard SQEs name the registered backing file and no memory.
-        unsafe { push(ring, io.tag(), step, entry) }
-    }
-
-    /// The first way to serve a WRITE_ZEROES, as the flags ask and the backing store allows.
-    fn zeroing(&self, flags: IoFlags) -> Step {
-        match self.kind {
-            // Zeroing on a block device goes through blkdev_issue_zeroout, which writes zeroes
-            // itself where the device has no zeroing command.
-            BackingKind::BlockDevice => Step::ZeroRange,
-            BackingKind::File if flags.contains(IoFlags::NOUNMAP) => {
-                if self.zero_range_refused {
-                    Step::ZeroPunchLinked
-                } else {
-                    Step::ZeroRange
-                }
-            }
-            BackingKind::File if self.punch_refused => Step::ZeroRange,
-            BackingKind::File => Step::ZeroPunch,
+    /// Pushes the SQE(s) of DISCARD or WRITE_ZEROES `op` over the request's range.
+    fn push_range(&mut self, io: &IoInfo, op: RangeOp, ring: &mut TargetRing<'_>) -> Handled {
+        match self
+            .store
+            .push_range(ring, io.tag(), op, io.offset(), io.len(), |op| {
+                Step::Range(op).sub()
+            }) {
+            Ok(()) => Handled::Queued,
+            Err(errno) => Handled::Done(-errno.raw_os_error()),
         }
     }
 
@@ -336,17 +260,17 @@ impl QueueTarget for LoopQueue {
                 self.push_rw(&io, ring)
             }
             IoOp::Flush => {
-                let entry = Fsync::new(ring.file(0)).flags(FsyncFlags::DATASYNC).build();
+                let entry = self.store.sync(ring);
                 // SAFETY: an fsync SQE names the registered backing file and no memory.
                 unsafe { push(ring, io.tag(), Step::Sync, entry) }
             }
-            IoOp::Discard if self.block_discard => {
-                self.push_range_op(&io, Step::BlockDiscard, ring)
+            IoOp::Discard => {
+                let op = self.store.discarding();
+                self.push_range(&io, op, ring)
             }
-            IoOp::Discard => self.push_range_op(&io, Step::Discard, ring),
             IoOp::WriteZeroes => {
-                let step = self.zeroing(io.flags());
-                self.push_range_op(&io, step, ring)
+                let op = self.store.zeroing(io.flags());
+                self.push_range(&io, op, ring)
             }
             _ => Handled::Done(-Errno::OPNOTSUPP.raw_os_error()),
         }
@@ -354,26 +278,19 @@ impl QueueTarget for LoopQueue {
 
     fn complete(&mut self, io: &IoInfo, cqe: &TargetCqe, ring: &mut TargetRing<'_>) -> Handled {
         let res = cqe.result();
-        let refused = res == -Errno::OPNOTSUPP.raw_os_error();
         match Step::from_sub(cqe.sub()) {
             Some(Step::Rw) => {
                 self.rw_in_flight = self.rw_in_flight.saturating_sub(1);
                 self.rw_done(io, res, ring)
             }
-            Some(Step::BlockDiscard) if refused => {
-                self.block_discard = false;
-                self.push_range_op(io, Step::Discard, ring)
-            }
-            Some(Step::ZeroPunch) if refused => {
-                self.punch_refused = true;
-                self.push_range_op(io, Step::ZeroRange, ring)
-            }
-            Some(Step::ZeroRange) if refused && io.flags().contains(IoFlags::NOUNMAP) => {
-                self.zero_range_refused = true;
-                self.push_range_op(io, Step::ZeroPunchLinked, ring)
+            Some(Step::Range(op)) if res == -Errno::OPNOTSUPP.raw_os_error() => {
+                match self.store.refused(op, io.flags()) {
+                    Some(next) => self.push_range(io, next, ring),
+                    None => Handled::Done(res),
+                }
             }
             // The linked allocation's completion finishes the request.
-            Some(Step::ZeroPunchLinked) if res >= 0 => Handled::Queued,
+            Some(Step::Range(RangeOp::ZeroPunchLinked)) if res >= 0 => Handled::Queued,
             Some(Step::ZeroTail) if res >= 0 => Handled::Done(io.len() as i32),
             Some(_) => Handled::Done(res.min(0)),
             None => Handled::Done(-Errno::IO.raw_os_error()),
@@ -389,17 +306,6 @@ impl QueueTarget for LoopQueue {
     }
 }
 
-/// The `RWF_*` flags of a WRITE of `io`. FUA: durable when it completes. RWF_DSYNC makes this one
-/// write O_DSYNC, which a block device turns into a FUA write (or write + flush) and a file into
-/// write + sync.
-fn write_flags(io: &IoInfo) -> ReadWriteFlags {
-    if io.flags().contains(IoFlags::FUA) {
-        ReadWriteFlags::DSYNC
-    } else {
-        ReadWriteFlags::empty()
-    }
-}
-
 /// Pushes `entry` for `tag` as `step`: `Queued`, or the request fails with EIO if the ring is
 /// failing.
 ///
@@ -409,7 +315,7 @@ fn write_flags(io: &IoInfo) -> ReadWriteFlags {
 /// until its completion comes back.
 unsafe fn push(ring: &mut TargetRing<'_>, tag: u16, step: Step, entry: Entry) -> Handled {
     // SAFETY: forwarded to our caller.
-    match unsafe { ring.push_with(tag, step as u16, entry) } {
+    match unsafe { ring.push_with(tag, step.sub(), entry) } {
         Ok(()) => Handled::Queued,
         Err(_) => Handled::Done(-Errno::IO.raw_os_error()),
     }
@@ -421,37 +327,12 @@ mod tests {
 
     #[test]
     fn steps_round_trip_through_sub_ids() {
-        for step in Step::ALL {
-            assert_eq!(Step::from_sub(step as u16), Some(step));
+        let steps = Step::PLAIN.into_iter().chain(RangeOp::ALL.map(Step::Range));
+        let mut count = 0;
+        for step in steps {
+            assert_eq!(Step::from_sub(step.sub()), Some(step));
+            count += 1;
         }
-        assert_eq!(Step::from_sub(Step::ALL.len() as u16), None);
-    }
-
-    #[test]
-    fn write_zeroes_picks_the_way_the_backing_store_allows() {
-        let file = Arc::new(
-            rustix::fs::open(
-                "/dev/null",
-                rustix::fs::OFlags::RDONLY,
-                rustix::fs::Mode::empty(),
-            )
-            .expect("/dev/null"),
-        );
-        let config = |kind| QueueConfig {
-            kind,
-            read_only: false,
-            block_discard: false,
-            inline: Inline::Never,
-        };
-        let mut q = LoopQueue::new(Arc::clone(&file), config(BackingKind::File), 4);
-        assert_eq!(q.zeroing(IoFlags::empty()), Step::ZeroPunch);
-        assert_eq!(q.zeroing(IoFlags::NOUNMAP), Step::ZeroRange);
-        q.zero_range_refused = true;
-        assert_eq!(q.zeroing(IoFlags::NOUNMAP), Step::ZeroPunchLinked);
-        q.punch_refused = true;
-        assert_eq!(q.zeroing(IoFlags::empty()), Step::ZeroRange);
-        let q = LoopQueue::new(file, config(BackingKind::BlockDevice), 4);
-        assert_eq!(q.zeroing(IoFlags::empty()), Step::ZeroRange);
-        assert_eq!(q.zeroing(IoFlags::NOUNMAP), Step::ZeroRange);
+        assert_eq!(Step::from_sub(count), None);
     }
 }

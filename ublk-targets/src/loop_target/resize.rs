@@ -8,10 +8,10 @@ use std::sync::Arc;
 use rustix::fs::SeekFrom;
 use rustix::io::Errno;
 
+use crate::backing::BackingKind;
+use crate::backing::identity::BackingIdentity;
+use crate::backing::open::{blkgetsize64, io_error};
 use crate::error::Error;
-use crate::loop_target::BackingKind;
-use crate::loop_target::backing::{blkgetsize64, io_error};
-use crate::loop_target::identity::BackingIdentity;
 
 /// A handle that resizes a [`Loop`](crate::Loop)'s backing store; see [`Loop::resizer`].
 ///

@@ -60,6 +60,11 @@ pub const NEEDS: &[Need] = &[
         package: "mount",
     },
     Need {
+        // The kernel's md RAID-0, the stripe bench's yardstick (tests/vm/bench/stripe.sh).
+        program: "mdadm",
+        package: "mdadm",
+    },
+    Need {
         program: "ldd",
         package: "libc-bin",
     },

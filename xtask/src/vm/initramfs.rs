@@ -25,6 +25,7 @@ pub const GUEST_TOOLS: &[&str] = &[
     "blkdiscard",
     "blockdev",
     "losetup",
+    "mdadm",
 ];
 
 /// Where `/init` looks for the modules to load, and the file listing their load order.

@@ -25,9 +25,21 @@ use crate::error::{IoContext as _, Result, bail};
 /// Modules the guest loads at boot (their dependencies come along).
 pub const MODULES: &[&str] = &["configfs", "ublk_drv", "null_blk", "loop"];
 
-/// Modules the guest loads at boot when the kernel has them (Debian's cloud kernels ship `nbd`;
-/// a kernel of the user's own may not).
-pub const OPTIONAL_MODULES: &[&str] = &["nbd"];
+/// Modules the guest loads at boot when the kernel has them (Debian's cloud kernels ship them;
+/// a kernel of the user's own may not): `nbd`, and md's RAID-0 (`md_mod`, `raid0`), the
+/// yardstick of the stripe bench (`tests/vm/bench/stripe.sh`).
+pub const OPTIONAL_MODULES: &[&str] = &["nbd", "md_mod", "raid0"];
+
+/// The modules a kernel's cache entry was made for: an entry made for another list is made
+/// again (the modules come from the kernel's packages, which the entry does not keep).
+fn wanted_modules() -> String {
+    MODULES
+        .iter()
+        .chain(OPTIONAL_MODULES)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// The suite `--debian-kernel newest` reads.
 pub const NEWEST_SUITE: &str = "trixie-backports";
@@ -83,6 +95,9 @@ pub struct Kernel {
     pub builtin: Vec<String>,
     /// Changes whenever the kernel or its modules change (keys the initramfs cache).
     pub id: String,
+    /// The modules the cache entry was made for ([`MODULES`] and [`OPTIONAL_MODULES`], comma
+    /// separated; empty for an entry older than this line).
+    pub wanted: String,
 }
 
 impl Kernel {
@@ -175,8 +190,16 @@ fn fetch_current(
     ));
     if dir.join("manifest").exists() {
         let kernel = load_cached(&dir, series)?;
-        cmd::progress(started, format!("kernel {} cached", kernel.label()));
-        return Ok(kernel);
+        if kernel.wanted == wanted_modules() {
+            cmd::progress(started, format!("kernel {} cached", kernel.label()));
+            return Ok(kernel);
+        }
+        eprintln!(
+            "[xtask] the cached kernel {} was made for the modules [{}]; fetching it again for [{}]",
+            kernel.label(),
+            kernel.wanted,
+            wanted_modules()
+        );
     }
     let work = cache_dir.join(format!("{}.partial", image.package));
     let _ = fs::remove_dir_all(&work);
@@ -339,7 +362,7 @@ fn install_from_tree(tree: &Path, out: &Path) -> Result<Kernel> {
     fs::create_dir_all(&out_modules).at("create", &out_modules)?;
     fs::copy(&vmlinuz, out.join("vmlinuz")).at("copy", &vmlinuz)?;
 
-    let mut manifest = String::new();
+    let mut manifest = format!("wanted {}\n", wanted_modules());
     let Some(release_dir) = release_dir else {
         // A monolithic kernel needs no modules; if it lacks ublk the smoke scenario says so.
         eprintln!(
@@ -406,6 +429,7 @@ fn load_cached(dir: &Path, series: impl fmt::Display) -> Result<Kernel> {
         modules: vec![],
         builtin: vec![],
         id: dir.display().to_string(),
+        wanted: String::new(),
     };
     for line in manifest.lines() {
         match line.split_once(' ') {
@@ -414,6 +438,7 @@ fn load_cached(dir: &Path, series: impl fmt::Display) -> Result<Kernel> {
                 .modules
                 .push(dir.join("modules").join(format!("{m}.ko"))),
             Some(("builtin", m)) => kernel.builtin.push(m.to_owned()),
+            Some(("wanted", list)) => kernel.wanted = list.to_owned(),
             _ => bail!("unexpected line {line:?} in {}", manifest_path.display()),
         }
     }
@@ -592,6 +617,7 @@ mod tests {
             modules: vec![],
             builtin: vec![],
             id: String::new(),
+            wanted: String::new(),
         };
         assert_eq!(
             kernel.log_name("vm-e2e"),
@@ -671,7 +697,8 @@ mod tests {
     }
 
     /// Debian 7.x's layout: the image inside the modules' release directory, no modules.builtin,
-    /// and the optional nbd loaded because it is there.
+    /// and the optional nbd, md_mod and raid0 loaded because they are there (raid0 after md_mod,
+    /// which it depends on).
     #[test]
     fn install_from_tree_reads_the_7x_layout_and_takes_optional_modules() {
         let tmp = std::env::temp_dir().join(format!("xtask-kernel-7x-{}", std::process::id()));
@@ -687,6 +714,10 @@ mod tests {
             fs::write(block.join(format!("{m}.ko")), b"\0depends=\0").unwrap();
         }
         fs::write(block.join("null_blk/null_blk.ko"), b"\0depends=configfs\0").unwrap();
+        let md = rel.join("kernel/drivers/md");
+        fs::create_dir_all(&md).unwrap();
+        fs::write(md.join("md-mod.ko"), b"\0depends=\0").unwrap();
+        fs::write(md.join("raid0.ko"), b"\0depends=md-mod\0").unwrap();
 
         let kernel = install_from_tree(&tree, &tmp.join("out")).unwrap();
         let names: Vec<_> = kernel
@@ -701,14 +732,22 @@ mod tests {
                 "ublk_drv.ko",
                 "null_blk.ko",
                 "loop.ko",
-                "nbd.ko"
+                "nbd.ko",
+                "md_mod.ko",
+                "raid0.ko"
             ]
         );
         assert_eq!(kernel.release, "7.3.4+deb13-cloud-amd64");
         assert_eq!(fs::read(&kernel.vmlinuz).unwrap(), b"kernel 7");
+        assert_eq!(
+            kernel.wanted,
+            wanted_modules(),
+            "the manifest says what it was made for"
+        );
 
-        // Without nbd the kernel is still fine: it is optional.
+        // Without nbd and md the kernel is still fine: they are optional.
         fs::remove_file(block.join("nbd.ko")).unwrap();
+        fs::remove_dir_all(&md).unwrap();
         let kernel = install_from_tree(&tree, &tmp.join("out2")).unwrap();
         assert_eq!(kernel.modules.len(), 4);
         fs::remove_dir_all(&tmp).unwrap();

@@ -1,5 +1,5 @@
-//! The backing store of a loop device: a regular file or a block device, opened, checked and
-//! measured before any ublk device exists, so a bad path is an error and never a half-made device.
+//! Opening a backing store, a regular file or a block device: opened, checked and measured
+//! before any ublk device exists, so a bad path is an error and never a half-made device.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -8,9 +8,9 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
 use ublk_queue::DiscardParams;
 
+use crate::backing::identity::BackingIdentity;
+use crate::backing::{BackingKind, BackingWarning};
 use crate::error::Error;
-use crate::loop_target::identity::BackingIdentity;
-use crate::loop_target::{BackingKind, LoopBuilder, LoopWarning};
 
 /// The smallest logical block size, and the unit of every size the block layer sends.
 const SECTOR: u32 = 512;
@@ -22,12 +22,36 @@ const MAX_BLOCK: u32 = 4096;
 /// io_uring worker and holds the file's invalidate lock: 1 GiB keeps each call short.
 const MAX_FALLOCATE_BYTES: u32 = 1 << 30;
 
+/// How much of a backing store to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sizing {
+    /// All of it, which must be a non-zero multiple of the logical block size.
+    Whole,
+    /// Exactly this many bytes: a missing file is created (sparse) and a shorter one grown.
+    Exactly(u64),
+    /// All of it, whatever its length: the caller takes what fits its layout.
+    AsItIs,
+}
+
+/// What to open, and how.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenOptions {
+    pub path: PathBuf,
+    pub sizing: Sizing,
+    /// Through the page cache instead of direct I/O.
+    pub buffered: bool,
+    pub read_only: bool,
+    /// The logical block size asked for; at least the store's own is used.
+    pub block_size: Option<u32>,
+}
+
 /// An opened, measured backing store.
 #[derive(Debug)]
 pub(crate) struct Backing {
     pub fd: OwnedFd,
     pub kind: BackingKind,
-    /// The device size in bytes: a non-zero multiple of `block_size`.
+    /// The size to serve in bytes: a non-zero multiple of `block_size`, except with
+    /// [`Sizing::AsItIs`], where it is the store's whole length.
     pub size: u64,
     pub block_size: u32,
     /// Opened with O_DIRECT.
@@ -39,11 +63,12 @@ pub(crate) struct Backing {
     pub block_discard: bool,
     /// Which store this is, as opened (before any growing).
     pub identity: BackingIdentity,
-    pub warnings: Vec<LoopWarning>,
+    pub warnings: Vec<BackingWarning>,
 }
 
-/// Opens and checks the backing store `opts` names, creating or growing a file to `opts.size`.
-pub(crate) fn open(opts: &LoopBuilder) -> Result<Backing, Error> {
+/// Opens and checks the backing store `opts` names, creating or growing a file as
+/// [`Sizing::Exactly`] says.
+pub(crate) fn open(opts: &OpenOptions) -> Result<Backing, Error> {
     let path = opts.path.as_path();
     if let Some(bs) = opts.block_size
         && !valid_block_size(bs)
@@ -53,7 +78,11 @@ pub(crate) fn open(opts: &LoopBuilder) -> Result<Backing, Error> {
             block_size: bs,
         });
     }
-    if let Some(size) = opts.size
+    let wanted = match opts.sizing {
+        Sizing::Exactly(size) => Some(size),
+        Sizing::Whole | Sizing::AsItIs => None,
+    };
+    if let Some(size) = wanted
         && (size == 0 || !size.is_multiple_of(u64::from(opts.block_size.unwrap_or(SECTOR))))
     {
         return Err(Error::UnalignedSize {
@@ -67,7 +96,7 @@ pub(crate) fn open(opts: &LoopBuilder) -> Result<Backing, Error> {
             kind_of(path, FileType::from_raw_mode(st.st_mode))?;
             false
         }
-        Err(Errno::NOENT) if opts.size.is_some() && !opts.read_only => create(path)?,
+        Err(Errno::NOENT) if wanted.is_some() && !opts.read_only => create(path)?,
         Err(Errno::NOENT) => {
             return Err(Error::Missing {
                 path: path.to_owned(),
@@ -83,7 +112,7 @@ pub(crate) fn open(opts: &LoopBuilder) -> Result<Backing, Error> {
     result
 }
 
-fn open_existing(opts: &LoopBuilder) -> Result<Backing, Error> {
+fn open_existing(opts: &OpenOptions) -> Result<Backing, Error> {
     let path = opts.path.as_path();
     let mut warnings = Vec::new();
     let (fd, mut direct) = open_fd(opts, &mut warnings)?;
@@ -111,7 +140,7 @@ fn open_existing(opts: &LoopBuilder) -> Result<Backing, Error> {
                 // a ublk block can give: serve it through the page cache.
                 set_direct(path, fd.as_fd(), false)?;
                 direct = false;
-                warnings.push(LoopWarning::DirectIoUnsupported {
+                warnings.push(BackingWarning::DirectIoUnsupported {
                     alignment: refused.unwrap_or(0),
                 });
                 SECTOR
@@ -127,7 +156,7 @@ fn open_existing(opts: &LoopBuilder) -> Result<Backing, Error> {
     }
     let block_size = match opts.block_size {
         Some(asked) if asked < required => {
-            warnings.push(LoopWarning::BlockSizeRaised {
+            warnings.push(BackingWarning::BlockSizeRaised {
                 asked,
                 used: required,
             });
@@ -143,8 +172,11 @@ fn open_existing(opts: &LoopBuilder) -> Result<Backing, Error> {
         }
         BackingKind::File => st.st_size as u64,
     };
-    let size = opts.size.unwrap_or(available);
-    if size == 0 || !size.is_multiple_of(u64::from(block_size)) {
+    let size = match opts.sizing {
+        Sizing::Exactly(size) => size,
+        Sizing::Whole | Sizing::AsItIs => available,
+    };
+    if opts.sizing != Sizing::AsItIs && (size == 0 || !size.is_multiple_of(u64::from(block_size))) {
         return Err(Error::UnalignedSize {
             path: path.to_owned(),
             size,
@@ -196,7 +228,10 @@ fn open_existing(opts: &LoopBuilder) -> Result<Backing, Error> {
 
 /// Opens the path for reading (and writing unless read-only), with O_DIRECT unless buffered I/O
 /// was asked for or the file system refuses it.
-fn open_fd(opts: &LoopBuilder, warnings: &mut Vec<LoopWarning>) -> Result<(OwnedFd, bool), Error> {
+fn open_fd(
+    opts: &OpenOptions,
+    warnings: &mut Vec<BackingWarning>,
+) -> Result<(OwnedFd, bool), Error> {
     let path = opts.path.as_path();
     let access = if opts.read_only {
         OFlags::RDONLY
@@ -233,7 +268,7 @@ fn open_fd(opts: &LoopBuilder, warnings: &mut Vec<LoopWarning>) -> Result<(Owned
             errno: Errno::INVAL,
             ..
         }) => {
-            warnings.push(LoopWarning::DirectIoUnsupported { alignment: 0 });
+            warnings.push(BackingWarning::DirectIoUnsupported { alignment: 0 });
             attempt(flags).map(|fd| (fd, false))
         }
         Err(e) => Err(e),

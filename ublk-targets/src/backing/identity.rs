@@ -1,4 +1,4 @@
-//! Which backing store a loop device was made from: enough to tell, when a new server takes the
+//! Which backing store a device was made from: enough to tell, when a new server takes the
 //! device over after a crash, whether the path still names that same store.
 
 use std::os::fd::BorrowedFd;
@@ -6,9 +6,9 @@ use std::path::Path;
 
 use rustix::fs::{FileType, Mode, OFlags, Stat};
 
+use crate::backing::BackingKind;
+use crate::backing::open::{blkgetsize64, io_error, kind_of};
 use crate::error::Error;
-use crate::loop_target::BackingKind;
-use crate::loop_target::backing::{blkgetsize64, io_error, kind_of};
 
 /// The identity of a backing store: a regular file by the file system and inode it lives at, a
 /// block device by its device number; and its size in bytes.
