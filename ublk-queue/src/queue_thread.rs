@@ -211,6 +211,7 @@ fn open_queue<T: Target, B: Buffers>(
         cqes: Vec::with_capacity(entries as usize * 2),
         fetched: Vec::with_capacity(usize::from(depth)),
         buffer_errors: 0,
+        finished: Vec::with_capacity(usize::from(depth)),
     })
 }
 
