@@ -7,6 +7,9 @@
 //! - [`Loop`]: a regular file or a block device, like the kernel's loop driver, served with
 //!   asynchronous I/O on each queue's io_uring; [`LoopBuilder`] opens and checks the backing store
 //!   before any device exists, and [`Error`] says what is wrong with it.
+//! - [`Nbd`]: an export of a Network Block Device server (nbdkit, qemu-nbd, nbd-server), its
+//!   requests sent and answered asynchronously on each queue's io_uring, reconnecting when a
+//!   connection drops; [`NbdBuilder`] connects before any device exists.
 //!
 //! ```no_run
 //! use ublk_queue::{DeviceBuilder, Simple};
@@ -24,6 +27,7 @@ mod error;
 mod fault;
 mod loop_target;
 mod mem;
+mod nbd;
 mod null;
 
 pub use error::Error;
@@ -33,4 +37,9 @@ pub use loop_target::{
     LoopResizer, LoopWarning,
 };
 pub use mem::{CHUNK_BYTES, MAX_ZEROING_BYTES, Mem};
+pub use nbd::{
+    BlockSizes, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, DEFAULT_PORT,
+    DEFAULT_RECONNECT_TIMEOUT, Export, MAX_NAME_BYTES, Nbd, NbdAddress, NbdBuilder, NbdEvent,
+    NbdQueue, TransmissionFlags,
+};
 pub use null::{Null, NullQueue};
