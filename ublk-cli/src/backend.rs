@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ublk_queue::{
-    Batching, DeviceBuilder, Handled, IoInfo, QueueInfo, QueueTarget, Request, Simple, SimpleQueue,
-    Target, TargetCqe, TargetRing,
+    Batching, DeviceBuilder, Handled, IoInfo, OwnedCqe, QueueInfo, QueueTarget, Request, Simple,
+    SimpleQueue, Target, TargetCqe, TargetRing,
 };
 use ublk_targets::{
     BackingIdentity, BackingKind, Fault, FaultPlan, FaultQueue, Inline, Loop, LoopBuilder,
-    LoopQueue, LoopResizer, Mem, Null, NullQueue,
+    LoopQueue, LoopResizer, Mem, Nbd, NbdQueue, Null, NullQueue,
 };
 
 use crate::cli::TargetArgs;
@@ -30,6 +30,8 @@ pub enum Backend {
     Loop(Loop),
     /// A RAM disk or a backing store, with faults.
     Fault(Box<Fault<Backend>>),
+    /// An NBD export, its connections open.
+    Nbd(Nbd),
 }
 
 impl Backend {
@@ -83,6 +85,8 @@ impl Backend {
                 };
                 Ok(Backend::Fault(Box::new(Fault::new(store, plan))))
             }
+            // The export's size is the server's; a recovering device checks it against its own.
+            TargetArgs::Nbd(nbd) => Ok(Backend::Nbd(nbd.connect()?)),
         }
     }
 
@@ -94,6 +98,7 @@ impl Backend {
             Backend::Mem(mem) => mem.get().configure(builder),
             Backend::Null(_) => builder,
             Backend::Fault(fault) => fault.inner().configure(builder),
+            Backend::Nbd(nbd) => nbd.configure(builder),
         }
     }
 
@@ -104,6 +109,10 @@ impl Backend {
             Backend::Mem(mem) => Resizer::Mem(Arc::clone(mem.get())),
             Backend::Loop(backing) => Resizer::Loop(backing.resizer()),
             Backend::Fault(fault) => fault.inner().resizer(),
+            Backend::Nbd(_) => Resizer::Refuse(
+                "an NBD device has its export's size: resize the export on the server, then \
+                 add the device again",
+            ),
         }
     }
 
@@ -112,7 +121,7 @@ impl Backend {
         match self {
             Backend::Mem(_) => true,
             Backend::Fault(fault) => fault.inner().in_memory(),
-            Backend::Null(_) | Backend::Loop(_) => false,
+            Backend::Null(_) | Backend::Loop(_) | Backend::Nbd(_) => false,
         }
     }
 
@@ -121,7 +130,7 @@ impl Backend {
         match self {
             Backend::Loop(backing) => Some(backing.identity()),
             Backend::Fault(fault) => fault.inner().identity(),
-            Backend::Null(_) | Backend::Mem(_) => None,
+            Backend::Null(_) | Backend::Mem(_) | Backend::Nbd(_) => None,
         }
     }
 
@@ -144,6 +153,7 @@ impl Backend {
                         .unwrap_or_else(|| "memory".to_owned())
                 ));
             }
+            Backend::Nbd(nbd) => return Some(nbd.describe()),
             Backend::Null(_) | Backend::Mem(_) => return None,
         };
         Some(format!(
@@ -178,6 +188,8 @@ impl Backend {
 pub enum Resizer {
     /// Nothing to resize: null serves any size.
     Nothing,
+    /// The store's size is not ours to change: why.
+    Refuse(&'static str),
     Mem(Arc<Mem>),
     Loop(LoopResizer),
 }
@@ -188,6 +200,7 @@ impl Resizer {
     pub fn check(&self, bytes: u64, force: bool) -> Result<(), CliError> {
         match self {
             Resizer::Nothing => Ok(()),
+            Resizer::Refuse(why) => Err(CliError::Msg((*why).to_owned())),
             Resizer::Mem(mem) => match mem.written_beyond(bytes) {
                 Some(at) if bytes < mem.size() && !force => Err(CliError::Msg(format!(
                     "the RAM disk holds data at {at}, beyond {bytes} bytes: shrinking would lose \
@@ -203,6 +216,7 @@ impl Resizer {
     pub fn apply(&self, bytes: u64) -> Result<(), CliError> {
         match self {
             Resizer::Nothing => Ok(()),
+            Resizer::Refuse(why) => Err(CliError::Msg((*why).to_owned())),
             Resizer::Mem(mem) => mem
                 .resize(bytes, true)
                 .map_err(|e| CliError::io("resizing the RAM disk", e)),
@@ -214,7 +228,7 @@ impl Resizer {
     pub fn identity(&self) -> Option<BackingIdentity> {
         match self {
             Resizer::Loop(resizer) => resizer.identity().ok(),
-            Resizer::Nothing | Resizer::Mem(_) => None,
+            Resizer::Nothing | Resizer::Refuse(_) | Resizer::Mem(_) => None,
         }
     }
 }
@@ -262,6 +276,7 @@ impl Target for Backend {
             Backend::Mem(mem) => BackendQueue::Mem(mem.open_queue(q)?),
             Backend::Loop(backing) => BackendQueue::Loop(backing.open_queue(q)?),
             Backend::Fault(fault) => BackendQueue::Fault(Box::new(fault.open_queue(q)?)),
+            Backend::Nbd(nbd) => BackendQueue::Nbd(Box::new(nbd.open_queue(q)?)),
         })
     }
 
@@ -271,6 +286,7 @@ impl Target for Backend {
             Backend::Mem(mem) => mem.batching(),
             Backend::Loop(backing) => backing.batching(),
             Backend::Fault(fault) => fault.batching(),
+            Backend::Nbd(nbd) => nbd.batching(),
         }
     }
 
@@ -280,6 +296,7 @@ impl Target for Backend {
             Backend::Mem(mem) => mem.needs_memory(),
             Backend::Loop(backing) => backing.needs_memory(),
             Backend::Fault(fault) => fault.needs_memory(),
+            Backend::Nbd(nbd) => nbd.needs_memory(),
         }
     }
 }
@@ -291,6 +308,7 @@ pub enum BackendQueue {
     Mem(SimpleQueue<Mem>),
     Loop(LoopQueue),
     Fault(Box<FaultQueue<BackendQueue>>),
+    Nbd(Box<NbdQueue>),
 }
 
 impl QueueTarget for BackendQueue {
@@ -300,6 +318,7 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Mem(q) => q.handle(req, ring),
             BackendQueue::Loop(q) => q.handle(req, ring),
             BackendQueue::Fault(q) => q.handle(req, ring),
+            BackendQueue::Nbd(q) => q.handle(req, ring),
         }
     }
 
@@ -309,6 +328,27 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Mem(q) => q.complete(io, cqe, ring),
             BackendQueue::Loop(q) => q.complete(io, cqe, ring),
             BackendQueue::Fault(q) => q.complete(io, cqe, ring),
+            BackendQueue::Nbd(q) => q.complete(io, cqe, ring),
+        }
+    }
+
+    fn start(&mut self, ring: &mut TargetRing<'_>) {
+        match self {
+            BackendQueue::Null(q) => q.start(ring),
+            BackendQueue::Mem(q) => q.start(ring),
+            BackendQueue::Loop(q) => q.start(ring),
+            BackendQueue::Fault(q) => q.start(ring),
+            BackendQueue::Nbd(q) => q.start(ring),
+        }
+    }
+
+    fn complete_owned(&mut self, cqe: &OwnedCqe, ring: &mut TargetRing<'_>) {
+        match self {
+            BackendQueue::Null(q) => q.complete_owned(cqe, ring),
+            BackendQueue::Mem(q) => q.complete_owned(cqe, ring),
+            BackendQueue::Loop(q) => q.complete_owned(cqe, ring),
+            BackendQueue::Fault(q) => q.complete_owned(cqe, ring),
+            BackendQueue::Nbd(q) => q.complete_owned(cqe, ring),
         }
     }
 
@@ -318,6 +358,7 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Mem(q) => q.fixed_files(),
             BackendQueue::Loop(q) => q.fixed_files(),
             BackendQueue::Fault(q) => q.fixed_files(),
+            BackendQueue::Nbd(q) => q.fixed_files(),
         }
     }
 
@@ -327,6 +368,7 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Mem(q) => q.register_buffers(),
             BackendQueue::Loop(q) => q.register_buffers(),
             BackendQueue::Fault(q) => q.register_buffers(),
+            BackendQueue::Nbd(q) => q.register_buffers(),
         }
     }
 }

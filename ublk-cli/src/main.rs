@@ -9,6 +9,7 @@ mod error;
 mod features;
 mod holders;
 mod list;
+mod nbd;
 mod record;
 mod recover;
 mod resize;
