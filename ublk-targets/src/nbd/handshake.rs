@@ -27,6 +27,7 @@ const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
 const FLAG_NO_ZEROES: u16 = 1 << 1;
 
 const OPT_EXPORT_NAME: u32 = 1;
+const OPT_ABORT: u32 = 2;
 const OPT_GO: u32 = 7;
 const OPT_STRUCTURED_REPLY: u32 = 8;
 
@@ -206,6 +207,8 @@ fn go<S: Read + Write>(stream: &mut S, name: &str, structured: bool) -> Result<O
             }
             REP_ERR_UNSUP => return Ok(None),
             kind if kind & REP_ERROR != 0 => {
+                // The protocol's soft disconnect: the server may answer or just close.
+                let _ = send_option(stream, OPT_ABORT, &[]);
                 return Err(HandshakeError::Refused(refusal(kind, &data, name)));
             }
             kind => {

@@ -112,16 +112,22 @@ pub enum Subject {
     UblkMem,
     UblkLoop,
     KernelLoop,
+    /// ublk nbd over nbdkit's memory plugin on the loopback, one connection per queue.
+    UblkNbd,
+    /// The kernel's NBD client (`nbd-client`) on the same export, as many connections.
+    KernelNbd,
 }
 
 impl Subject {
-    pub const ALL: [Subject; 6] = [
+    pub const ALL: [Subject; 8] = [
         Subject::UblkNull,
         Subject::UblkNullPoll,
         Subject::NullBlk,
         Subject::UblkMem,
         Subject::UblkLoop,
         Subject::KernelLoop,
+        Subject::UblkNbd,
+        Subject::KernelNbd,
     ];
 
     /// Marker and file name.
@@ -133,6 +139,8 @@ impl Subject {
             Subject::UblkMem => "ublk-mem",
             Subject::UblkLoop => "ublk-loop",
             Subject::KernelLoop => "kernel-loop",
+            Subject::UblkNbd => "ublk-nbd",
+            Subject::KernelNbd => "kernel-nbd",
         }
     }
 
@@ -145,6 +153,8 @@ impl Subject {
             Subject::UblkMem => "ublk mem",
             Subject::UblkLoop => "ublk loop",
             Subject::KernelLoop => "kernel loop (dio)",
+            Subject::UblkNbd => "ublk nbd",
+            Subject::KernelNbd => "kernel nbd",
         }
     }
 
@@ -153,24 +163,28 @@ impl Subject {
         match self {
             Subject::UblkNull | Subject::UblkNullPoll => Some(Subject::NullBlk),
             Subject::UblkLoop => Some(Subject::KernelLoop),
+            Subject::UblkNbd => Some(Subject::KernelNbd),
             _ => None,
         }
     }
 
-    /// `null`, `mem` or `loop`: a ublk subject and its baseline share it.
+    /// `null`, `mem`, `loop` or `nbd`: a ublk subject and its baseline share it.
     pub fn family(self) -> &'static str {
         match self {
             Subject::UblkNull | Subject::UblkNullPoll | Subject::NullBlk => "null",
             Subject::UblkMem => "mem",
             Subject::UblkLoop | Subject::KernelLoop => "loop",
+            Subject::UblkNbd | Subject::KernelNbd => "nbd",
         }
     }
 
     /// Whether the subject runs in `case`: polling is measured where it matters (QD1) and where
-    /// it costs (QD64 on one queue), not across the whole matrix.
+    /// it costs (QD64 on one queue), not across the whole matrix; NBD in the cases its goals
+    /// name (4K random QD64, 128K reads, and 2 connections against 1).
     pub fn runs_in(self, case: &Case) -> bool {
         match self {
             Subject::UblkNullPoll => case.jobs == 1 && case.bs == "4k",
+            Subject::UblkNbd | Subject::KernelNbd => NBD_CASES.contains(&case.id),
             _ => true,
         }
     }
@@ -200,8 +214,15 @@ pub const DEPTH: u16 = 128;
 /// before the next request arrives.
 pub const POLL_US: u32 = 100;
 
-/// Bytes of the tmpfs file behind both loop subjects, and of the mem device.
+/// Bytes of the tmpfs file behind both loop subjects, of the mem device, and of the nbdkit
+/// memory export behind both NBD subjects.
 pub const BACKING_MIB: u32 = 256;
+
+/// The cases the NBD subjects run in: each has one connection per queue.
+pub const NBD_CASES: [&str; 4] = ["rr4k-qd64", "rw4k-qd64", "rr4k-qd64-2j", "sr128k-qd8"];
+
+/// The TCP port nbdkit listens on in the bench guest.
+pub const NBD_PORT: u16 = 10809;
 
 /// Device creation is timed with these queue counts (all of depth [`DEPTH`]).
 pub const CREATE_QUEUES: [u16; 2] = [1, 4];
@@ -282,6 +303,16 @@ impl Plan {
                 "dd if=/dev/zero of=$B/loop.img bs=1M count={BACKING_MIB} 2>/dev/null"
             );
         }
+        if self.uses("nbd") {
+            // One nbdkit memory export for both subjects; ublk's nbd target may be missing.
+            let _ = writeln!(
+                s,
+                "if ublk add nbd --help >/dev/null 2>&1 && nbd_server_up {NBD_PORT} {BACKING_MIB}M; \
+                 then UBLK_NBD=1; else UBLK_NBD=0; \
+                 mark skip subject=ublk-nbd reason=ublk nbd target or nbdkit not available; \
+                 mark skip subject=kernel-nbd reason=ublk nbd target or nbdkit not available; fi"
+            );
+        }
         if self.uses("loop") {
             // The loop target is newer than the bench: skip it cleanly where it is missing.
             s.push_str(
@@ -358,6 +389,10 @@ fn up(subject: Subject, queues: u16) -> String {
         Subject::UblkLoop => format!("ublk_up {var} {queues} loop --file $B/loop.img"),
         Subject::NullBlk => format!("nullb_up {var} {queues}"),
         Subject::KernelLoop => format!("loop_up {var} $B/loop.img"),
+        Subject::UblkNbd => format!(
+            "ublk_up {var} {queues} nbd --host 127.0.0.1 --port {NBD_PORT} --connections {queues}"
+        ),
+        Subject::KernelNbd => format!("knbd_up {var} {NBD_PORT} {queues}"),
     };
     guarded(subject, &format!("{line} || {var}="))
 }
@@ -365,21 +400,26 @@ fn up(subject: Subject, queues: u16) -> String {
 fn down(subject: Subject, case: &str) -> String {
     let var = subject.var();
     let line = match subject {
-        Subject::UblkNull | Subject::UblkNullPoll | Subject::UblkMem | Subject::UblkLoop => {
+        Subject::UblkNull
+        | Subject::UblkNullPoll
+        | Subject::UblkMem
+        | Subject::UblkLoop
+        | Subject::UblkNbd => {
             format!("ublk_down {var} {case} {}", subject.id())
         }
         Subject::NullBlk => format!("nullb_down {var}"),
         Subject::KernelLoop => format!("loop_down {var}"),
+        Subject::KernelNbd => format!("knbd_down {var}"),
     };
     guarded(subject, &format!("[ -n \"${var}\" ] && {line}"))
 }
 
 /// `line`, only where the subject exists in this guest.
 fn guarded(subject: Subject, line: &str) -> String {
-    if subject == Subject::UblkLoop {
-        format!("[ \"$UBLK_LOOP\" = 1 ] && {{ {line}; }}")
-    } else {
-        line.to_owned()
+    match subject {
+        Subject::UblkLoop => format!("[ \"$UBLK_LOOP\" = 1 ] && {{ {line}; }}"),
+        Subject::UblkNbd | Subject::KernelNbd => format!("[ \"$UBLK_NBD\" = 1 ] && {{ {line}; }}"),
+        _ => line.to_owned(),
     }
 }
 
@@ -399,16 +439,23 @@ mod tests {
         assert_eq!(plan.cases.len(), CASES.len());
         for (case, subjects) in &plan.cases {
             let poll = case.jobs == 1 && case.bs == "4k";
+            let nbd = NBD_CASES.contains(&case.id);
             assert_eq!(
                 subjects.contains(&Subject::UblkNullPoll),
                 poll,
                 "{}",
                 case.id
             );
-            assert_eq!(subjects.len(), 5 + usize::from(poll), "{}", case.id);
+            assert_eq!(subjects.contains(&Subject::KernelNbd), nbd, "{}", case.id);
+            assert_eq!(
+                subjects.len(),
+                5 + usize::from(poll) + 2 * usize::from(nbd),
+                "{}",
+                case.id
+            );
         }
         assert!(plan.create);
-        assert_eq!(plan.fio_runs(), (CASES.len() as u32 * 5 + 4) * 3);
+        assert_eq!(plan.fio_runs(), (CASES.len() as u32 * 5 + 4 + 8) * 3);
     }
 
     #[test]
@@ -441,6 +488,22 @@ mod tests {
                 .iter()
                 .all(|(_, s)| s == &[Subject::UblkLoop, Subject::KernelLoop])
         );
+        let plan = Plan::new(Some("nbd"), T);
+        let ids: Vec<&str> = plan.cases.iter().map(|(c, _)| c.id).collect();
+        assert_eq!(ids, NBD_CASES);
+        assert!(
+            plan.cases
+                .iter()
+                .all(|(_, s)| s == &[Subject::UblkNbd, Subject::KernelNbd])
+        );
+        let s = plan.matrix_script("n", "/l.sh");
+        assert!(s.contains("nbd_server_up 10809 256M"), "{s}");
+        assert!(
+            s.contains("ublk_up ublk_nbd 2 nbd --host 127.0.0.1 --port 10809 --connections 2"),
+            "{s}"
+        );
+        assert!(s.contains("knbd_up kernel_nbd 10809 2"), "{s}");
+        assert!(s.contains("knbd_down kernel_nbd"), "{s}");
         assert!(Plan::new(Some("nothing-like-it"), T).is_empty());
         assert!(Plan::new(Some("create"), T).create);
     }
@@ -468,15 +531,17 @@ mod tests {
             .map(|l| l.split(" run ").nth(1).unwrap_or(""))
             .map(|l| l.split(" \"").next().unwrap_or(""))
             .collect();
-        assert_eq!(runs.len(), 15);
+        assert_eq!(runs.len(), 21, "7 subjects, 3 runs");
         assert_eq!(
-            &runs[..6],
+            &runs[..8],
             [
                 "rr4k-qd64-2j ublk-null 1",
                 "rr4k-qd64-2j null_blk 1",
                 "rr4k-qd64-2j ublk-mem 1",
                 "rr4k-qd64-2j ublk-loop 1",
                 "rr4k-qd64-2j kernel-loop 1",
+                "rr4k-qd64-2j ublk-nbd 1",
+                "rr4k-qd64-2j kernel-nbd 1",
                 "rr4k-qd64-2j ublk-null 2",
             ]
         );
