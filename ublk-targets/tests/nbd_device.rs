@@ -163,11 +163,14 @@ fn nbd_flush_and_fua_reach_the_server() {
     serving.stop().expect("stop");
 }
 
-/// Reads 64 KiB at 0 and says how it went and how long it took.
+/// Where the misbehaving servers misbehave: away from what the partition scan reads.
+const AT: u64 = 1 << 20;
+
+/// Reads 64 KiB at [`AT`] and says how it went and how long it took.
 fn read_64k(fd: &OwnedFd) -> (Result<usize, Errno>, Duration) {
     let started = Instant::now();
     let mut buf = AlignedBuf::new(65536);
-    (rustix::io::pread(fd, &mut buf[..], 0), started.elapsed())
+    (rustix::io::pread(fd, &mut buf[..], AT), started.elapsed())
 }
 
 #[test]
@@ -190,6 +193,7 @@ fn nbd_each_misbehaviour_fails_cleanly_and_the_device_goes_on() {
             structured,
             misbehave: Some(m),
             misbehave_times: 1,
+            misbehave_at: Some(AT),
             ..Config::default()
         });
         let (serving, events) = device(&server, 1, |b| {

@@ -64,6 +64,9 @@ pub struct Config {
     pub misbehave: Option<Misbehaviour>,
     /// How many READ replies misbehave (then the server is honest).
     pub misbehave_times: u32,
+    /// Only READs at this offset misbehave (`None`: any), so that the kernel's own reads (the
+    /// partition scan) do not use the misbehaviour up.
+    pub misbehave_at: Option<u64>,
 }
 
 impl Default for Config {
@@ -78,6 +81,7 @@ impl Default for Config {
             split_reads: false,
             misbehave: None,
             misbehave_times: 0,
+            misbehave_at: None,
         }
     }
 }
@@ -324,9 +328,12 @@ impl Shared {
         }
     }
 
-    /// Whether this READ reply should misbehave (counting it).
-    fn misbehave(&self) -> Option<Misbehaviour> {
+    /// Whether the reply to a READ at `offset` should misbehave (counting it).
+    fn misbehave(&self, offset: u64) -> Option<Misbehaviour> {
         let m = self.config.misbehave?;
+        if self.config.misbehave_at.is_some_and(|at| at != offset) {
+            return None;
+        }
         self.left
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .ok()?;
@@ -379,7 +386,7 @@ impl Shared {
                         let data = self.store.lock().unwrap_or_else(PoisonError::into_inner)
                             [start..end]
                             .to_vec();
-                        if let Some(m) = self.misbehave() {
+                        if let Some(m) = self.misbehave(offset) {
                             flush(c, &mut pending)?;
                             return misbehave(c, m, structured, cookie, offset, &data);
                         }
