@@ -31,6 +31,10 @@ const RBUF_BYTES: usize = 64 << 10;
 const RECV_BYTES: usize = 32 << 10;
 /// The rest of a READ payload at least this large is received straight into its buffer.
 const DIRECT_BYTES: usize = 16 << 10;
+/// What a receive asks for when every request in flight is a large READ: the next reply's
+/// header (and a data chunk's offset), whose data then goes straight to its buffer instead of
+/// being copied from the connection's.
+const HEADER_RECV: [u32; 2] = [16, 28];
 /// Requests per send.
 const MAX_BATCH: usize = 64;
 
@@ -118,6 +122,8 @@ pub(crate) struct Connection {
     direct: bool,
     next_seq: u32,
     outstanding: usize,
+    /// Of those, READs of at least [`DIRECT_BYTES`].
+    large_reads: usize,
 }
 
 impl Connection {
@@ -151,6 +157,21 @@ impl Connection {
             direct: false,
             next_seq: 0,
             outstanding: 0,
+            large_reads: 0,
+        }
+    }
+
+    fn is_large_read(request: &Request) -> bool {
+        request.gets_data() && request.len as usize >= DIRECT_BYTES
+    }
+
+    /// Slot `tag` is answered or handed back.
+    fn release(&mut self, tag: u16) {
+        let slot = &mut self.slots[usize::from(tag)];
+        slot.state = State::Free;
+        self.outstanding -= 1;
+        if Self::is_large_read(&slot.request) {
+            self.large_reads -= 1;
         }
     }
 
@@ -184,6 +205,9 @@ impl Connection {
         slot.error = None;
         self.to_send.push_back(tag);
         self.outstanding += 1;
+        if Self::is_large_read(&request) {
+            self.large_reads += 1;
+        }
     }
 
     fn cookie(&self, tag: u16, seq: u32) -> u64 {
@@ -253,15 +277,14 @@ impl Connection {
         if self.first < self.iov.len() {
             return Ok(());
         }
-        for &tag in &self.batch {
-            let slot = &mut self.slots[usize::from(tag)];
-            match slot.state {
+        for i in 0..self.batch.len() {
+            let tag = self.batch[i];
+            match self.slots[usize::from(tag)].state {
                 State::Sending { reply: Some(res) } => {
-                    slot.state = State::Free;
-                    self.outstanding -= 1;
+                    self.release(tag);
                     done.push((tag, res));
                 }
-                _ => slot.state = State::Sent,
+                _ => self.slots[usize::from(tag)].state = State::Sent,
             }
         }
         self.batch.clear();
@@ -286,7 +309,14 @@ impl Connection {
             self.rbuf.copy_within(self.rstart..self.rend, 0);
             (self.rstart, self.rend) = (0, self.rend - self.rstart);
         }
-        let len = (RBUF_BYTES - self.rend).min(RECV_BYTES);
+        let mut len = (RBUF_BYTES - self.rend).min(RECV_BYTES);
+        if self.rstart == self.rend
+            && self.outstanding > 0
+            && self.large_reads == self.outstanding
+            && matches!(self.recv, Recv::Header)
+        {
+            len = HEADER_RECV[usize::from(self.structured)] as usize;
+        }
         // SAFETY: `rend` is within the buffer (at most RBUF_BYTES), so the pointer is too.
         let at = unsafe { self.rbuf.as_mut_ptr().add(self.rend) };
         (at, len as u32, false)
@@ -533,13 +563,11 @@ impl Connection {
 
     /// Request `tag` is answered with `res`: finished now, or when its send completes.
     fn complete(&mut self, tag: u16, res: i32, done: &mut Vec<(u16, i32)>) {
-        let slot = &mut self.slots[usize::from(tag)];
-        if let State::Sending { reply } = &mut slot.state {
+        if let State::Sending { reply } = &mut self.slots[usize::from(tag)].state {
             *reply = Some(res);
             return;
         }
-        slot.state = State::Free;
-        self.outstanding -= 1;
+        self.release(tag);
         done.push((tag, res));
     }
 
@@ -557,6 +585,7 @@ impl Connection {
             out.push((tag as u16, reply));
         }
         self.outstanding = 0;
+        self.large_reads = 0;
         self.to_send.clear();
         self.iov.clear();
         self.batch.clear();

@@ -484,3 +484,36 @@ proptest::proptest! {
         proptest::prop_assert!(read.guards_intact());
     }
 }
+
+#[test]
+fn with_only_large_reads_in_flight_a_header_comes_alone_and_the_data_goes_straight() {
+    let mut conn = Connection::new(0, 4, true);
+    let mut buf = Guarded::new(65536);
+    let cookie = read_sent(&mut conn, &mut buf);
+    let (_, len, whole) = conn.recv_target();
+    assert_eq!((len, whole), (28, false), "a chunk header and its offset");
+    let mut head = 0x668e_33efu32.to_be_bytes().to_vec();
+    head.extend(1u16.to_be_bytes()); // DONE
+    head.extend(1u16.to_be_bytes()); // OFFSET_DATA
+    head.extend(cookie.to_be_bytes());
+    head.extend((8u32 + 65536).to_be_bytes());
+    head.extend(0u64.to_be_bytes());
+    assert!(fed(&mut conn, &head).expect("a good header").is_empty());
+    let (ptr, len, whole) = conn.recv_target();
+    assert_eq!(
+        (ptr, len, whole),
+        (buf.ptr(), 65536, true),
+        "straight into the buffer"
+    );
+    let mut data = vec![0u8; 65536];
+    pattern(6, &mut data);
+    // SAFETY: the connection offered the buffer's 65536 bytes.
+    unsafe { ptr.copy_from_nonoverlapping(data.as_ptr(), 65536) };
+    let mut done = Vec::new();
+    conn.received(65536, &mut done).expect("the data");
+    assert_eq!(done, [(2, 65536)]);
+    assert!(buf.data() == data.as_slice() && buf.guards_intact());
+    // Nothing in flight: the next receive takes whatever comes, into the connection's buffer.
+    let (_, len, whole) = conn.recv_target();
+    assert_eq!((len, whole), (RECV_BYTES as u32, false));
+}
