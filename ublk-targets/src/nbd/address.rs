@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::export::Export;
 use super::handshake::{self, HandshakeError};
+use super::request::Request;
 
 /// The NBD port IANA reserved.
 pub const DEFAULT_PORT: u16 = 10809;
@@ -53,6 +54,14 @@ impl Socket {
             Socket::Tcp(s) => s.as_raw_fd(),
             Socket::Unix(s) => s.as_raw_fd(),
         }
+    }
+
+    /// The protocol's goodbye (`NBD_CMD_DISC`, no reply), if the socket takes it at once; the
+    /// server closes its side either way when ours closes.
+    pub(crate) fn disconnect(&self) {
+        let header = Request::DISCONNECT.header(0);
+        let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+        let _ = rustix::net::send(self, &header, flags);
     }
 
     /// Ends both directions now: a receive or send in flight on it completes at once.

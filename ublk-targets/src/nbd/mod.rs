@@ -436,6 +436,16 @@ impl Nbd {
     }
 }
 
+impl Drop for Nbd {
+    /// Connections no queue took (a device that was never served) say goodbye.
+    fn drop(&mut self) {
+        let sockets = self.sockets.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for socket in sockets.iter().flatten() {
+            socket.disconnect();
+        }
+    }
+}
+
 impl Target for Nbd {
     type Queue = NbdQueue;
 

@@ -530,14 +530,7 @@ impl Drop for NbdQueue {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for (_, link) in &self.links {
             if let Link::Up(live) = link {
-                // The polite goodbye (NBD_CMD_DISC), if the socket takes it at once; the
-                // server closes its side either way when ours closes.
-                let header = NbdRequest::DISCONNECT.header(0);
-                let _ = rustix::net::send(
-                    &live.socket,
-                    &header,
-                    rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL,
-                );
+                live.socket.disconnect();
             }
         }
     }
