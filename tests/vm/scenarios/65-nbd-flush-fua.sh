@@ -30,8 +30,10 @@ fua=$(($(nbd_log_count 'Write .*fua=1' $LOG) - fua0))
 echo "$N: ok: 16 O_SYNC writes reached the server as $fua writes with FUA"
 
 flush0=$(nbd_log_count Flush $LOG)
-fio --name=flush --filename="$dev_path" --ioengine=psync --direct=1 --fsync=1 --rw=write \
-    --bs=4k --size=32k --offset=1M --output=/tmp/$N.fio >/dev/null || fail "fio fsync: $(cat /tmp/$N.fio)"
+# fio's --fsync=1 syncs after every write but the last; --end_fsync=1 adds that one.
+fio --name=flush --filename="$dev_path" --ioengine=psync --direct=1 --fsync=1 --end_fsync=1 \
+    --rw=write --bs=4k --size=32k --offset=1M --output=/tmp/$N.fio >/dev/null ||
+    fail "fio fsync: $(cat /tmp/$N.fio)"
 flush=$(($(nbd_log_count Flush $LOG) - flush0))
 [ "$flush" -ge 8 ] || fail "8 fsyncs, $flush FLUSHes in the server's log"
 echo "$N: ok: 8 fsyncs reached the server as $flush FLUSH commands"

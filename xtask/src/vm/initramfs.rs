@@ -37,6 +37,7 @@ pub const GUEST_PLUGINS: &[&str] = &[
     "/usr/lib/x86_64-linux-gnu/nbdkit/plugins/nbdkit-memory-plugin.so",
     "/usr/lib/x86_64-linux-gnu/nbdkit/plugins/nbdkit-file-plugin.so",
     "/usr/lib/x86_64-linux-gnu/nbdkit/filters/nbdkit-log-filter.so",
+    "/usr/lib/x86_64-linux-gnu/nbdkit/filters/nbdkit-multi-conn-filter.so",
 ];
 
 /// Where `/init` looks for the modules to load, and the file listing their load order.
