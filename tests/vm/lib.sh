@@ -294,7 +294,7 @@ no_kernel_warning() {
     [ -z "$nk_found" ] || fail "$1: the kernel complained: $nk_found"
 }
 
-# --- NBD servers (63-68) ----------------------------------------------------------------------
+# --- NBD servers (63-69) ----------------------------------------------------------------------
 # nbdkit_up VAR ARGS...: starts `nbdkit -f ARGS` in the background (foreground mode: its pid is
 # ours to kill), waits up to 20 s for its pid file (written once it listens) and sets
 # ${VAR}_pid; its output goes to /tmp/nbdkit-VAR.out. Every server started so is remembered for
