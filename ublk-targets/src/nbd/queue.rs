@@ -174,6 +174,8 @@ impl NbdQueue {
                 // connection has handed the request back.
                 unsafe { live.conn.submit(tag, held.request, held.buf) };
                 self.kick(i, ring);
+                // Watch for a server that stops answering (or taking data) from now on.
+                self.arm_timer(ring);
             }
             None if self.gave_up => self.finish(tag, -Errno::IO.raw_os_error(), ring),
             None => {
