@@ -408,3 +408,48 @@ no_kernel_warning() {
     nk_found=$(dmesg | grep -E 'WARNING:|BUG:|Oops|general protection' | head -3 || true)
     [ -z "$nk_found" ] || fail "$1: the kernel complained: $nk_found"
 }
+
+# --- NBD servers (92-98) ----------------------------------------------------------------------
+# nbdkit_up VAR ARGS...: starts `nbdkit -f ARGS` in the background (foreground mode: its pid is
+# ours to kill), waits up to 20 s for its pid file (written once it listens) and sets
+# ${VAR}_pid; its output goes to /tmp/nbdkit-VAR.out. Every server started so is remembered for
+# nbd_stop_all, which scenarios run after deleting their devices (AFTER_DEL=nbd_stop_all).
+NBDKIT_PIDS=
+nbdkit_up() {
+    nk_var=$1
+    shift
+    rm -f "/tmp/nbdkit-$nk_var.pid"
+    nbdkit -f -P "/tmp/nbdkit-$nk_var.pid" "$@" >"/tmp/nbdkit-$nk_var.out" 2>&1 &
+    nk_pid=$!
+    NBDKIT_PIDS="$NBDKIT_PIDS $nk_pid"
+    nk_end=$(deadline 20)
+    until [ -s "/tmp/nbdkit-$nk_var.pid" ]; do
+        running "$nk_pid" || fail "nbdkit $* exited: $(cat "/tmp/nbdkit-$nk_var.out")"
+        ! past "$nk_end" || fail "nbdkit $* did not listen within 20 s"
+        sleep 0.1
+    done
+    eval "${nk_var}_pid=\$nk_pid"
+}
+
+# nbd_stop_all: kills every nbdkit nbdkit_up started, and any qemu-nbd.
+nbd_stop_all() {
+    for ns_pid in $NBDKIT_PIDS; do kill -9 "$ns_pid" 2>/dev/null || true; done
+    NBDKIT_PIDS=
+    pkill -9 -x qemu-nbd 2>/dev/null || true
+}
+
+# wait_listen PORT [SECS]: waits up to SECS (20) seconds until a TCP socket listens on PORT.
+wait_listen() {
+    wl_hex=$(printf '%04X' "$1")
+    wl_end=$(deadline "${2:-20}")
+    until grep -q ":$wl_hex 00000000:0000 0A" /proc/net/tcp 2>/dev/null; do
+        ! past "$wl_end" || fail "nothing listens on port $1 after ${2:-20} s"
+        sleep 0.1
+    done
+}
+
+# nbd_log_count WORD LOG: how many lines of nbdkit's log filter output LOG record the action WORD
+# (Write, Flush, Trim, Zero ...); `WORD.*fua=1` and the like narrow it down.
+nbd_log_count() {
+    grep -c "connection=[0-9]* $1" "$2" || true
+}

@@ -50,7 +50,10 @@ pub fn builder_for(target: &TargetArgs) -> DeviceBuilder {
     let size = match target {
         TargetArgs::Null { size, .. } | TargetArgs::Mem { size, .. } => *size,
         // The backing store's or the RAM disk's: set by `Backend::configure`.
-        TargetArgs::Loop { .. } | TargetArgs::Stripe { .. } | TargetArgs::Fault { .. } => 0,
+        TargetArgs::Loop { .. }
+        | TargetArgs::Stripe { .. }
+        | TargetArgs::Fault { .. }
+        | TargetArgs::Nbd(_) => 0,
     };
     let mut builder = DeviceBuilder::new()
         .queues(common.queues)

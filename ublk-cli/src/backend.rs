@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ublk_queue::{
-    Batching, DeviceBuilder, Handled, IoInfo, QueueInfo, QueueTarget, Request, Simple, SimpleQueue,
-    Target, TargetCqe, TargetRing,
+    Batching, DeviceBuilder, Handled, IoInfo, OwnedCqe, QueueInfo, QueueTarget, Request, Simple,
+    SimpleQueue, Target, TargetCqe, TargetRing,
 };
 use ublk_targets::{
     BackingIdentity, Fault, FaultPlan, FaultQueue, Inline, Loop, LoopBuilder, LoopQueue,
-    LoopResizer, Mem, Null, NullQueue, Stripe, StripeBuilder, StripeQueue, StripeStore,
+    LoopResizer, Mem, Nbd, NbdQueue, Null, NullQueue, Stripe, StripeBuilder, StripeQueue,
+    StripeStore,
 };
 
 use crate::cli::TargetArgs;
@@ -32,6 +33,8 @@ pub enum Backend {
     Stripe(Stripe),
     /// A RAM disk or a backing store, with faults.
     Fault(Box<Fault<Backend>>),
+    /// An NBD export, its connections open.
+    Nbd(Nbd),
 }
 
 impl Backend {
@@ -108,6 +111,8 @@ impl Backend {
                 };
                 Ok(Backend::Fault(Box::new(Fault::new(store, plan))))
             }
+            // The export's size is the server's; a recovering device checks it against its own.
+            TargetArgs::Nbd(nbd) => Ok(Backend::Nbd(nbd.connect()?)),
         }
     }
 
@@ -120,6 +125,7 @@ impl Backend {
             Backend::Mem(mem) => mem.get().configure(builder),
             Backend::Null(_) => builder,
             Backend::Fault(fault) => fault.inner().configure(builder),
+            Backend::Nbd(nbd) => nbd.configure(builder),
         }
     }
 
@@ -134,6 +140,10 @@ impl Backend {
                  be resized (make a new stripe over larger stores)",
             ),
             Backend::Fault(fault) => fault.inner().resizer(),
+            Backend::Nbd(_) => Resizer::Fixed(
+                "an NBD device has its export's size: resize the export on the server, then \
+                 add the device again",
+            ),
         }
     }
 
@@ -142,7 +152,7 @@ impl Backend {
         match self {
             Backend::Mem(_) => true,
             Backend::Fault(fault) => fault.inner().in_memory(),
-            Backend::Null(_) | Backend::Loop(_) | Backend::Stripe(_) => false,
+            Backend::Null(_) | Backend::Loop(_) | Backend::Stripe(_) | Backend::Nbd(_) => false,
         }
     }
 
@@ -153,7 +163,8 @@ impl Backend {
             Backend::Loop(backing) => vec![backing.identity()],
             Backend::Stripe(stripe) => stripe.identities(),
             Backend::Fault(fault) => fault.inner().identities(),
-            Backend::Null(_) | Backend::Mem(_) => Vec::new(),
+            // An export is the server's: nothing local to check on recovery.
+            Backend::Null(_) | Backend::Mem(_) | Backend::Nbd(_) => Vec::new(),
         }
     }
 
@@ -179,6 +190,7 @@ impl Backend {
                         .unwrap_or_else(|| "memory".to_owned())
                 ));
             }
+            Backend::Nbd(nbd) => return Some(nbd.describe()),
             Backend::Null(_) | Backend::Mem(_) => return None,
         };
         Some(format!(
@@ -212,7 +224,7 @@ pub enum Resizer {
     Nothing,
     Mem(Arc<Mem>),
     Loop(LoopResizer),
-    /// The size cannot change, for this reason.
+    /// The size cannot change here (a stripe's, an NBD export's), for this reason.
     Fixed(&'static str),
 }
 
@@ -323,6 +335,7 @@ impl Target for Backend {
             Backend::Loop(backing) => BackendQueue::Loop(backing.open_queue(q)?),
             Backend::Stripe(stripe) => BackendQueue::Stripe(stripe.open_queue(q)?),
             Backend::Fault(fault) => BackendQueue::Fault(Box::new(fault.open_queue(q)?)),
+            Backend::Nbd(nbd) => BackendQueue::Nbd(Box::new(nbd.open_queue(q)?)),
         })
     }
 
@@ -333,6 +346,7 @@ impl Target for Backend {
             Backend::Loop(backing) => backing.batching(),
             Backend::Stripe(stripe) => stripe.batching(),
             Backend::Fault(fault) => fault.batching(),
+            Backend::Nbd(nbd) => nbd.batching(),
         }
     }
 
@@ -343,6 +357,7 @@ impl Target for Backend {
             Backend::Loop(backing) => backing.needs_memory(),
             Backend::Stripe(stripe) => stripe.needs_memory(),
             Backend::Fault(fault) => fault.needs_memory(),
+            Backend::Nbd(nbd) => nbd.needs_memory(),
         }
     }
 }
@@ -355,6 +370,7 @@ pub enum BackendQueue {
     Loop(LoopQueue),
     Stripe(StripeQueue),
     Fault(Box<FaultQueue<BackendQueue>>),
+    Nbd(Box<NbdQueue>),
 }
 
 impl QueueTarget for BackendQueue {
@@ -365,6 +381,7 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Loop(q) => q.handle(req, ring),
             BackendQueue::Stripe(q) => q.handle(req, ring),
             BackendQueue::Fault(q) => q.handle(req, ring),
+            BackendQueue::Nbd(q) => q.handle(req, ring),
         }
     }
 
@@ -375,6 +392,29 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Loop(q) => q.complete(io, cqe, ring),
             BackendQueue::Stripe(q) => q.complete(io, cqe, ring),
             BackendQueue::Fault(q) => q.complete(io, cqe, ring),
+            BackendQueue::Nbd(q) => q.complete(io, cqe, ring),
+        }
+    }
+
+    fn start(&mut self, ring: &mut TargetRing<'_>) {
+        match self {
+            BackendQueue::Null(q) => q.start(ring),
+            BackendQueue::Mem(q) => q.start(ring),
+            BackendQueue::Loop(q) => q.start(ring),
+            BackendQueue::Stripe(q) => q.start(ring),
+            BackendQueue::Fault(q) => q.start(ring),
+            BackendQueue::Nbd(q) => q.start(ring),
+        }
+    }
+
+    fn complete_owned(&mut self, cqe: &OwnedCqe, ring: &mut TargetRing<'_>) {
+        match self {
+            BackendQueue::Null(q) => q.complete_owned(cqe, ring),
+            BackendQueue::Mem(q) => q.complete_owned(cqe, ring),
+            BackendQueue::Loop(q) => q.complete_owned(cqe, ring),
+            BackendQueue::Stripe(q) => q.complete_owned(cqe, ring),
+            BackendQueue::Fault(q) => q.complete_owned(cqe, ring),
+            BackendQueue::Nbd(q) => q.complete_owned(cqe, ring),
         }
     }
 
@@ -385,6 +425,7 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Loop(q) => q.fixed_files(),
             BackendQueue::Stripe(q) => q.fixed_files(),
             BackendQueue::Fault(q) => q.fixed_files(),
+            BackendQueue::Nbd(q) => q.fixed_files(),
         }
     }
 
@@ -395,6 +436,7 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Loop(q) => q.register_buffers(),
             BackendQueue::Stripe(q) => q.register_buffers(),
             BackendQueue::Fault(q) => q.register_buffers(),
+            BackendQueue::Nbd(q) => q.register_buffers(),
         }
     }
 }

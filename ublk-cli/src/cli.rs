@@ -9,6 +9,7 @@ use ublk_queue::{Affinity, Batching, BufferMode, CommandMode, QueueOptions, Sche
 use ublk_targets::BackingIo;
 use ublk_uapi::Features;
 
+use crate::nbd::NbdArgs;
 use crate::size::parse_size;
 
 /// Create, list and delete Linux ublk block devices served by this process's targets.
@@ -130,7 +131,7 @@ pub struct StatsArgs {
 }
 
 /// The longest `--timeout`: a year (what the control plane accepts).
-const MAX_TIMEOUT_SECS: u64 = ublk_ctrl::MAX_TIMEOUT.as_secs();
+pub const MAX_TIMEOUT_SECS: u64 = ublk_ctrl::MAX_TIMEOUT.as_secs();
 
 /// `ublk recover`'s options.
 #[derive(Debug, Args)]
@@ -240,8 +241,7 @@ pub enum TargetArgs {
     /// one I/O per chunk, all in flight at once. Stores are used with direct I/O where they
     /// allow it; the logical block size is the largest any store needs unless --block-size asks
     /// for more. FLUSH goes to every store; FUA, DISCARD and WRITE_ZEROES to the stores the
-    /// request covers. Stores must exist: files or block devices (NBD exports will be accepted
-    /// here once ublk has an NBD target).
+    /// request covers. Stores must exist: files or block devices (not NBD exports yet).
     Stripe {
         /// The chunk size (bytes, or with a K/M/G suffix): a power of two from 4K to 1G.
         #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "SIZE")]
@@ -289,6 +289,15 @@ pub enum TargetArgs {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// An export of an NBD server (nbdkit, qemu-nbd, nbd-server), over TCP or a unix socket.
+    ///
+    /// Size, block size, largest I/O, read-only, flush, FUA, trim and write-zeroes come from the
+    /// server. Requests go over the network asynchronously, many in flight on each connection.
+    /// A connection that drops or stops answering is made anew and its unanswered requests sent
+    /// again, while I/O waits; after --reconnect-timeout without any connection, I/O fails with
+    /// EIO (the device can be deleted) until the server is back. TLS is not supported: the
+    /// server must accept plain connections.
+    Nbd(NbdArgs),
 }
 
 /// `--fail-errno`: an errno by name (EIO, ENOSPC, ...) or number.
@@ -363,6 +372,7 @@ impl TargetArgs {
             TargetArgs::Loop { .. } => "loop",
             TargetArgs::Stripe { .. } => "stripe",
             TargetArgs::Fault { .. } => "fault",
+            TargetArgs::Nbd(_) => "nbd",
         }
     }
 
@@ -374,6 +384,7 @@ impl TargetArgs {
             | TargetArgs::Loop { common, .. }
             | TargetArgs::Stripe { common, .. }
             | TargetArgs::Fault { common, .. } => common,
+            TargetArgs::Nbd(nbd) => &nbd.common,
         }
     }
 
@@ -383,7 +394,15 @@ impl TargetArgs {
             TargetArgs::Loop { file, .. } => vec![file],
             TargetArgs::Stripe { stores, .. } => stores.iter().map(PathBuf::as_path).collect(),
             TargetArgs::Fault { file, .. } => file.iter().map(PathBuf::as_path).collect(),
-            TargetArgs::Null { .. } | TargetArgs::Mem { .. } => Vec::new(),
+            TargetArgs::Null { .. } | TargetArgs::Mem { .. } | TargetArgs::Nbd(_) => Vec::new(),
+        }
+    }
+
+    /// The NBD server and export the target serves, if it is `nbd`.
+    pub fn server(&self) -> Option<(String, String)> {
+        match self {
+            TargetArgs::Nbd(nbd) => Some((nbd.address().to_string(), nbd.export.clone())),
+            _ => None,
         }
     }
 }
@@ -868,6 +887,63 @@ mod tests {
         assert!(err.to_string().contains("--every"), "{err}");
         assert_eq!(parse_errno("5"), Ok(rustix::io::Errno::IO));
         assert!(parse_errno("EWHAT").unwrap_err().contains("EIO"));
+    }
+
+    #[test]
+    fn nbd_takes_a_host_or_a_unix_socket() {
+        let nbd = |args: &[&str]| {
+            let argv = ["ublk", "add", "nbd"].iter().chain(args);
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Command::Add {
+                    target: TargetArgs::Nbd(nbd),
+                }) => Ok(nbd),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let tcp = nbd(&["--host", "nas", "--export", "disk0", "--connections", "2"]).unwrap();
+        assert_eq!(tcp.address().to_string(), "nas:10809");
+        assert_eq!(
+            (
+                tcp.export.as_str(),
+                tcp.connections,
+                tcp.reconnect_timeout,
+                tcp.io_timeout
+            ),
+            ("disk0", Some(2), 60, 30)
+        );
+        let unix = nbd(&["--unix", "/run/nbd.sock", "--reconnect-timeout", "5"]).unwrap();
+        assert_eq!(unix.address().to_string(), "unix:/run/nbd.sock");
+        assert_eq!((unix.export.as_str(), unix.reconnect_timeout), ("", 5));
+        let target = TargetArgs::Nbd(unix);
+        assert_eq!(target.name(), "nbd");
+        assert_eq!(
+            target.server(),
+            Some(("unix:/run/nbd.sock".to_owned(), String::new()))
+        );
+        assert!(
+            nbd(&[]).unwrap_err().contains("--host"),
+            "a server is required"
+        );
+        assert!(
+            nbd(&["--host", "a", "--unix", "/s"]).is_err(),
+            "one or the other"
+        );
+        assert!(
+            nbd(&["--unix", "/s", "--port", "1"]).is_err(),
+            "a port is TCP's"
+        );
+        assert!(nbd(&["--host", "a", "--connections", "0"]).is_err());
+        assert!(nbd(&["--host", "a", "--reconnect-timeout", "0"]).is_err());
+    }
+
+    #[test]
+    fn help_says_tls_is_not_supported() {
+        let mut cmd = Cli::command();
+        let add = cmd.find_subcommand_mut("add").expect("add");
+        let nbd = add.find_subcommand_mut("nbd").expect("add nbd");
+        let help = nbd.render_long_help().to_string();
+        assert!(help.contains("TLS is not supported"), "{help}");
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct Row {
     /// The server's pid; `None` (JSON `null`) when the kernel names none.
     pub pid: Option<i32>,
     pub target: String,
+    /// An NBD device's server (`host:port` or `unix:PATH`); `None` for other targets.
+    pub server: Option<String>,
+    /// An NBD device's export (empty: the server's default); `None` for other targets.
+    pub export: Option<String>,
     /// How request data moves (`ublk_queue::BufferMode`).
     pub buffer_mode: &'static str,
     /// How the queues fetch and commit (`ublk_queue::CommandMode`).
@@ -50,11 +54,19 @@ pub fn run(json: bool) -> Result<(), CliError> {
                 .params(id)
                 .map(|p| p.basic.dev_sectors << 9)
                 .unwrap_or(0);
-            let target = Record::load_in(record_dir, id)
-                .ok()
-                .flatten()
-                .map_or_else(|| "-".to_owned(), |r| r.target);
-            rows.push(row(&info, size, target));
+            let record = Record::load_in(record_dir, id).ok().flatten();
+            let mut row = row(
+                &info,
+                size,
+                record.as_ref().map_or("-", |r| &r.target).to_owned(),
+            );
+            if let Some(target) = record
+                .as_ref()
+                .and_then(|r| crate::recover::parse_target(r).ok())
+            {
+                (row.server, row.export) = target.server().unzip();
+            }
+            rows.push(row);
         }
     }
     if json {
@@ -74,6 +86,8 @@ fn row(info: &DevInfo, size: u64, target: String) -> Row {
         depth: info.queue_depth,
         pid: (info.ublksrv_pid > 0).then_some(info.ublksrv_pid),
         target,
+        server: None,
+        export: None,
         buffer_mode: ublk_queue::BufferMode::of(info.features()).name(),
         commands: ublk_queue::CommandMode::of(info.features()).name(),
         block_device: ublk_ctrl::block_dev_path(info.dev_id),
@@ -108,6 +122,11 @@ fn to_table(rows: &[Row]) -> String {
     );
     for r in rows {
         let pid = r.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
+        let target = match (&r.server, &r.export) {
+            (Some(server), Some(export)) if export.is_empty() => format!("{} {server}", r.target),
+            (Some(server), Some(export)) => format!("{} {server} export {export:?}", r.target),
+            _ => r.target.clone(),
+        };
         out.push_str(&format!(
             "{:<4} {:<9} {:>6} {:>6} {:>5} {:>8} {:<7} {:<13} {:<8} {}\n",
             r.id,
@@ -116,7 +135,7 @@ fn to_table(rows: &[Row]) -> String {
             r.queues,
             r.depth,
             pid,
-            r.target,
+            target,
             r.buffer_mode,
             r.commands,
             r.features.join(",")
@@ -143,6 +162,8 @@ mod tests {
             depth: 128,
             pid: Some(77),
             target: "mem".into(),
+            server: None,
+            export: None,
             buffer_mode: "copy",
             commands: "per-tag",
             block_device: "/dev/ublkb3".into(),
@@ -168,10 +189,21 @@ mod tests {
         assert_eq!(
             to_json(&[r]),
             "[{\"id\":3,\"state\":\"LIVE\",\"size\":1073741824,\"queues\":2,\"depth\":128,\"pid\":null,\
-             \"target\":\"a\\\"b\",\"buffer_mode\":\"copy\",\"commands\":\"per-tag\",\"block_device\":\"/dev/ublkb3\",\"features\":[\"URING_CMD_COMP_IN_TASK\",\
+             \"target\":\"a\\\"b\",\"server\":null,\"export\":null,\"buffer_mode\":\"copy\",\"commands\":\"per-tag\",\"block_device\":\"/dev/ublkb3\",\"features\":[\"URING_CMD_COMP_IN_TASK\",\
              \"CMD_IOCTL_ENCODE\"]}]"
         );
         assert_eq!(to_json(&[]), "[]");
+    }
+
+    #[test]
+    fn an_nbd_device_shows_its_server_and_export() {
+        let mut r = sample();
+        r.target = "nbd".into();
+        r.server = Some("nas:10809".into());
+        r.export = Some("disk0".into());
+        let table = to_table(&[r.clone()]);
+        assert!(table.contains("nbd nas:10809 export \"disk0\""), "{table}");
+        assert!(to_json(&[r]).contains("\"server\":\"nas:10809\",\"export\":\"disk0\""));
     }
 
     #[test]

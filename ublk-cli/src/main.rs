@@ -11,6 +11,7 @@ mod features;
 mod holders;
 mod list;
 mod metrics;
+mod nbd;
 mod record;
 mod recover;
 mod resize;

@@ -209,7 +209,7 @@ pub fn check(id: u32, dir: &Path) -> Result<Checked, CliError> {
 }
 
 /// The target and options of `ublk add` that `record` keeps.
-fn parse_target(record: &Record) -> Result<TargetArgs, String> {
+pub fn parse_target(record: &Record) -> Result<TargetArgs, String> {
     let argv = ["ublk", "add", record.target.as_str()]
         .into_iter()
         .map(std::ffi::OsString::from)

@@ -44,6 +44,36 @@ impl DescMap {
         Ok(DescMap { map, depth, stride })
     }
 
+    /// `depth` descriptors in anonymous memory, for host tests of the engine: [`write`](Self::write)
+    /// plays the kernel's part.
+    #[cfg(test)]
+    pub(crate) fn anon(depth: u16) -> std::io::Result<Self> {
+        let stride = size_of::<IoDesc>() as u16;
+        let len = io_desc_mmap_len_for(depth, stride, rustix::param::page_size());
+        let map = MmapOptions::new().len(len).map_anon()?;
+        Ok(DescMap {
+            map: map.into(),
+            depth,
+            stride,
+        })
+    }
+
+    /// Writes descriptor `tag`, as the kernel does before completing its fetch.
+    #[cfg(test)]
+    pub(crate) fn write(&mut self, tag: u16, desc: IoDesc) {
+        assert!(tag < self.depth);
+        let offset = usize::from(tag) * usize::from(self.stride);
+        // SAFETY: in bounds as in `read`; the mapping is private anonymous memory only this
+        // test uses, and `&mut self` keeps reads out meanwhile.
+        unsafe {
+            self.map
+                .as_mut_ptr()
+                .add(offset)
+                .cast::<IoDesc>()
+                .write_volatile(desc)
+        }
+    }
+
     /// Descriptor `tag`, copied out.
     ///
     /// Call only after the CQE of `tag`'s fetch command was reaped with `UBLK_IO_RES_OK`: the CQ

@@ -211,6 +211,15 @@ pub enum Error {
         tag: u16,
     },
 
+    /// More completions of the target's own SQEs arrived than it pushed: a bookkeeping bug.
+    #[error("queue {q}: a completion with key {key} arrived for an SQE the target never pushed")]
+    StrayOwnedCompletion {
+        /// The queue.
+        q: u16,
+        /// The key in the completion's user_data.
+        key: u32,
+    },
+
     /// Not every queue fetched its tags in time, so START_DEV was not sent.
     #[error(
         "only {ready} of {queues} queues were ready (every tag fetched) after {after:?}: \

@@ -7,7 +7,9 @@
 //!   every queue has fetched its tags, and sends START_DEV: `/dev/ublkbN` appears.
 //! - A backend implements [`Target`] (asynchronous, pushing SQEs on the queue's ring through
 //!   [`TargetRing`]) or the simpler [`SimpleTarget`] (one synchronous method per operation, served
-//!   through [`Simple`]).
+//!   through [`Simple`]). A target that keeps connections also owns SQEs tied to no request
+//!   and finishes the requests it holds from any callback (see "Targets that keep
+//!   connections" below).
 //! - [`Serving`] is the live device: [`wait`](Serving::wait) until it is stopped,
 //!   [`stop`](Serving::stop) it, or hand a [`DeviceHandle`] to another thread. Dropping it stops and
 //!   deletes the device.
@@ -86,6 +88,25 @@
 //! How queue threads wait for work ([`QueueOptions`]): the [`batch`] module explains request
 //! batching and busy polling, the [`sched`] module the scheduling policy; the README has what
 //! they were measured to do.
+//!
+//! # Targets that keep connections
+//!
+//! A target that serves a device from a server over the network has work that belongs to no
+//! request: a receive standing on each connection brings the replies for whichever requests the
+//! server answers, in its own order; one send carries the headers and data of several requests;
+//! a timer notices a server that stopped answering; a poll on an eventfd hears from a helper
+//! thread that reconnects. So besides the SQEs it pushes for a tag, a target may push SQEs of its
+//! own with [`TargetRing::push_owned`] (from [`QueueTarget::start`] on), keyed as it likes; their
+//! completions come to [`QueueTarget::complete_owned`]. And the reply for request X arrives on
+//! the connection's receive, not on an SQE of X: a target holds the requests it sent
+//! ([`Handled::Held`]) and finishes any of them from any callback with [`TargetRing::finish`].
+//!
+//! What the engine guarantees: the target's own SQEs count as in flight, so a leaving queue
+//! cancels and reaps them (as it does a tag's) before it drops the target and the memory they
+//! name; a finished request is committed once the callback has returned and none of its own
+//! SQEs is in flight. What the target owes: an owned SQE that moves a request's data must
+//! complete before that request is finished, and a target holding requests keeps an SQE in
+//! flight that will bring it back (the receive, a timer), or the requests wait for ever.
 //!
 //! # Inside a queue
 //!
@@ -169,7 +190,7 @@ pub use error::{Error, Result, Warning};
 pub use histogram::Histogram;
 pub use options::{Affinity, MAX_BUSY_POLL, QueueOptions};
 pub use recovery::Recovering;
-pub use request::{DataPlace, Handled, IoInfo, Request, TargetCqe, errno_of};
+pub use request::{DataPlace, Handled, IoInfo, OwnedCqe, Request, TargetCqe, errno_of};
 pub use sched::SchedPolicy;
 pub use serving::{DeviceHandle, Serving};
 pub use simple::{Simple, SimpleQueue, SimpleTarget};

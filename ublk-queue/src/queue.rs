@@ -3,8 +3,9 @@
 //! The thread owns the queue's io_uring, with `/dev/ublkcN` as fixed file 0. It fetches every
 //! tag, then loops: one `io_uring_enter` submits everything queued and waits for the next batch
 //! of completions (one at low load, more under load: see [`crate::batch`]); each request the
-//! kernel hands over goes to the target, each target completion goes back to the target, and
-//! every finished request is committed, which also fetches the tag's next request. Commits are
+//! kernel hands over goes to the target, each target completion (of a tag's SQE or of one the
+//! target owns) goes back to the target, and every finished request is committed, which also
+//! fetches the tag's next request. Commits are
 //! submitted with the next enter, so a busy queue makes one system call per batch, not per I/O.
 //!
 //! How data moves ([`Buffers`]) and how commands are sent ([`CommandMode`]) are the two
@@ -34,7 +35,7 @@ use crate::buffer::Buffers;
 use crate::commands::{Commands, Fetched, Report};
 use crate::desc::DescMap;
 use crate::error::{Error, Result};
-use crate::request::{IoInfo, Request, TargetCqe};
+use crate::request::{IoInfo, OwnedCqe, Request, TargetCqe};
 use crate::stats::{Counts, Recorder};
 use crate::submitter::Submitter;
 use crate::tags::{NotServing, Tags, Verdict};
@@ -70,6 +71,8 @@ pub(crate) struct Queue<Q, B: Buffers, C: Commands> {
     pub(crate) over: bool,
     /// Where the queue's figures go ([`crate::stats`]).
     pub(crate) recorder: Recorder,
+    /// Reused between callbacks: requests the target finished with `TargetRing::finish`.
+    pub(crate) finished: Vec<(u16, i32)>,
 }
 
 impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
@@ -85,6 +88,9 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
         // SAFETY: the eventfd stays open for the life of the queue: the device holds it until
         // every queue thread has been joined, and this thread holds a reference too.
         unsafe { self.submitter.push(&poll) }?;
+        // The target's standing SQEs go before the first request can arrive; it finishes none.
+        self.target
+            .start(&mut TargetRing::new(&mut self.submitter, &mut self.tags));
         let tags = self.tags.owned();
         self.commands
             .fetch_all(&mut self.submitter, &self.buffers, &tags)?;
@@ -157,7 +163,8 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
     }
 
     /// Told to leave, or every tag ended, or the kernel hands the queue nothing more and
-    /// everything the queue held is committed.
+    /// everything the queue held is committed. SQEs the target owns (a receive, a timer) keep
+    /// no queue: `Drop` cancels and reaps them before the target goes.
     fn finished(&self) -> bool {
         self.woken
             || self.tags.all_ended()
@@ -205,6 +212,7 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
             Some(UserData::Target { tag, sub }) if self.tags.contains(tag) => {
                 self.on_target(tag, sub, cqe)
             }
+            Some(UserData::Owned { key }) => self.on_owned(key, cqe),
             Some(UserData::Wake) => {
                 self.woken = true;
                 Ok(())
@@ -276,7 +284,8 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
         let mut ring = TargetRing::new(&mut self.submitter, &mut self.tags);
         let handled = self.target.handle(req, &mut ring);
         let verdict = self.tags.settle(tag, handled);
-        self.act(tag, verdict)
+        self.act(tag, verdict)?;
+        self.commit_finished()
     }
 
     /// One of the target's SQEs for `tag` completed.
@@ -291,7 +300,31 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
             }
             other => other,
         };
-        self.act(tag, verdict)
+        self.act(tag, verdict)?;
+        self.commit_finished()
+    }
+
+    /// One of the target's own SQEs completed.
+    fn on_owned(&mut self, key: u32, cqe: &Cqe) -> Result<()> {
+        if self.tags.owned_completed().is_err() {
+            return Err(Error::StrayOwnedCompletion { q: self.q_id, key });
+        }
+        let mut ring = TargetRing::new(&mut self.submitter, &mut self.tags);
+        self.target
+            .complete_owned(&OwnedCqe::new(key, *cqe), &mut ring);
+        self.commit_finished()
+    }
+
+    /// Commits the requests the target finished during its last callback (`TargetRing::finish`)
+    /// whose SQEs are all complete.
+    fn commit_finished(&mut self) -> Result<()> {
+        let mut finished = std::mem::take(&mut self.finished);
+        self.tags.take_finished(&mut finished);
+        let result = finished
+            .drain(..)
+            .try_for_each(|(tag, res)| self.commit(tag, res));
+        self.finished = finished;
+        result
     }
 
     /// Carries out the tag state machine's verdict.
@@ -329,7 +362,8 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl<Q, B: Buffers, C: Commands> Queue<Q, B, C> {
-    /// Cancels every target SQE still in flight and reaps their completions, for up to
+    /// Cancels every target SQE still in flight (those of tags and the target's own) and reaps
+    /// their completions, for up to
     /// [`LEAVE_TIMEOUT`]; returns whether none is left. Closing the ring would not do: the
     /// kernel finishes or cancels in-flight requests after the ring is gone, in its own time,
     /// so the memory they name (the target's, the buffers) must outlive them.
@@ -357,9 +391,15 @@ impl<Q, B: Buffers, C: Commands> Queue<Q, B, C> {
                 Err(_) => return false,
             }
             for cqe in self.submitter.ring.completion() {
-                if let Some(UserData::Target { tag, .. }) = UserData::decode(cqe.user_data()) {
-                    // Counted down, not handed to the target: the queue is gone.
-                    let _ = self.tags.target_completed(tag);
+                // Counted down, not handed to the target: the queue is gone.
+                match UserData::decode(cqe.user_data()) {
+                    Some(UserData::Target { tag, .. }) => {
+                        let _ = self.tags.target_completed(tag);
+                    }
+                    Some(UserData::Owned { .. }) => {
+                        let _ = self.tags.owned_completed();
+                    }
+                    _ => {}
                 }
             }
         }
@@ -383,3 +423,6 @@ impl<Q, B: Buffers, C: Commands> Drop for Queue<Q, B, C> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -266,6 +266,7 @@ fn open_queue<T: Target, B: Buffers, C: Commands>(
             depth,
             setup.request_stats,
         ),
+        finished: Vec::with_capacity(usize::from(depth)),
     })
 }
 

@@ -1,6 +1,7 @@
 //! One request as a target sees it: [`Request`] while it is handled (with its data),
 //! [`IoInfo`] while its SQEs are in flight, [`TargetCqe`] for each of their completions, and
-//! [`Handled`], what the target says it did.
+//! [`Handled`], what the target says it did; [`OwnedCqe`] is the completion of an SQE the target
+//! owns, tied to no request.
 
 use std::io;
 use std::marker::PhantomData;
@@ -134,6 +135,13 @@ pub enum Handled {
     /// The target pushed SQEs for the tag and will finish from
     /// [`QueueTarget::complete`](crate::QueueTarget::complete).
     Queued,
+    /// The target holds the request, with or without SQEs of the tag's own in flight (it waits
+    /// for a reply on a connection, say), and will finish it with
+    /// [`TargetRing::finish`](crate::TargetRing::finish) from any callback. Unlike
+    /// [`Queued`](Self::Queued), nothing checks that something is under way for it: a target
+    /// that holds requests must keep an SQE in flight that will bring it back (a receive, a
+    /// timer), or they wait for ever.
+    Held,
 }
 
 impl Handled {
@@ -308,6 +316,44 @@ impl TargetCqe {
     /// The raw CQE; its `user_data` is the engine's encoding, not the target's.
     pub fn cqe(&self) -> &Cqe {
         &self.cqe
+    }
+}
+
+/// A completion of an SQE the target owns ([`TargetRing::push_owned`](crate::TargetRing::push_owned)),
+/// as [`QueueTarget::complete_owned`](crate::QueueTarget::complete_owned) sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnedCqe {
+    key: u32,
+    cqe: Cqe,
+}
+
+impl OwnedCqe {
+    pub(crate) fn new(key: u32, cqe: Cqe) -> Self {
+        OwnedCqe { key, cqe }
+    }
+
+    /// The key given to [`TargetRing::push_owned`](crate::TargetRing::push_owned).
+    pub fn key(&self) -> u32 {
+        self.key
+    }
+
+    /// The operation's result: bytes or a negative errno.
+    pub fn result(&self) -> i32 {
+        self.cqe.result()
+    }
+
+    /// The result as `io::Result`.
+    ///
+    /// # Errors
+    ///
+    /// The errno the operation failed with.
+    pub fn into_result(self) -> io::Result<u32> {
+        self.cqe.into_result()
+    }
+
+    /// The CQE flags.
+    pub fn flags(&self) -> CqeFlags {
+        self.cqe.flags()
     }
 }
 

@@ -2,7 +2,7 @@
 //! and how many of the target's SQEs each request still has in flight.
 //!
 //! ```text
-//!            fetch CQE (OK)              target Done, no SQE in flight
+//!            fetch CQE (OK)              target done, no SQE in flight
 //! Fetching ──────────────────► Serving ──────────────────────────────► Fetching (commit)
 //!    │                          │    ▲
 //!    │ fetch CQE (ABORT)        │    │ target SQE pushed / completed
@@ -12,8 +12,14 @@
 //!
 //! A request completes (is committed) only when the target has said it is done *and* none of the
 //! SQEs it pushed for the tag is still in flight: the kernel reuses the tag's buffer after the
-//! commit, so an SQE still moving data would race the next request. Nothing here touches the
-//! ring: [`Queue`](crate::queue) turns each verdict into commands.
+//! commit, so an SQE still moving data would race the next request. The target says it is done
+//! either in its answer for the tag ([`Handled::Done`]) or, for a request it holds
+//! ([`Handled::Held`]), with [`TargetRing::finish`](crate::TargetRing::finish) from any
+//! callback; the latter lands on a list the queue commits from once the callback returns.
+//!
+//! The SQEs a target owns outright (tied to no tag) are counted here too, so that a leaving
+//! queue knows it must cancel and reap them before the target's memory may go. Nothing here
+//! touches the ring: [`Queue`](crate::queue) turns each verdict into commands.
 
 use rustix::io::Errno;
 
@@ -53,12 +59,16 @@ pub(crate) enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct NotServing;
 
-/// The tags of one queue that one thread serves.
+/// The tags of one queue that one thread serves, and the SQEs the target owns on that thread.
 #[derive(Debug)]
 pub(crate) struct Tags {
     states: Vec<TagState>,
     /// Tags ended or foreign.
     ended: usize,
+    /// SQEs the target owns (no tag) in flight.
+    owned_sqes: u32,
+    /// Tags the target finished through [`finish`](Self::finish) since the queue last looked.
+    finished: Vec<u16>,
 }
 
 impl Tags {
@@ -85,7 +95,12 @@ impl Tags {
             .iter()
             .filter(|s| matches!(s, TagState::Foreign))
             .count();
-        Tags { states, ended }
+        Tags {
+            states,
+            ended,
+            owned_sqes: 0,
+            finished: Vec::with_capacity(usize::from(depth)),
+        }
     }
 
     /// The tags this thread serves, in order.
@@ -114,15 +129,33 @@ impl Tags {
             .any(|s| matches!(s, TagState::Serving { .. }))
     }
 
-    /// Target SQEs in flight, over every tag.
+    /// Target SQEs in flight: those of every tag, and those the target owns.
     pub(crate) fn in_flight(&self) -> u32 {
-        self.states
+        let of_tags: u32 = self
+            .states
             .iter()
             .map(|s| match s {
                 TagState::Serving { in_flight, .. } => *in_flight,
                 TagState::Fetching | TagState::Ended | TagState::Foreign => 0,
             })
-            .sum()
+            .sum();
+        of_tags + self.owned_sqes
+    }
+
+    /// SQEs the target owns (tied to no tag) in flight.
+    pub(crate) fn owned_in_flight(&self) -> u32 {
+        self.owned_sqes
+    }
+
+    /// The target pushed an SQE of its own.
+    pub(crate) fn owned_pushed(&mut self) {
+        self.owned_sqes += 1;
+    }
+
+    /// One of the target's own SQEs completed; more completions than pushes is a bug.
+    pub(crate) fn owned_completed(&mut self) -> Result<(), NotServing> {
+        self.owned_sqes = self.owned_sqes.checked_sub(1).ok_or(NotServing)?;
+        Ok(())
     }
 
     /// The kernel handed request `info` to its tag: the target owns it now.
@@ -187,6 +220,11 @@ impl Tags {
         else {
             return Err(NotServing);
         };
+        if done.is_some() {
+            // Finished during the callback (`finish`): that result stands, and the finished
+            // list commits it.
+            return Ok(Verdict::Wait);
+        }
         Ok(match (handled, *in_flight) {
             (Handled::Done(res), 0) => Verdict::Commit(res),
             (Handled::Done(res), _) => {
@@ -195,8 +233,40 @@ impl Tags {
             }
             // Queued with nothing pushed would leave the tag hanging forever: fail the request.
             (Handled::Queued, 0) => Verdict::Commit(-Errno::IO.raw_os_error()),
-            (Handled::Queued, _) => Verdict::Wait,
+            (Handled::Queued, _) | (Handled::Held, _) => Verdict::Wait,
         })
+    }
+
+    /// The target finished request `tag` with `res` from a callback of any tag or of its own
+    /// SQEs ([`TargetRing::finish`](crate::TargetRing::finish)): it commits once none of its
+    /// SQEs is in flight.
+    pub(crate) fn finish(&mut self, tag: u16, res: i32) -> Result<(), NotServing> {
+        match self.states.get_mut(usize::from(tag)) {
+            Some(TagState::Serving {
+                done: done @ None, ..
+            }) => {
+                *done = Some(res);
+                self.finished.push(tag);
+                Ok(())
+            }
+            _ => Err(NotServing),
+        }
+    }
+
+    /// Moves the requests [`finish`](Self::finish)ed since the last call, whose SQEs are all
+    /// complete, to `commit` with their results; those with SQEs still in flight commit from
+    /// [`target_completed`](Self::target_completed) instead.
+    pub(crate) fn take_finished(&mut self, commit: &mut Vec<(u16, i32)>) {
+        for tag in self.finished.drain(..) {
+            if let Some(TagState::Serving {
+                in_flight: 0,
+                done: Some(res),
+                ..
+            }) = self.states.get(usize::from(tag))
+            {
+                commit.push((tag, *res));
+            }
+        }
     }
 
     /// One of the target's SQEs for `tag` completed.
@@ -306,6 +376,68 @@ mod tests {
         assert_eq!(tags.settle(3, Handled::Done(EIO)), Ok(Verdict::Wait));
         assert_eq!(tags.target_completed(3), Ok(Verdict::Wait));
         assert_eq!(tags.in_flight(), 2);
+    }
+
+    #[test]
+    fn a_held_request_commits_once_finished_from_anywhere() {
+        let mut tags = Tags::new(4);
+        let mut commit = Vec::new();
+        serving(&mut tags, 1);
+        serving(&mut tags, 2);
+        // Held without an SQE of its own: it waits, no failure.
+        assert_eq!(tags.settle(1, Handled::Held), Ok(Verdict::Wait));
+        assert_eq!(tags.settle(2, Handled::Held), Ok(Verdict::Wait));
+        // Another callback finishes tag 2, then tag 1; nothing is committed twice.
+        tags.finish(2, 512).expect("served");
+        assert_eq!(tags.finish(2, 0), Err(NotServing), "finished once");
+        tags.finish(1, -5).expect("served");
+        tags.take_finished(&mut commit);
+        assert_eq!(commit, [(2, 512), (1, -5)]);
+        commit.clear();
+        tags.take_finished(&mut commit);
+        assert!(commit.is_empty(), "the list was drained");
+        assert!(!tags.may_push(1), "no pushes once finished");
+        assert_eq!(tags.finish(3, 0), Err(NotServing), "not being served");
+        assert_eq!(tags.finish(9, 0), Err(NotServing), "beyond the depth");
+    }
+
+    #[test]
+    fn finishing_during_the_callback_wins_over_its_answer() {
+        let mut tags = Tags::new(2);
+        let mut commit = Vec::new();
+        serving(&mut tags, 0);
+        tags.finish(0, 4096).expect("served");
+        // The callback then answers for the same tag: ignored, committed once from the list.
+        assert_eq!(tags.settle(0, Handled::Done(7)), Ok(Verdict::Wait));
+        tags.take_finished(&mut commit);
+        assert_eq!(commit, [(0, 4096)]);
+    }
+
+    #[test]
+    fn a_finished_request_with_sqes_in_flight_commits_after_the_last() {
+        let mut tags = Tags::new(2);
+        let mut commit = Vec::new();
+        serving(&mut tags, 1);
+        tags.pushed(1).expect("served");
+        assert_eq!(tags.settle(1, Handled::Held), Ok(Verdict::Wait));
+        tags.finish(1, 8).expect("served");
+        tags.take_finished(&mut commit);
+        assert!(commit.is_empty(), "its SQE still owns the buffer");
+        assert_eq!(tags.target_completed(1), Ok(Verdict::Commit(8)));
+    }
+
+    #[test]
+    fn owned_sqes_count_as_in_flight() {
+        let mut tags = Tags::new(2);
+        tags.owned_pushed();
+        tags.owned_pushed();
+        serving(&mut tags, 0);
+        tags.pushed(0).expect("served");
+        assert_eq!((tags.in_flight(), tags.owned_in_flight()), (3, 2));
+        tags.owned_completed().expect("pushed");
+        tags.owned_completed().expect("pushed");
+        assert_eq!(tags.owned_completed(), Err(NotServing), "more than pushed");
+        assert_eq!(tags.in_flight(), 1);
     }
 
     #[test]

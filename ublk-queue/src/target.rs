@@ -7,6 +7,12 @@
 //! [`TargetRing`] and finishes it later from [`QueueTarget::complete`] ([`Handled::Queued`]).
 //! A target that does its I/O synchronously can implement [`SimpleTarget`](crate::SimpleTarget)
 //! instead.
+//!
+//! A target whose I/O goes over connections it keeps (network block storage) also pushes SQEs
+//! of its own, tied to no request ([`TargetRing::push_owned`]: a receive standing on each
+//! connection, a timer), from [`QueueTarget::start`] on; their completions come to
+//! [`QueueTarget::complete_owned`]. It holds the requests it sent ([`Handled::Held`]) and
+//! finishes each, from whichever callback learns its result, with [`TargetRing::finish`].
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -14,7 +20,7 @@ use std::os::fd::BorrowedFd;
 use ublk_uapi::{DevInfo, Params};
 
 use crate::batch::Batching;
-use crate::request::{Handled, IoInfo, Request, TargetCqe};
+use crate::request::{Handled, IoInfo, OwnedCqe, Request, TargetCqe};
 use crate::target_ring::TargetRing;
 
 /// A backend for a whole device: opens one [`QueueTarget`] per hardware queue.
@@ -70,6 +76,20 @@ pub trait QueueTarget {
     fn complete(&mut self, io: &IoInfo, cqe: &TargetCqe, ring: &mut TargetRing<'_>) -> Handled {
         let _ = (io, ring);
         Handled::Done(cqe.result())
+    }
+
+    /// Runs once on the queue thread before the queue fetches its first request, with the
+    /// ring to push the target's own standing SQEs on ([`TargetRing::push_owned`]: a receive
+    /// on each connection, a poll on an eventfd). The default does nothing.
+    fn start(&mut self, ring: &mut TargetRing<'_>) {
+        let _ = ring;
+    }
+
+    /// One of the SQEs the target pushed with [`TargetRing::push_owned`] completed. The target
+    /// may push more, and [`finish`](TargetRing::finish) any request it holds. The default
+    /// does nothing: a target that pushes no SQE of its own never gets here.
+    fn complete_owned(&mut self, cqe: &OwnedCqe, ring: &mut TargetRing<'_>) {
+        let _ = (cqe, ring);
     }
 
     /// Files to register with the queue ring, so SQEs can name them by index.

@@ -1,4 +1,8 @@
-//! The queue ring as a target sees it: push SQEs for a tag, get their completions back.
+//! The queue ring as a target sees it: push SQEs for a tag, get their completions back; push
+//! SQEs of its own, tied to no tag; finish any request it holds.
+//!
+//! The crate documentation's "Targets that keep connections" says why a target owns SQEs and
+//! finishes requests from any callback.
 
 use ublk_ring::opcode::Nop;
 use ublk_ring::squeue::Entry;
@@ -13,10 +17,10 @@ use crate::user_data::UserData;
 #[non_exhaustive]
 pub enum PushError {
     /// `tag` is not a request this target is serving now (never handed to it, already finished
-    /// with [`Handled::Done`](crate::Handled::Done), or committed).
+    /// with [`Handled::Done`](crate::Handled::Done) or [`TargetRing::finish`], or committed).
     #[error(
-        "tag {tag} is not being served by this target: push only for the request being handled \
-         or completed, before it is done"
+        "tag {tag} is not being served by this target: push for or finish only a request the \
+         target holds, before it is done"
     )]
     NotOwned {
         /// The tag.
@@ -36,12 +40,15 @@ pub enum PushError {
 /// The longest chain [`TargetRing::push_chain`] takes.
 pub const MAX_CHAIN: usize = 8;
 
-/// The queue's io_uring, lent to a target while it handles or completes a request.
+/// The queue's io_uring, lent to a target while it starts, handles a request, or takes a
+/// completion.
 ///
-/// Every SQE pushed here is tagged with the request's tag (and a sub-id the target picks), so its
-/// completion comes back to [`QueueTarget::complete`](crate::QueueTarget::complete) for that tag.
-/// Pushed SQEs are submitted with the engine's next `io_uring_enter`, together with the queue's
-/// commits: one system call per batch of work.
+/// An SQE pushed for a tag carries the request's tag (and a sub-id the target picks), so its
+/// completion comes back to [`QueueTarget::complete`](crate::QueueTarget::complete) for that tag;
+/// one pushed with [`push_owned`](Self::push_owned) carries the target's key and comes back to
+/// [`QueueTarget::complete_owned`](crate::QueueTarget::complete_owned). Pushed SQEs are submitted
+/// with the engine's next `io_uring_enter`, together with the queue's commits: one system call
+/// per batch of work.
 ///
 /// Each pushed SQE must produce exactly one CQE: no `CQE_SKIP_SUCCESS`, no multishot operations
 /// (the engine counts completions to know when a tag's I/O is over). Linked SQEs are fine: a
@@ -129,6 +136,52 @@ impl<'a> TargetRing<'a> {
                 .map_err(|_| PushError::NotOwned { tag })?;
         }
         Ok(())
+    }
+
+    /// Pushes `entry` as the target's own, tied to no request: its completion goes to
+    /// [`QueueTarget::complete_owned`](crate::QueueTarget::complete_owned) with `key`.
+    ///
+    /// The engine counts it as in flight until that completion: a queue that leaves cancels it
+    /// and waits for it (for a few seconds) before dropping the target, and leaks the target
+    /// rather than drop memory the kernel may still use.
+    ///
+    /// # Safety
+    ///
+    /// As for [`TargetRing::push`]: whatever the entry points at must stay valid, and unused by
+    /// Rust code in a conflicting way, until its completion reaches the target. An SQE that
+    /// moves a request's data must complete before that request does: a target that
+    /// [`finish`](Self::finish)es a request while such an SQE is in flight lets the kernel
+    /// reuse the buffer under it.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::Ring`] if submitting to make room failed.
+    pub unsafe fn push_owned(&mut self, key: u32, entry: Entry) -> Result<(), PushError> {
+        let entry = entry.user_data(UserData::Owned { key }.encode());
+        // SAFETY: forwarded to our caller.
+        unsafe { self.submitter.push(&entry) }?;
+        self.tags.owned_pushed();
+        Ok(())
+    }
+
+    /// Finishes request `tag`, which the target holds, with `res` (bytes done or a negative
+    /// errno), from any callback: the reply for one request may arrive while serving another,
+    /// or on an SQE of the target's own. The engine commits it once the callback has returned
+    /// and none of the request's own SQEs is in flight.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::NotOwned`] if `tag` is not a request the target holds (never handed to it,
+    /// or already finished).
+    pub fn finish(&mut self, tag: u16, res: i32) -> Result<(), PushError> {
+        self.tags
+            .finish(tag, res)
+            .map_err(|_| PushError::NotOwned { tag })
+    }
+
+    /// The target's own SQEs ([`push_owned`](Self::push_owned)) now in flight.
+    pub fn owned_in_flight(&self) -> u32 {
+        self.tags.owned_in_flight()
     }
 
     /// The fixed-buffer index of the queue's I/O buffers, if they are registered with the ring

@@ -6,6 +6,9 @@ use rustix::io::Errno;
 
 /// Why a target could not be set up. Found before any device is created, so nothing is left to
 /// clean up.
+///
+/// A loop device's backing store is a file or block device; an NBD device's is an export of an
+/// NBD server, reached over the network.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -158,6 +161,33 @@ pub enum Error {
         errno: Errno,
     },
 
+    /// The NBD server cannot be reached.
+    #[error("cannot connect to the NBD server at {server}: {why}")]
+    NbdConnect {
+        /// The server's address.
+        server: String,
+        /// What went wrong (refused, no such host, no answer in time ...).
+        why: String,
+    },
+
+    /// The NBD server refused the export, or broke the protocol during the handshake.
+    #[error("NBD server {server}: {why}")]
+    NbdHandshake {
+        /// The server's address and the export.
+        server: String,
+        /// What it said or did.
+        why: String,
+    },
+
+    /// The export cannot be served as asked.
+    #[error("NBD server {server}: {why}")]
+    NbdUnusable {
+        /// The server's address and the export.
+        server: String,
+        /// Why, and what to ask instead.
+        why: String,
+    },
+
     /// Shrinking the store would cut off data written to it.
     #[error(
         "{}: shrinking to {from} bytes would lose data ({why}); pass --force to shrink anyway",
@@ -179,6 +209,7 @@ impl From<Error> for std::io::Error {
             Error::Missing { .. } | Error::StoreMissing { .. } => std::io::ErrorKind::NotFound,
             Error::ReadOnly { .. } => std::io::ErrorKind::PermissionDenied,
             Error::Io { errno, .. } => std::io::Error::from(*errno).kind(),
+            Error::NbdConnect { .. } => std::io::ErrorKind::ConnectionRefused,
             _ => std::io::ErrorKind::InvalidInput,
         };
         std::io::Error::new(kind, e)

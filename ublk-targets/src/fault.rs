@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use rustix::io::Errno;
 use ublk_queue::{
-    Batching, Handled, IoInfo, QueueInfo, QueueTarget, Request, Target, TargetCqe, TargetRing,
+    Batching, Handled, IoInfo, OwnedCqe, QueueInfo, QueueTarget, Request, Target, TargetCqe,
+    TargetRing,
 };
 
 /// Which requests suffer which fault. Requests are counted per queue, from 1.
@@ -141,6 +142,14 @@ impl<Q: QueueTarget> QueueTarget for FaultQueue<Q> {
 
     fn complete(&mut self, io: &IoInfo, cqe: &TargetCqe, ring: &mut TargetRing<'_>) -> Handled {
         self.inner.complete(io, cqe, ring)
+    }
+
+    fn start(&mut self, ring: &mut TargetRing<'_>) {
+        self.inner.start(ring);
+    }
+
+    fn complete_owned(&mut self, cqe: &OwnedCqe, ring: &mut TargetRing<'_>) {
+        self.inner.complete_owned(cqe, ring);
     }
 
     fn fixed_files(&self) -> Vec<BorrowedFd<'_>> {

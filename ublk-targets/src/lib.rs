@@ -10,6 +10,9 @@
 //! - [`Stripe`]: one device over several files or block devices in fixed-size chunks (RAID-0),
 //!   each request split into one backing I/O per chunk, all in flight at once;
 //!   [`StripeBuilder`] opens and checks the stores, and [`StripeLayout`] is the mapping.
+//! - [`Nbd`]: an export of a Network Block Device server (nbdkit, qemu-nbd, nbd-server), its
+//!   requests sent and answered asynchronously on each queue's io_uring, reconnecting when a
+//!   connection drops; [`NbdBuilder`] connects before any device exists.
 //!
 //! ```no_run
 //! use ublk_queue::{DeviceBuilder, Simple};
@@ -28,6 +31,7 @@ mod error;
 mod fault;
 mod loop_target;
 mod mem;
+mod nbd;
 mod null;
 mod stripe;
 
@@ -37,6 +41,11 @@ pub use error::Error;
 pub use fault::{Fault, FaultPlan, FaultQueue};
 pub use loop_target::{BackingIo, Inline, Loop, LoopBuilder, LoopQueue, LoopResizer};
 pub use mem::{CHUNK_BYTES, MAX_ZEROING_BYTES, Mem};
+pub use nbd::{
+    BlockSizes, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, DEFAULT_PORT,
+    DEFAULT_RECONNECT_TIMEOUT, Export, MAX_NAME_BYTES, Nbd, NbdAddress, NbdBuilder, NbdEvent,
+    NbdQueue, TransmissionFlags,
+};
 pub use null::{Null, NullQueue};
 pub use stripe::{
     DEFAULT_CHUNK, Extent, LocalStore, MAX_CHUNK, MAX_STORES, MIN_CHUNK, MIN_STORES, Piece, Pieces,

@@ -30,7 +30,9 @@ use plan::{Plan, Timing};
 /// Boots the ublk guest once and runs a fio matrix (io_uring, direct=1, time-based): 4K randread
 /// and randwrite at QD1 and QD64 on 1 queue, 4K randread QD64 with 2 jobs on 2 queues, 128K
 /// sequential read and write at QD8. Subjects: ublk null vs null_blk, ublk mem, ublk loop vs the
-/// kernel loop driver with direct I/O over the same tmpfs file. Each case runs each subject
+/// kernel loop driver with direct I/O over the same tmpfs file, ublk nbd vs the kernel's NBD
+/// client (`nbd-client`) with as many connections as queues, on the same nbdkit memory export
+/// over the loopback (4K random QD64 and 128K reads only). Each case runs each subject
 /// `--runs` times, interleaved. A second short boot times `ublk add null` with 1 and 4 queues.
 ///
 /// Prints a markdown table (median IOPS and latency, spread, ratio to the kernel driver, and
@@ -49,7 +51,7 @@ pub struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only what NAME names: a case (`rr4k-qd64`, `qd1`), a subject or family (`loop`,
-    /// `null_blk`, `mem`), or `create` (the device creation timing).
+    /// `null_blk`, `mem`, `nbd`), or `create` (the device creation timing).
     #[arg(long, value_name = "NAME")]
     filter: Option<String>,
     /// Runs of each case per subject (default 3, or 1 with --quick).

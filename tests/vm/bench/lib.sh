@@ -150,3 +150,40 @@ run() {
     mark run-end status=$status
     [ $status -eq 0 ] || cat "$B/fio.err"
 }
+
+# nbd_server_up PORT SIZE: nbdkit's memory plugin (SIZE, e.g. 256M) on 127.0.0.1:PORT, the export
+# both NBD subjects use; returns once it listens (its pid file), or fails after 20 s.
+nbd_server_up() {
+    command -v nbdkit >/dev/null || return 1
+    rm -f "$B/nbdkit.pid"
+    nbdkit -f -P "$B/nbdkit.pid" -i 127.0.0.1 -p "$1" memory "$2" > "$B/nbdkit.log" 2>&1 &
+    i=0
+    until [ -s "$B/nbdkit.pid" ]; do
+        i=$((i + 1))
+        [ $i -le 200 ] || { echo "bench: nbdkit did not start:"; cat "$B/nbdkit.log"; return 1; }
+        sleep 0.1
+    done
+    echo "bench: nbdkit $(nbdkit --version 2>&1 | head -1), memory $2 on 127.0.0.1:$1"
+}
+
+# knbd_up VAR PORT CONNECTIONS: the kernel's NBD client on the first free /dev/nbdN, connected
+# to 127.0.0.1:PORT with CONNECTIONS connections (as many hardware queues), 512-byte blocks.
+knbd_up() {
+    var=$1
+    for n in $(seq 0 15); do
+        [ "$(cat /sys/block/nbd$n/size 2>/dev/null)" = 0 ] || continue
+        nbd-client 127.0.0.1 "$2" "/dev/nbd$n" -connections "$3" -block-size 512 \
+            > "$B/$var.nbd-client" 2>&1 || { cat "$B/$var.nbd-client"; return 1; }
+        eval "$var=/dev/nbd$n"
+        tune "/dev/nbd$n"
+        echo "bench: /dev/nbd$n: $(ls /sys/block/nbd$n/mq | wc -l) hardware queue(s)"
+        return 0
+    done
+    echo "bench: no free /dev/nbdN"
+    return 1
+}
+
+knbd_down() {
+    eval "nbd-client -d \$$1 > /dev/null 2>&1"
+    eval "$1="
+}

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // Each test file uses its own subset.
 
+pub mod fake_nbd;
+
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ops::{Deref, DerefMut};
 use std::os::fd::OwnedFd;

@@ -128,13 +128,17 @@ pub enum Subject {
     /// ublk loop with per-tag commands, where auto picks batch.
     UblkLoopPerTag,
     KernelLoop,
+    /// ublk nbd over nbdkit's memory plugin on the loopback, one connection per queue.
+    UblkNbd,
+    /// The kernel's NBD client (`nbd-client`) on the same export, as many connections.
+    KernelNbd,
 }
 
 /// Threads per queue of [`Subject::UblkNullThreads`].
 pub const THREADS: u16 = 2;
 
 impl Subject {
-    pub const ALL: [Subject; 9] = [
+    pub const ALL: [Subject; 11] = [
         Subject::UblkNull,
         Subject::UblkNullPerTag,
         Subject::UblkNullPoll,
@@ -144,6 +148,8 @@ impl Subject {
         Subject::UblkLoop,
         Subject::UblkLoopPerTag,
         Subject::KernelLoop,
+        Subject::UblkNbd,
+        Subject::KernelNbd,
     ];
 
     /// Marker and file name.
@@ -158,6 +164,8 @@ impl Subject {
             Subject::UblkLoop => "ublk-loop",
             Subject::UblkLoopPerTag => "ublk-loop-per-tag",
             Subject::KernelLoop => "kernel-loop",
+            Subject::UblkNbd => "ublk-nbd",
+            Subject::KernelNbd => "kernel-nbd",
         }
     }
 
@@ -173,6 +181,8 @@ impl Subject {
             Subject::UblkLoop => "ublk loop",
             Subject::UblkLoopPerTag => "ublk loop, per-tag",
             Subject::KernelLoop => "kernel loop (dio)",
+            Subject::UblkNbd => "ublk nbd",
+            Subject::KernelNbd => "kernel nbd",
         }
     }
 
@@ -184,11 +194,12 @@ impl Subject {
             | Subject::UblkNullPoll
             | Subject::UblkNullThreads => Some(Subject::NullBlk),
             Subject::UblkLoop | Subject::UblkLoopPerTag => Some(Subject::KernelLoop),
+            Subject::UblkNbd => Some(Subject::KernelNbd),
             _ => None,
         }
     }
 
-    /// `null`, `mem` or `loop`: a ublk subject and its baseline share it.
+    /// `null`, `mem`, `loop` or `nbd`: a ublk subject and its baseline share it.
     pub fn family(self) -> &'static str {
         match self {
             Subject::UblkNull
@@ -198,13 +209,15 @@ impl Subject {
             | Subject::NullBlk => "null",
             Subject::UblkMem => "mem",
             Subject::UblkLoop | Subject::UblkLoopPerTag | Subject::KernelLoop => "loop",
+            Subject::UblkNbd | Subject::KernelNbd => "nbd",
         }
     }
 
     /// Whether the subject runs in `case`: polling is measured where it matters (QD1) and where
     /// it costs (QD64 on one queue); per-I/O daemons where few queues get I/O from several
     /// jobs, the only case (with null_blk and ublk null both ways) that measures them; loop per
-    /// tag where batching can matter (QD64, 128K).
+    /// tag where batching can matter (QD64, 128K); NBD in the cases its goals name (4K random
+    /// QD64, 128K reads, and 2 connections against 1).
     pub fn runs_in(self, case: &Case) -> bool {
         let threads_case = case.jobs > u32::from(case.queues);
         match self {
@@ -213,6 +226,7 @@ impl Subject {
             Subject::UblkLoopPerTag => !threads_case && case.iodepth > 1,
             Subject::UblkMem | Subject::UblkLoop | Subject::KernelLoop => !threads_case,
             Subject::UblkNull | Subject::UblkNullPerTag | Subject::NullBlk => true,
+            Subject::UblkNbd | Subject::KernelNbd => NBD_CASES.contains(&case.id),
         }
     }
 
@@ -223,6 +237,7 @@ impl Subject {
             Subject::UblkLoop | Subject::UblkLoopPerTag => Some("UBLK_LOOP"),
             Subject::UblkNullPerTag => Some("HAS_BATCH"),
             Subject::UblkNullThreads => Some("HAS_PER_IO"),
+            Subject::UblkNbd | Subject::KernelNbd => Some("UBLK_NBD"),
             _ => None,
         }
     }
@@ -252,8 +267,15 @@ pub const DEPTH: u16 = 128;
 /// before the next request arrives.
 pub const POLL_US: u32 = 100;
 
-/// Bytes of the tmpfs file behind both loop subjects, and of the mem device.
+/// Bytes of the tmpfs file behind both loop subjects, of the mem device, and of the nbdkit
+/// memory export behind both NBD subjects.
 pub const BACKING_MIB: u32 = 256;
+
+/// The cases the NBD subjects run in: each has one connection per queue.
+pub const NBD_CASES: [&str; 4] = ["rr4k-qd64", "rw4k-qd64", "rr4k-qd64-2j", "sr128k-qd8"];
+
+/// The TCP port nbdkit listens on in the bench guest.
+pub const NBD_PORT: u16 = 10809;
 
 /// Device creation is timed with these queue counts (all of depth [`DEPTH`]).
 pub const CREATE_QUEUES: [u16; 2] = [1, 4];
@@ -332,6 +354,16 @@ impl Plan {
             let _ = writeln!(
                 s,
                 "dd if=/dev/zero of=$B/loop.img bs=1M count={BACKING_MIB} 2>/dev/null"
+            );
+        }
+        if self.uses("nbd") {
+            // One nbdkit memory export for both subjects; ublk's nbd target may be missing.
+            let _ = writeln!(
+                s,
+                "if ublk add nbd --help >/dev/null 2>&1 && nbd_server_up {NBD_PORT} {BACKING_MIB}M; \
+                 then UBLK_NBD=1; else UBLK_NBD=0; \
+                 mark skip subject=ublk-nbd reason=ublk nbd target or nbdkit not available; \
+                 mark skip subject=kernel-nbd reason=ublk nbd target or nbdkit not available; fi"
             );
         }
         if self.uses("loop") {
@@ -427,6 +459,10 @@ fn up(subject: Subject, queues: u16) -> String {
         }
         Subject::NullBlk => format!("nullb_up {var} {queues}"),
         Subject::KernelLoop => format!("loop_up {var} $B/loop.img"),
+        Subject::UblkNbd => format!(
+            "ublk_up {var} {queues} nbd --host 127.0.0.1 --port {NBD_PORT} --connections {queues}"
+        ),
+        Subject::KernelNbd => format!("knbd_up {var} {NBD_PORT} {queues}"),
     };
     guarded(subject, &format!("{line} || {var}="))
 }
@@ -440,9 +476,11 @@ fn down(subject: Subject, case: &str) -> String {
         | Subject::UblkNullThreads
         | Subject::UblkMem
         | Subject::UblkLoop
-        | Subject::UblkLoopPerTag => format!("ublk_down {var} {case} {}", subject.id()),
+        | Subject::UblkLoopPerTag
+        | Subject::UblkNbd => format!("ublk_down {var} {case} {}", subject.id()),
         Subject::NullBlk => format!("nullb_down {var}"),
         Subject::KernelLoop => format!("loop_down {var}"),
+        Subject::KernelNbd => format!("knbd_down {var}"),
     };
     guarded(subject, &format!("[ -n \"${var}\" ] && {line}"))
 }
@@ -472,6 +510,7 @@ mod tests {
         let mut pairs = 0;
         for (case, subjects) in &plan.cases {
             let poll = case.jobs == 1 && case.bs == "4k";
+            let nbd = NBD_CASES.contains(&case.id);
             assert_eq!(
                 subjects.contains(&Subject::UblkNullPoll),
                 poll,
@@ -486,9 +525,12 @@ mod tests {
                 !threads && case.iodepth > 1
             );
             assert!(subjects.contains(&Subject::UblkNullPerTag));
+            assert_eq!(subjects.contains(&Subject::UblkNbd), nbd, "{}", case.id);
+            assert_eq!(subjects.contains(&Subject::KernelNbd), nbd, "{}", case.id);
             pairs += subjects.len() as u32;
         }
-        assert_eq!(pairs, 2 * 7 + 2 * 8 + 7 + 4 + 2 * 7);
+        // The NBD pair in 4 cases: 8 more.
+        assert_eq!(pairs, 2 * 7 + 2 * 8 + 7 + 4 + 2 * 7 + 8);
         assert!(plan.create);
         assert_eq!(plan.fio_runs(), pairs * 3);
     }
@@ -551,6 +593,22 @@ mod tests {
                 .iter()
                 .all(|(_, s)| s.contains(&Subject::UblkNullPerTag))
         );
+        let plan = Plan::new(Some("nbd"), T);
+        let ids: Vec<&str> = plan.cases.iter().map(|(c, _)| c.id).collect();
+        assert_eq!(ids, NBD_CASES);
+        assert!(
+            plan.cases
+                .iter()
+                .all(|(_, s)| s == &[Subject::UblkNbd, Subject::KernelNbd])
+        );
+        let s = plan.matrix_script("n", "/l.sh");
+        assert!(s.contains("nbd_server_up 10809 256M"), "{s}");
+        assert!(
+            s.contains("ublk_up ublk_nbd 2 nbd --host 127.0.0.1 --port 10809 --connections 2"),
+            "{s}"
+        );
+        assert!(s.contains("knbd_up kernel_nbd 10809 2"), "{s}");
+        assert!(s.contains("knbd_down kernel_nbd"), "{s}");
         assert!(Plan::new(Some("nothing-like-it"), T).is_empty());
         assert!(Plan::new(Some("create"), T).create);
     }
@@ -578,9 +636,9 @@ mod tests {
             .map(|l| l.split(" run ").nth(1).unwrap_or(""))
             .map(|l| l.split(" \"").next().unwrap_or(""))
             .collect();
-        assert_eq!(runs.len(), 21);
+        assert_eq!(runs.len(), 27, "9 subjects, 3 runs");
         assert_eq!(
-            &runs[..8],
+            &runs[..10],
             [
                 "rr4k-qd64-2j ublk-null 1",
                 "rr4k-qd64-2j ublk-null-per-tag 1",
@@ -589,6 +647,8 @@ mod tests {
                 "rr4k-qd64-2j ublk-loop 1",
                 "rr4k-qd64-2j ublk-loop-per-tag 1",
                 "rr4k-qd64-2j kernel-loop 1",
+                "rr4k-qd64-2j ublk-nbd 1",
+                "rr4k-qd64-2j kernel-nbd 1",
                 "rr4k-qd64-2j ublk-null 2",
             ]
         );

@@ -333,6 +333,7 @@ pub fn svg(cells: &[Cell], machine: &Machine) -> String {
             let r = results::ratio(cells, c)?;
             let colour = match c.subject.family() {
                 "null" => "#4c78a8",
+                "nbd" => "#54a24b",
                 _ => "#f58518",
             };
             Some((

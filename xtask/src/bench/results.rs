@@ -269,7 +269,9 @@ pub fn goals(cells: &[Cell], creations: &[Creation]) -> Vec<Goal> {
         let r = find(cells, case, subject).and_then(|c| ratio(cells, c));
         Goal {
             what,
-            figure: r.map_or("not measured".into(), |r| format!("{r:.2}x (goal {min}x)")),
+            figure: r.map_or("not measured".into(), |r| {
+                format!("{r:.2}x (goal {min:.1}x)")
+            }),
             met: r.map(|r| r >= min),
         }
     };
@@ -334,6 +336,40 @@ pub fn goals(cells: &[Cell], creations: &[Creation]) -> Vec<Goal> {
         },
     };
     goals.push(scaling);
+    for (what, case) in [
+        ("ublk nbd 4K randread QD64 vs kernel nbd", "rr4k-qd64"),
+        ("ublk nbd 4K randwrite QD64 vs kernel nbd", "rw4k-qd64"),
+        ("ublk nbd 128K read QD8 vs kernel nbd", "sr128k-qd8"),
+    ] {
+        goals.push(ratio_goal(what, case, Subject::UblkNbd, 1.0));
+    }
+    let what = "ublk nbd: 2 connections (2 queues x 2 jobs) vs 1 (4K randread QD64)";
+    goals.push(
+        match (
+            iops("rr4k-qd64-2j", Subject::UblkNbd),
+            iops("rr4k-qd64", Subject::UblkNbd),
+        ) {
+            (Some(two), Some(one)) => {
+                let kernel = match (
+                    iops("rr4k-qd64-2j", Subject::KernelNbd),
+                    iops("rr4k-qd64", Subject::KernelNbd),
+                ) {
+                    (Some(k2), Some(k1)) => format!("; kernel nbd {:.2}x", k2 / k1),
+                    _ => String::new(),
+                };
+                Goal {
+                    what,
+                    figure: format!("{:.2}x (goal 1.5x){kernel}", two / one),
+                    met: Some(two >= 1.5 * one),
+                }
+            }
+            _ => Goal {
+                what,
+                figure: "not measured".into(),
+                met: None,
+            },
+        },
+    );
     let enters = find(cells, "rr4k-qd64", Subject::UblkNull).and_then(Cell::enters_per_io);
     goals.push(Goal {
         what: "ublk null 4K randread QD64: io_uring_enter calls per I/O",
@@ -450,6 +486,10 @@ mod tests {
             cell("rr4k-qd64-2j", Subject::UblkNull, &[99.0]),
             cell("rr4k-qd64-2j", Subject::NullBlk, &[160.0]),
             cell("rr4k-qd1", Subject::UblkNull, &[10.0]),
+            cell("rr4k-qd64", Subject::UblkNbd, &[45.0]),
+            cell("rr4k-qd64", Subject::KernelNbd, &[50.0]),
+            cell("rr4k-qd64-2j", Subject::UblkNbd, &[80.0]),
+            cell("rr4k-qd64-2j", Subject::KernelNbd, &[50.0]),
         ];
         cells[0].totals = Some(QueueTotals {
             requests: 1000,
@@ -476,6 +516,10 @@ mod tests {
                 None,
                 None,
                 Some(false),
+                Some(false),
+                None,
+                None,
+                Some(true),
                 Some(true),
                 Some(true),
                 None,
@@ -483,15 +527,20 @@ mod tests {
             ]
         );
         assert_eq!(goals[4].figure, "0.99x (goal 1.6x); null_blk 2.00x");
+        assert_eq!(
+            goals[5].figure, "0.90x (goal 1.0x)",
+            "ublk nbd vs kernel nbd"
+        );
+        assert_eq!(goals[8].figure, "1.78x (goal 1.5x); kernel nbd 1.00x");
         assert!(
-            goals[6].figure.starts_with("0.100 (goal < 0.2"),
+            goals[10].figure.starts_with("0.100 (goal < 0.2"),
             "{}",
-            goals[6].figure
+            goals[10].figure
         );
         assert!(
-            goals[8].figure.starts_with("90.0 ms median"),
+            goals[12].figure.starts_with("90.0 ms median"),
             "{}",
-            goals[8].figure
+            goals[12].figure
         );
     }
 

@@ -65,6 +65,18 @@ pub const NEEDS: &[Need] = &[
         package: "mdadm",
     },
     Need {
+        program: "nbdkit",
+        package: "nbdkit",
+    },
+    Need {
+        program: "qemu-nbd",
+        package: "qemu-utils",
+    },
+    Need {
+        program: "nbd-client",
+        package: "nbd-client",
+    },
+    Need {
         program: "ldd",
         package: "libc-bin",
     },

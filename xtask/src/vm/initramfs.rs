@@ -26,6 +26,19 @@ pub const GUEST_TOOLS: &[&str] = &[
     "blockdev",
     "losetup",
     "mdadm",
+    "nbdkit",
+    "qemu-nbd",
+    "nbd-client",
+];
+
+/// Shared objects programs load by name at run time, which `ldd` on the programs cannot see:
+/// nbdkit's plugins and filters the scenarios use. Copied (with their own libraries) to their
+/// host paths, where nbdkit looks for them.
+pub const GUEST_PLUGINS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/nbdkit/plugins/nbdkit-memory-plugin.so",
+    "/usr/lib/x86_64-linux-gnu/nbdkit/plugins/nbdkit-file-plugin.so",
+    "/usr/lib/x86_64-linux-gnu/nbdkit/filters/nbdkit-log-filter.so",
+    "/usr/lib/x86_64-linux-gnu/nbdkit/filters/nbdkit-multi-conn-filter.so",
 ];
 
 /// Where `/init` looks for the modules to load, and the file listing their load order.
@@ -93,6 +106,15 @@ fn tools(kernel: &Kernel, dir: &Path) -> Result<(PathBuf, PathBuf, bool)> {
     // Not a host program: taken from a Debian package (see `promtool`), at /usr/bin/promtool.
     if let Some(promtool) = super::promtool::get(&super::vm_dir().join("cache")) {
         programs.push(("promtool", promtool));
+    }
+    for plugin in GUEST_PLUGINS {
+        let path = PathBuf::from(plugin);
+        if !path.exists() {
+            bail!(
+                "{plugin} is missing on the host: reinstall nbdkit (`apt-get install --reinstall nbdkit`)"
+            );
+        }
+        programs.push((plugin, path));
     }
     // The running xtask itself, through /proc so that a rebuild replacing the file under us
     // (another `cargo xtask` meanwhile) does not make the stat fail.
@@ -214,6 +236,8 @@ while read -r m; do
     insmod "{GUEST_MODULES}/$m.ko" || echo "[init] insmod $m failed"
 done < {GUEST_MODULES}/order
 mount -t configfs configfs /sys/kernel/config || echo "[init] cannot mount configfs"
+# The loopback, for NBD servers and clients talking over TCP in the guest.
+ifconfig lo 127.0.0.1 up || echo "[init] cannot bring the loopback up"
 cd /tmp
 sh /xtask/run.sh
 status=$?
