@@ -360,6 +360,17 @@ impl Target for Backend {
             Backend::Nbd(nbd) => nbd.needs_memory(),
         }
     }
+
+    fn per_io_daemons(&self) -> bool {
+        match self {
+            Backend::Null(null) => null.per_io_daemons(),
+            Backend::Mem(mem) => mem.per_io_daemons(),
+            Backend::Loop(backing) => backing.per_io_daemons(),
+            Backend::Stripe(stripe) => stripe.per_io_daemons(),
+            Backend::Fault(fault) => fault.per_io_daemons(),
+            Backend::Nbd(nbd) => nbd.per_io_daemons(),
+        }
+    }
 }
 
 /// One queue of a [`Backend`]: the backend's own queue, reached through one `match`.

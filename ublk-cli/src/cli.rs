@@ -498,6 +498,7 @@ pub struct CommonArgs {
     /// Serve the device with N threads in all instead of one per queue (per-I/O daemons, Linux
     /// 6.16; per-tag commands): threads are dealt to the queues in turn and each queue's tags to
     /// its threads. Helps when few CPUs submit the I/O, so the block layer uses few queues.
+    /// Not for nbd (a queue's connections are one thread's).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub threads: Option<u16>,
     /// Do not scan the device for partitions when it goes live (Linux 7.0); `blockdev

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::limits::{MAX_DEV_ID, MAX_IO_BYTES, SUPPORTED_FEATURES};
 use crate::options::QueueOptions;
 use crate::server::Server;
-use crate::target::Target;
+use crate::target::{ONE_THREAD_PER_QUEUE, Target};
 
 /// Discard and write-zeroes limits (`ublk_param_discard`); setting them advertises both operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,6 +60,8 @@ pub struct DeviceBuilder {
     desc_size: u16,
     /// The target needs request data in server memory (`Target::needs_memory`).
     data_in_memory: bool,
+    /// Several threads may serve one queue of the target (`Target::per_io_daemons`).
+    per_io_daemons: bool,
     timeout: Duration,
 }
 
@@ -90,6 +92,7 @@ impl DeviceBuilder {
             command_mode: CommandMode::Auto,
             desc_size: 0,
             data_in_memory: true,
+            per_io_daemons: true,
             timeout: ublk_ctrl::DEFAULT_TIMEOUT,
         }
     }
@@ -195,10 +198,13 @@ impl DeviceBuilder {
     }
 
     /// Takes from `target` what the device must know of it: whether it needs request data in
-    /// server memory ([`Target::needs_memory`]), which rules out the zero-copy modes. Without
-    /// this call the builder assumes it does.
+    /// server memory ([`Target::needs_memory`]), which rules out the zero-copy modes, and
+    /// whether several threads may serve one of its queues ([`Target::per_io_daemons`]).
+    /// Without this call the builder assumes it needs memory and may share its queues (serving
+    /// checks the latter again).
     pub fn for_target<T: Target>(mut self, target: &T) -> Self {
         self.data_in_memory = target.needs_memory();
+        self.per_io_daemons = target.per_io_daemons();
         self
     }
 
@@ -283,6 +289,13 @@ impl DeviceBuilder {
             });
         }
         let plan = self.options.thread_plan(self.queues, self.depth)?;
+        if plan.len() > usize::from(self.queues) && !self.per_io_daemons {
+            return Err(Error::InvalidThreads {
+                threads: plan.len() as u16,
+                queues: self.queues,
+                reason: ONE_THREAD_PER_QUEUE,
+            });
+        }
         if self.command_mode == CommandMode::Batch {
             if self.buffer_mode == BufferMode::NeedGetData {
                 return Err(Error::CommandModeConflict(

@@ -13,7 +13,7 @@ use crate::ctrl::SharedCtrl;
 use crate::error::{Error, Result, Warning};
 use crate::options::{Affinity, QueueOptions};
 use crate::queue_set::QueueSet;
-use crate::target::Target;
+use crate::target::{ONE_THREAD_PER_QUEUE, Target};
 
 /// A device as its server holds it, whether serving or not: the control handle, what the kernel
 /// said about the device, and how its queues are to run.
@@ -62,6 +62,14 @@ impl Server {
             return Err(Error::TargetNeedsMemory { mode });
         }
         let plan = self.thread_plan()?;
+        let queues = self.info.nr_hw_queues;
+        if plan.len() > usize::from(queues) && !target.per_io_daemons() {
+            return Err(Error::InvalidThreads {
+                threads: plan.len() as u16,
+                queues,
+                reason: ONE_THREAD_PER_QUEUE,
+            });
+        }
         let deadline = Instant::now() + self.timeout;
         let threads: Vec<u16> = plan.iter().map(|&(q, _, _)| q).collect();
         let mut queues = QueueSet::open(self.info, self.params, deadline, &threads)?;

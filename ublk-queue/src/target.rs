@@ -23,6 +23,12 @@ use crate::batch::Batching;
 use crate::request::{Handled, IoInfo, OwnedCqe, Request, TargetCqe};
 use crate::target_ring::TargetRing;
 
+/// Why a device with more threads than queues is refused for a target that serves each queue
+/// from one thread ([`Target::per_io_daemons`] false).
+pub(crate) const ONE_THREAD_PER_QUEUE: &str = "this target serves each queue from one thread \
+     (its per-queue state, such as an NBD queue's connections, cannot be split): ask for no \
+     more threads than queues";
+
 /// A backend for a whole device: opens one [`QueueTarget`] per hardware queue.
 ///
 /// `open_queue` runs on the queue's own thread, before the queue fetches its first request; it
@@ -53,6 +59,16 @@ pub trait Target: Send + Sync + 'static {
     /// null). Only the latter can be served in the zero-copy modes, which keep request data in
     /// the kernel's pages.
     fn needs_memory(&self) -> bool {
+        true
+    }
+
+    /// Whether several threads may serve one queue (per-I/O daemons,
+    /// [`QueueOptions::threads`](crate::QueueOptions::threads)): each then opens its own
+    /// [`Queue`](Self::Queue) with the same [`QueueInfo`] and is handed only the tags dealt to
+    /// it. True, the default, for targets whose queues are independent of each other; false for
+    /// those whose per-queue state cannot be split among threads (NBD: a queue's connections),
+    /// and a device with more threads than queues is then refused.
+    fn per_io_daemons(&self) -> bool {
         true
     }
 }

@@ -103,6 +103,10 @@ impl<T: Target> Target for Fault<T> {
     fn needs_memory(&self) -> bool {
         self.inner.needs_memory()
     }
+
+    fn per_io_daemons(&self) -> bool {
+        self.inner.per_io_daemons()
+    }
 }
 
 /// One queue of a [`Fault`] target.

@@ -3,7 +3,8 @@
 # error line naming the problem: no server listening, a unix path with no socket, an export the
 # server does not have (qemu-nbd), a server that requires TLS (nbdkit --tls=require), two
 # connections or two queues where the server does not advertise CAN_MULTI_CONN (nbdkit's
-# multi-conn filter), more queues than connections, --host with --unix; `ublk resize` of an NBD
+# multi-conn filter), more queues than connections, more threads than queues (per-I/O daemons:
+# an NBD queue's connections are one thread's), --host with --unix; `ublk resize` of an NBD
 # device is refused. Nothing is left behind after any of them.
 set -eu
 
@@ -35,6 +36,8 @@ refused "two queues" "one queue it is" ublk add nbd --unix /tmp/$N.sock --queues
 nbdkit_up multi -U /tmp/$N-multi.sock memory 64M
 refused "more queues than connections" "2 queues need a connection each" \
     ublk add nbd --unix /tmp/$N-multi.sock --queues 2 --connections 1
+refused "more threads than queues" "no more threads than queues" \
+    ublk add nbd --unix /tmp/$N-multi.sock --threads 2
 
 add_dev dev nbd --unix /tmp/$N-multi.sock
 REFUSED_CHECK=

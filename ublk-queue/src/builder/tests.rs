@@ -176,6 +176,55 @@ impl crate::QueueTarget for NoMemory {
 }
 
 #[test]
+fn a_target_that_keeps_one_thread_per_queue_refuses_more_threads() {
+    let threads = |n| {
+        valid()
+            .queues(2)
+            .queue_options(QueueOptions::default().threads(n))
+    };
+    let err = threads(4)
+        .for_target(&OneThreadPerQueue)
+        .validate()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidThreads {
+                threads: 4,
+                queues: 2,
+                reason: ONE_THREAD_PER_QUEUE
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("no more threads than queues"),
+        "{err}"
+    );
+    threads(2)
+        .for_target(&OneThreadPerQueue)
+        .validate()
+        .expect("one thread per queue");
+    threads(4)
+        .for_target(&NoMemory)
+        .validate()
+        .expect("a target whose queues may be shared");
+}
+
+/// A target whose queue state cannot be split among threads.
+struct OneThreadPerQueue;
+
+impl Target for OneThreadPerQueue {
+    type Queue = NoMemory;
+    fn open_queue(&self, _: &crate::QueueInfo) -> std::io::Result<NoMemory> {
+        Ok(NoMemory)
+    }
+    fn per_io_daemons(&self) -> bool {
+        false
+    }
+}
+
+#[test]
 fn discard_needs_a_limit_and_a_sane_granularity() {
     let none = DiscardParams::default();
     assert!(matches!(

@@ -479,6 +479,12 @@ impl Target for Nbd {
     fn batching(&self) -> Batching {
         Batching::OFF
     }
+
+    /// No: a queue's connections, its held requests and its reconnecting belong to one
+    /// `NbdQueue`, and `open_queue` hands each connection to the first thread that asks.
+    fn per_io_daemons(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

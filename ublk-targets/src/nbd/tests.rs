@@ -120,3 +120,32 @@ fn an_unreachable_server_is_named() {
     let long = gone.export("x".repeat(MAX_NAME_BYTES + 1));
     assert!(unusable(long.connect()).contains("longer than"));
 }
+
+#[test]
+fn more_threads_than_queues_are_refused_before_any_device_exists() {
+    let server = FakeServer::tcp(Config::default());
+    let nbd = builder(&server).queues(2).connect().expect("connect");
+    assert!(
+        !nbd.per_io_daemons(),
+        "a queue's connections are one thread's"
+    );
+    let threads = |n| {
+        nbd.configure(DeviceBuilder::new().queues(2))
+            .queue_options(ublk_queue::QueueOptions::default().threads(n))
+            .for_target(&nbd)
+    };
+    let err = threads(4).validate().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ublk_queue::Error::InvalidThreads {
+                threads: 4,
+                queues: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("NBD queue's connections"), "{err}");
+    threads(2).validate().expect("one thread per queue");
+}
