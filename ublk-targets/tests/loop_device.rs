@@ -74,7 +74,7 @@ fn blocks(path: &Path) -> u64 {
 /// `Auto` means inline.
 fn round_trip(name: &str, buffered: bool, queues: u16, io: BackingIo) {
     // Dozens of 512 KiB requests each way; under emulation every MiB costs about a second.
-    let size: u64 = 16 << 20;
+    let size: u64 = 8 << 20;
     let file = BackingFile::new(name);
     let backing = LoopBuilder::new(&file.0)
         .size(size)
