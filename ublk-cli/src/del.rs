@@ -12,8 +12,11 @@
 //! - a `ublk` server (its record names it) is asked to stop with SIGTERM, through a pidfd: it
 //!   stops and deletes its device itself, and `del` waits for it to exit, up to `--timeout`;
 //! - a server that is stopped is refused at once, naming it and what to do;
-//! - `--force` kills a stopped server, or one that did not stop in time (SIGKILL): the kernel
-//!   then fails or requeues what it held;
+//! - `--force` kills the server (SIGKILL) instead of asking: the kernel then fails or requeues
+//!   what it held. Asking first would not do: a server stops by sending STOP_DEV itself, and if
+//!   one of its queues is stuck on a request, that STOP_DEV sleeps in the kernel and holds the
+//!   server's exit with it, so the SIGKILL that follows cannot end it (Linux 7.3 reports the
+//!   hung io_uring worker);
 //! - a device without a live server (DEAD, QUIESCED, or its server gone) is stopped and deleted
 //!   here.
 //!
@@ -175,7 +178,7 @@ fn delete(ctrl: &mut Control, id: u32, force: bool, timeout: Duration) -> Result
         }
     }
     match &server {
-        Some(server) if stopped => kill(server, id, timeout)?,
+        Some(server) if stopped || (force && ours) => kill(server, id, timeout)?,
         Some(server) if ours => {
             if !force && info.features().contains(Features::SAFE_STOP_DEV) {
                 // Nobody held it a moment ago: the kernel removes the disk only if that is
@@ -194,15 +197,12 @@ fn delete(ctrl: &mut Control, id: u32, force: bool, timeout: Duration) -> Result
             // It stops and deletes its device itself, from its own process.
             server.signal(Signal::TERM)?;
             if !exits_within(&server.pidfd, timeout) {
-                if !force {
-                    return Err(CliError::Msg(format!(
-                        "device {id}'s server (pid {pid}) did not stop within {timeout:?}: {}; \
-                         kill it with `ublk del --force {id}` (its requests then fail or, with \
-                         recovery, wait for `ublk recover`)",
-                        state_hint(server.state())
-                    )));
-                }
-                kill(server, id, timeout)?;
+                return Err(CliError::Msg(format!(
+                    "device {id}'s server (pid {pid}) did not stop within {timeout:?}: {}; \
+                     kill it with `ublk del --force {id}` (its requests then fail or, with \
+                     recovery, wait for `ublk recover`)",
+                    state_hint(server.state())
+                )));
             }
         }
         _ => {}

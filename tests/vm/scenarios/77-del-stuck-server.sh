@@ -10,7 +10,9 @@
 #      deleted.
 #  (c) a running server stuck on a request (the fault target holds it for 30 s) that fio has
 #      open: `ublk del` refuses at once naming fio as the holder; `ublk del --force --timeout 5`
-#      asks the server to stop, kills it after 5 s, and deletes the device.
+#      kills the server at once (asking it to stop would have it send STOP_DEV, which sleeps
+#      in the kernel behind the stuck request and makes the server unkillable) and deletes the
+#      device.
 set -eu
 
 N=77-del-stuck-server
