@@ -225,12 +225,13 @@ pub fn parse_target(record: &Record) -> Result<TargetArgs, String> {
 }
 
 /// Whether `file` was last written after `node` was made (a device node's mtime is its creation:
-/// permission changes touch only its ctime). False if either cannot be read.
+/// permission changes touch only its ctime), to the second: a record moved or restored by
+/// tools that keep only whole seconds (busybox `mv` across file systems) reads as written in
+/// the same second as the node, not before it. False if either cannot be read.
 fn written_after(file: &Path, node: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let stamp = |m: std::fs::Metadata| (m.mtime(), m.mtime_nsec());
     match (std::fs::metadata(file), std::fs::metadata(node)) {
-        (Ok(f), Ok(n)) => stamp(f) >= stamp(n),
+        (Ok(f), Ok(n)) => f.mtime() >= n.mtime(),
         _ => false,
     }
 }
@@ -258,6 +259,22 @@ mod tests {
         assert!(written_after(&new, old.to_str().unwrap()));
         assert!(!written_after(&old, new.to_str().unwrap()));
         assert!(!written_after(&dir.join("missing"), old.to_str().unwrap()));
+        // A copy that kept only the second of its mtime still counts as written after a node
+        // made later in that second.
+        let second = std::time::UNIX_EPOCH + Duration::from_secs(1_796_038_382);
+        let set = |path: &Path, at: std::time::SystemTime| {
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(at)
+                .unwrap();
+        };
+        set(&old, second + Duration::from_millis(802));
+        set(&new, second);
+        assert!(written_after(&new, old.to_str().unwrap()));
+        set(&new, second - Duration::from_millis(1));
+        assert!(!written_after(&new, old.to_str().unwrap()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
