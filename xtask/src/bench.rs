@@ -332,7 +332,7 @@ impl Guest<'_> {
         // Our own initramfs directory: other VM verbs may be building theirs at the same time.
         let dir = out_dir().join("vm");
         fs::create_dir_all(&dir).at("create", &dir)?;
-        let initrd = initramfs::build(self.kernel, &payload, nonce, &dir)?;
+        let initrd = initramfs::build(self.kernel, &payload, nonce, &dir.join("tools"), &dir)?;
         let log = out_dir().join(format!("{name}-console.log"));
         let boot = qemu::Boot {
             vmlinuz: &self.kernel.vmlinuz,

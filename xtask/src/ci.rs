@@ -15,8 +15,9 @@ use crate::vm::{self, apt, kernel};
 /// host tests; `cargo test -p ublk-uapi --test c_header` against the newest kernel's UAPI header
 /// (Debian's `linux-libc-dev` from trixie-backports, downloaded and unpacked under
 /// target/vm/cache/libc-dev/, never installed); then the VM tests against a real ublk kernel
-/// (`vm-e2e`) on Debian's 6.12 kernel and on its newest one, and the harness's own failure
-/// detection (`vm-selftest`) on 6.12 only: it checks xtask's reporting, not the kernel.
+/// (`vm-e2e`) on Debian's 6.12 kernel and on its newest one, side by side after one short boot
+/// of each has fetched and built what they share, and the harness's own failure detection
+/// (`vm-selftest`) on 6.12 only: it checks xtask's reporting, not the kernel.
 ///
 /// Every phase runs even when an earlier one fails, so one run shows everything that is wrong;
 /// the exit status is non-zero if any failed. The summary gives each VM phase's counts with the
@@ -46,6 +47,15 @@ enum Phase {
         verb: &'static str,
         series: Option<kernel::Series>,
     },
+    /// `xtask vm-run --debian-kernel SERIES -- true` for each series, one after the other: what
+    /// every boot needs first (host packages, the kernel, the guest tools, the KVM probe), so
+    /// that the runs of [`Phase::Together`] find it all there and never fetch or build the same
+    /// file at once.
+    Prepare(Vec<kernel::Series>),
+    /// VM phases run side by side, each its own QEMU, their output interleaved line by line
+    /// behind `[VERB SERIES]`: a guest under TCG keeps the host's two cores about 60% busy, so
+    /// two kernels at once take much less than one after the other.
+    Together(Vec<Phase>),
 }
 
 impl Phase {
@@ -57,6 +67,12 @@ impl Phase {
                 Some(series) => format!("{verb} {series}"),
                 None => (*verb).to_owned(),
             },
+            Phase::Prepare(_) => "vm prepare".to_owned(),
+            Phase::Together(phases) => phases
+                .iter()
+                .map(Phase::name)
+                .collect::<Vec<_>>()
+                .join(" + "),
         }
     }
 }
@@ -153,7 +169,15 @@ pub fn run(args: &Args) -> Result<u8> {
                 None,
             ),
             Phase::UapiHeader => (uapi_header(&cargo, &root), None),
-            Phase::Vm { verb, series } => vm_phase(verb, series, &args.vm_args, &root),
+            Phase::Vm { verb, series } => vm_phase(verb, series, &args.vm_args, &root, ""),
+            Phase::Prepare(series) => (prepare(&series, &args.vm_args, &root), None),
+            Phase::Together(phases) => {
+                // Each member reports as a phase of its own.
+                let done = together(phases, &args.vm_args, &root);
+                cmd::progress(started, format!("ci: {name} finished"));
+                report.extend(done);
+                continue;
+            }
         };
         cmd::progress(
             started,
@@ -197,14 +221,17 @@ fn vm_phases(vm_args: &[String]) -> Vec<Phase> {
             .into();
     }
     vec![
-        Phase::Vm {
-            verb: "vm-e2e",
-            series: Some(kernel::Series::V6_12),
-        },
-        Phase::Vm {
-            verb: "vm-e2e",
-            series: Some(kernel::Series::Newest),
-        },
+        Phase::Prepare(vec![kernel::Series::V6_12, kernel::Series::Newest]),
+        Phase::Together(vec![
+            Phase::Vm {
+                verb: "vm-e2e",
+                series: Some(kernel::Series::V6_12),
+            },
+            Phase::Vm {
+                verb: "vm-e2e",
+                series: Some(kernel::Series::Newest),
+            },
+        ]),
         // Checks how xtask reports a guest's results, which no kernel changes: one is enough.
         Phase::Vm {
             verb: "vm-selftest",
@@ -213,12 +240,75 @@ fn vm_phases(vm_args: &[String]) -> Vec<Phase> {
     ]
 }
 
-/// Runs `xtask VERB` (its output passed through) and reads its closing lines.
+/// Runs `phases` (each a [`Phase::Vm`]) at once, one thread each; returns what each did.
+fn together(phases: Vec<Phase>, vm_args: &[String], root: &Path) -> Vec<Done> {
+    std::thread::scope(|s| {
+        let runs: Vec<_> = phases
+            .into_iter()
+            .map(|phase| {
+                let name = phase.name();
+                s.spawn(move || {
+                    let started = Instant::now();
+                    let (ok, summary) = match phase {
+                        Phase::Vm { verb, series } => {
+                            vm_phase(verb, series, vm_args, root, &format!("[{name}] "))
+                        }
+                        _ => unreachable!("only VM phases run together"),
+                    };
+                    cmd::progress(
+                        started,
+                        format!("ci: {name} {}", if ok { "passed" } else { "FAILED" }),
+                    );
+                    Done {
+                        name,
+                        ok,
+                        took: started.elapsed(),
+                        summary,
+                    }
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|run| {
+                run.join().unwrap_or_else(|_| Done {
+                    name: "a VM phase".to_owned(),
+                    ok: false,
+                    took: std::time::Duration::ZERO,
+                    summary: Some("its thread panicked".to_owned()),
+                })
+            })
+            .collect()
+    })
+}
+
+/// [`Phase::Prepare`]: one short boot per series, in turn.
+fn prepare(series: &[kernel::Series], vm_args: &[String], root: &Path) -> bool {
+    let xtask = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("[xtask] ci: cannot find the xtask executable: {e}");
+            return false;
+        }
+    };
+    series.iter().all(|series| {
+        Cmd::new(&xtask)
+            .arg("vm-run")
+            .arg(format!("--debian-kernel={series}"))
+            .args(vm_args)
+            .args(["--", "true"])
+            .current_dir(root)
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// Runs `xtask VERB` (its output passed through behind `prefix`) and reads its closing lines.
 fn vm_phase(
     verb: &'static str,
     series: Option<kernel::Series>,
     vm_args: &[String],
     root: &Path,
+    prefix: &str,
 ) -> (bool, Option<String>) {
     let xtask = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -232,7 +322,7 @@ fn vm_phase(
         .args(series.map(|s| format!("--debian-kernel={s}")))
         .args(vm_args)
         .current_dir(root);
-    match command.tee("") {
+    match command.tee(prefix) {
         Ok(teed) => {
             let summary = closing_summary(verb, &teed.stdout)
                 .unwrap_or_else(|| format!("{verb}: no summary ({})", cmd::describe(teed.status)));
@@ -350,7 +440,19 @@ mod tests {
     #[test]
     fn both_kernels_get_vm_e2e_and_one_gets_the_selftest() {
         let names: Vec<String> = vm_phases(&[]).iter().map(Phase::name).collect();
-        assert_eq!(names, ["vm-e2e 6.12", "vm-e2e newest", "vm-selftest 6.12"]);
+        assert_eq!(
+            names,
+            [
+                "vm prepare",
+                "vm-e2e 6.12 + vm-e2e newest",
+                "vm-selftest 6.12"
+            ]
+        );
+        let phases = vm_phases(&[]);
+        let Phase::Prepare(series) = &phases[0] else {
+            panic!("the first VM phase prepares both kernels")
+        };
+        assert_eq!(series, &[kernel::Series::V6_12, kernel::Series::Newest]);
         let names: Vec<String> = vm_phases(&["--accel".into(), "tcg".into()])
             .iter()
             .map(Phase::name)

@@ -55,13 +55,19 @@ pub struct Payload {
     pub script: String,
 }
 
-/// Builds `vm_dir/initrd.cpio` for `kernel` and `payload`; `/init` ends by printing
-/// [`super::console::end_marker`] for `nonce`.
-pub fn build(kernel: &Kernel, payload: &Payload, nonce: &str, vm_dir: &Path) -> Result<PathBuf> {
+/// Builds `run_dir/initrd.cpio` for `kernel` and `payload`, from the tools archive cached in
+/// `tools_dir`; `/init` ends by printing [`super::console::end_marker`] for `nonce`.
+pub fn build(
+    kernel: &Kernel,
+    payload: &Payload,
+    nonce: &str,
+    tools_dir: &Path,
+    run_dir: &Path,
+) -> Result<PathBuf> {
     let started = Instant::now();
-    let (tools_cpio, tools_stage, cached) = tools(kernel, &vm_dir.join("tools"))?;
+    let (tools_cpio, tools_stage, cached) = tools(kernel, tools_dir)?;
 
-    let stage = Stage::create(&vm_dir.join("payload"))?;
+    let stage = Stage::create(&run_dir.join("payload"))?;
     for (guest, host) in &payload.binaries {
         stage.add_binary(guest, host, Some(&tools_stage))?;
     }
@@ -71,10 +77,10 @@ pub fn build(kernel: &Kernel, payload: &Payload, nonce: &str, vm_dir: &Path) -> 
     stage.write("/xtask/run.sh", &payload.script)?;
     stage.write("/init", &init_script(nonce))?;
     stage.chmod_exec("/init")?;
-    let payload_cpio = vm_dir.join("payload.cpio");
+    let payload_cpio = run_dir.join("payload.cpio");
     stage.archive(&payload_cpio)?;
 
-    let initrd = vm_dir.join("initrd.cpio");
+    let initrd = run_dir.join("initrd.cpio");
     let mut out = fs::File::create(&initrd).at("create", &initrd)?;
     for part in [&tools_cpio, &payload_cpio] {
         let mut input = fs::File::open(part).at("open", part)?;

@@ -176,10 +176,16 @@ pub fn boot_guest(
     opts: &GuestOpts<'_>,
 ) -> Result<Outcome> {
     let dir = vm_dir();
-    // Held until the guest is gone: the initramfs and console files are shared by every run.
-    let _lock = lock_vm_dir(&dir)?;
-    let initrd = initramfs::build(kernel, payload, nonce, &dir)?;
-    let log = dir.join(format!("{}.log", kernel.log_name(opts.log_name)));
+    let name = kernel.log_name(opts.log_name);
+    // One directory per verb and kernel, so that runs of different verbs or kernels (`xtask ci`
+    // boots both kernels at once) can run side by side; the lock, held until the guest is gone,
+    // makes two runs of the same verb on the same kernel take turns. The tools archive is
+    // cached per kernel series for the same reason.
+    let run_dir = dir.join("runs").join(&name);
+    let _lock = lock_vm_dir(&run_dir)?;
+    let tools_dir = dir.join("tools").join(&kernel.series);
+    let initrd = initramfs::build(kernel, payload, nonce, &tools_dir, &run_dir)?;
+    let log = dir.join(format!("{name}.log"));
     if opts.interactive {
         eprintln!(
             "[xtask] guest shell on the serial console: `exit` powers the guest off, Ctrl-A X quits QEMU"
@@ -256,7 +262,7 @@ fn boot_until_init(boot: &qemu::Boot<'_>, interactive: bool) -> Result<qemu::Con
     unreachable!("the last attempt returns")
 }
 
-/// Takes `target/vm/lock` for this process, waiting (and saying so) while another VM run holds it.
+/// Takes `dir/lock` for this process, waiting (and saying so) while another VM run holds it.
 fn lock_vm_dir(dir: &Path) -> Result<std::os::fd::OwnedFd> {
     use rustix::fs::{FlockOperation, Mode, OFlags, flock, open};
     let path = dir.join("lock");

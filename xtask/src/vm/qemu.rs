@@ -213,7 +213,8 @@ pub fn probe_kvm(vmlinuz: &Path, vm_dir: &Path) -> Result<std::result::Result<()
         return Ok(Err(format!("/dev/kvm: {err}")));
     }
     const MARKER: &str = "XTASK-KVM-PROBE-OK";
-    let dir = vm_dir.join("probe");
+    // Per process: two VM verbs may probe at once (`xtask ci` runs both kernels side by side).
+    let dir = vm_dir.join("probe").join(std::process::id().to_string());
     let initrd = super::initramfs::build_probe(&dir, MARKER)?;
     let log: PathBuf = dir.join("probe.log");
     let probe = Boot {
@@ -229,7 +230,9 @@ pub fn probe_kvm(vmlinuz: &Path, vm_dir: &Path) -> Result<std::result::Result<()
     };
     let kvm_broke =
         |out: &str, err: &str| out.contains(MARKER) || err.contains("KVM internal error");
-    let console = boot(&probe, Some(&kvm_broke), &mut |_| {})?;
+    let console = boot(&probe, Some(&kvm_broke), &mut |_| {});
+    let _ = fs::remove_dir_all(&dir);
+    let console = console?;
     Ok(probe_verdict(
         &console.text,
         &console.stderr,
