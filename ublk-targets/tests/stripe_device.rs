@@ -89,14 +89,14 @@ fn split(device: &[u8], chunk: usize, stores: usize) -> Vec<Vec<u8>> {
 fn round_trip(name: &str, queues: u16) {
     let chunk: u64 = 16 << 10;
     // Three stores of different sizes: the device is 3 x the smallest's whole chunks.
-    let stores = Stores::new(name, &[24 << 20, 20 << 20, (20 << 20) + 5000]);
+    let stores = Stores::new(name, &[8 << 20, 6 << 20, (6 << 20) + 5000]);
     let stripe = StripeBuilder::new()
         .chunk(chunk)
         .stores(&stores.0)
         .open()
         .expect("stores");
     let size = stripe.size();
-    assert_eq!(size, 3 * (20 << 20));
+    assert_eq!(size, 3 * (6 << 20));
     let bs = u64::from(stripe.block_size());
     let dev = serve(stripe, queues);
     let fd = open_direct(&dev.block_path());
