@@ -31,7 +31,7 @@ pub struct Args {
     #[command(flatten)]
     pub vm: VmArgs,
     /// Kill the guest after SECS seconds (0: no limit); everything unfinished then fails.
-    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    #[arg(long, default_value_t = 5400, value_name = "SECS")]
     pub timeout: u64,
     /// Run only the tests whose name contains NAME (libtest's filter) and the scenarios whose
     /// file name contains NAME.

@@ -1,5 +1,5 @@
 #!/bin/sh
-# 10-cli-lifecycle: `ublk add` / `ublk list` / `ublk del`, 20 rounds in a row, for mem and null
+# 10-cli-lifecycle: `ublk add` / `ublk list` / `ublk del`, 8 rounds in a row, for mem and null
 # devices with 1 and with 4 queues. Each round: add prints `<id> /dev/ublkb<id>`, the block device
 # exists, `ublk list --json` shows it LIVE with the right target and queue count; after del the
 # device is gone from the listing and from /dev and its server process has exited. Every round gets
@@ -9,7 +9,7 @@
 set -eu
 
 N=10-cli-lifecycle
-ROUNDS=20
+ROUNDS=8
 # shellcheck source=../lib.sh
 . /xtask/lib.sh
 # A failure must not leave devices behind for the next scenario.
