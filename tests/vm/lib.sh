@@ -111,15 +111,33 @@ wait_state() {
     done
 }
 
-# proc_state PID: the state letter of PID (R, S, D, Z ...), empty if it is gone. The comm field
-# may hold spaces, so take what follows its closing parenthesis.
+# state_of PID: sets st to the state letter of PID (R, S, D, Z ...), empty if it is gone. The
+# comm field may hold spaces, so take what follows its last closing parenthesis. Shell builtins
+# only: the helpers below run it for every process, and under TCG each fork and exec of a
+# tool costs milliseconds.
+state_of() {
+    st=
+    { read -r so_line <"/proc/$1/stat"; } 2>/dev/null || return 0
+    so_rest=${so_line##*) }
+    st=${so_rest%% *}
+}
+
+# proc_state PID: prints state_of's letter.
 proc_state() {
-    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1
+    state_of "$1"
+    echo "$st"
+}
+
+# comm_of PID: sets comm to PID's command name, empty if it is gone.
+comm_of() {
+    comm=
+    { read -r comm <"/proc/$1/comm"; } 2>/dev/null || comm=
 }
 
 # running PID: whether PID exists and is not a zombie.
 running() {
-    case $(proc_state "$1") in '' | Z) return 1 ;; esac
+    state_of "$1"
+    case $st in '' | Z) return 1 ;; esac
 }
 
 # wait_exit PID SECS WHAT: waits until PID has exited (gone or a zombie), at most SECS seconds of
@@ -142,7 +160,8 @@ wait_exit() {
 # ublk_processes: the pids of running (not zombie) processes named `ublk`.
 ublk_processes() {
     for up_d in /proc/[0-9]*; do
-        [ "$(cat "$up_d/comm" 2>/dev/null)" = ublk ] && running "${up_d#/proc/}" && echo "${up_d#/proc/}"
+        comm_of "${up_d#/proc/}"
+        [ "$comm" = ublk ] && running "${up_d#/proc/}" && echo "${up_d#/proc/}"
     done
     true
 }
@@ -163,8 +182,10 @@ d_state() {
     while :; do
         ds_found=
         for ds_d in /proc/[0-9]*; do
-            [ "$(proc_state "${ds_d#/proc/}")" = D ] || continue
-            ds_found="$ds_found ${ds_d#/proc/}:$(cat "$ds_d/comm" 2>/dev/null)"
+            state_of "${ds_d#/proc/}"
+            [ "$st" = D ] || continue
+            comm_of "${ds_d#/proc/}"
+            ds_found="$ds_found ${ds_d#/proc/}:$comm"
         done
         [ -n "$ds_found" ] && [ "$ds_tries" -lt 50 ] || break
         ds_tries=$((ds_tries + 1))
