@@ -93,9 +93,10 @@ pub enum Command {
     /// their open files and their I/O goes on.
     ///
     /// The running server stops serving without deleting the device, and a new one takes it
-    /// over as `ublk recover` does. No request fails: with QUIESCE (Linux 6.16) the kernel lets
-    /// those in flight finish first; without it the device must have been added with
-    /// `--recovery reissue`, which replays them. Not for RAM disks (their data would be lost).
+    /// over as `ublk recover` does. No request fails: the kernel lets those in flight finish
+    /// first (QUIESCE, Linux 6.16; older kernels are refused); a batch I/O device must have been
+    /// added with `--recovery reissue`, which replays them. Not for RAM disks (their data would
+    /// be lost).
     Restart(RestartArgs),
     /// Show what this kernel's ublk_drv supports, by feature name.
     Features,

@@ -292,6 +292,17 @@ pub enum Error {
         dev_id: u32,
     },
 
+    /// Handing a device over needs QUIESCE_DEV (Linux 6.16): on older kernels a server whose
+    /// queues leave while it keeps running can leave the driver's device lock held for good
+    /// (seen on 6.12), so nothing can act on the device afterwards.
+    #[error(
+        "device {dev_id} cannot be handed over on this kernel: that needs QUIESCE (Linux 6.16);          stop its server instead, or kill it and start a new one with `ublk recover`"
+    )]
+    HandOverNeedsQuiesce {
+        /// The device.
+        dev_id: u32,
+    },
+
     /// Handing a device over would fail the requests its server holds: the kernel lacks
     /// QUIESCE_DEV and the device does not reissue them.
     #[error(

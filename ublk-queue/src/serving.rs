@@ -87,7 +87,9 @@ impl Serving {
     /// If a queue fails instead (an error, or a panic in the target), the device is not lost
     /// with it: a device with user recovery is left to a new server (every queue leaves, the
     /// kernel quiesces the device and its users' I/O waits, as after a crash; see
-    /// [`Device::recover`](crate::Device::recover)), any other is stopped, which fails its I/O,
+    /// [`Device::recover`](crate::Device::recover); before Linux 6.16, which lacks QUIESCE, the
+    /// kernel does that reliably only once this process exits, so there `wait` returns at once
+    /// and the process should exit), any other is stopped, which fails its I/O,
     /// and deleted.
     ///
     /// # Errors
@@ -104,12 +106,15 @@ impl Serving {
             let deleted = self.server.delete(&mut self.queues);
             return joined.and(deleted);
         };
-        let recoverable = self
-            .server
-            .info
-            .features()
-            .contains(Features::USER_RECOVERY);
-        let aftermath = if recoverable {
+        let features = self.server.info.features();
+        let recoverable = features.contains(Features::USER_RECOVERY);
+        let aftermath = if recoverable && !features.contains(Features::QUIESCE) {
+            // Before Linux 6.16 the driver notices a departed server reliably only when its
+            // process exits: queues that leave while the process runs on can leave the device
+            // lock held for good (seen on 6.12). The caller exits with this error, and the
+            // kernel quiesces the device then. The other queues serve on until it does.
+            Ok(())
+        } else if recoverable {
             self.leave_for_recovery()
         } else {
             self.server.shutdown(&mut self.queues)
@@ -238,16 +243,19 @@ impl DeviceHandle {
     /// I/O waiting, and [`Device::recover`](crate::Device::recover) in a new process makes it
     /// LIVE again.
     ///
-    /// With QUIESCE (Linux 6.16, asked for with user recovery when the kernel has it) the
+    /// It needs QUIESCE (Linux 6.16, asked for with user recovery when the kernel has it): the
     /// kernel first lets the requests in flight finish (up to the deadline), so none is lost or
-    /// failed. Without it, or on a batch I/O device (where QUIESCE_DEV would fail new requests
-    /// until the next server is up), the queues leave at once, and the requests they hold are
-    /// reissued to the new server, which needs USER_RECOVERY_REISSUE.
+    /// failed. On a batch I/O device (where QUIESCE_DEV would fail new requests until the next
+    /// server is up) the queues leave at once instead, and the requests they hold are reissued
+    /// to the new server, which needs USER_RECOVERY_REISSUE. Older kernels are refused: there,
+    /// queues that leave while their process runs on can leave the driver's device lock held
+    /// for good (seen on 6.12 under fio), where a process that exits cannot.
     ///
     /// # Errors
     ///
-    /// [`Error::RecoveryNotEnabled`]; [`Error::HandOverUnsafe`] without QUIESCE or reissue; the
-    /// control error of QUIESCE_DEV.
+    /// [`Error::RecoveryNotEnabled`]; [`Error::HandOverNeedsQuiesce`] without QUIESCE;
+    /// [`Error::HandOverUnsafe`] for a batch device without reissue; the control error of
+    /// QUIESCE_DEV.
     pub fn hand_over(&self) -> Result<()> {
         if !self.features.contains(Features::USER_RECOVERY) {
             return Err(Error::RecoveryNotEnabled {
@@ -261,6 +269,11 @@ impl DeviceHandle {
         if self.features.contains(Features::QUIESCE) && !batch {
             self.ctrl.start_hand_over();
             return self.ctrl.quiesce(self.dev_id, self.timeout);
+        }
+        if !self.features.contains(Features::QUIESCE) {
+            return Err(Error::HandOverNeedsQuiesce {
+                dev_id: self.dev_id,
+            });
         }
         if !self.features.contains(Features::USER_RECOVERY_REISSUE) {
             return Err(Error::HandOverUnsafe {

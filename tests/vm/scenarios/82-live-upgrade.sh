@@ -1,10 +1,10 @@
 #!/bin/sh
 # 82-live-upgrade: `ublk restart` hands a live device to a new server while fio writes and
 # verifies: no I/O fails, nothing is lost, the old server is gone and a new one serves.
-#  - a loop device with `--recovery`: on Linux 6.16+ (QUIESCE) the kernel drains what is in
-#    flight first; older kernels refuse naming QUIESCE (Linux 6.16);
-#  - a loop device with `--recovery reissue`: works on every kernel (what is in flight is
-#    replayed to the new server).
+#  - a loop device with `--recovery` and with `--recovery reissue`: on Linux 6.16+ (QUIESCE)
+#    the kernel drains what is in flight first; older kernels refuse both naming QUIESCE
+#    (Linux 6.16): on 6.12 queues that left while their server ran on could leave the driver's
+#    device lock held for good (this scenario hung there).
 #  - a RAM disk: refused (its data would be lost).
 set -eu
 
@@ -33,15 +33,18 @@ upgrade() {
     echo "$N: ok: $1: restarted under fio write+verify (server $old -> $new), 0 errors"
 }
 
-upgrade "--recovery reissue"
 if linux_at_least 6.16; then
+    upgrade "--recovery reissue"
     upgrade "--recovery"
 else
-    rm -f "$IMG"
-    add_dev dev loop --file "$IMG" --size 64M --recovery
-    refused "restart without QUIESCE" "QUIESCE (Linux 6.16)" timeout 60 ublk restart "$dev_id"
-    [ "$(field "$dev_id" state)" = LIVE ] || fail "the refused restart touched the device"
-    del_dev dev
+    for recovery in "--recovery" "--recovery reissue"; do
+        rm -f "$IMG"
+        # shellcheck disable=SC2086 # recovery is two words.
+        add_dev dev loop --file "$IMG" --size 64M $recovery
+        refused "restart without QUIESCE ($recovery)" "QUIESCE (Linux 6.16)" timeout 60 ublk restart "$dev_id"
+        [ "$(field "$dev_id" state)" = LIVE ] || fail "the refused restart touched the device"
+        del_dev dev
+    done
 fi
 add_dev dev mem --size 16M --recovery reissue
 refused "restart of a RAM disk" "would be lost" timeout 60 ublk restart "$dev_id"
