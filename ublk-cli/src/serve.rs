@@ -15,6 +15,7 @@ use std::sync::Mutex;
 
 use ublk_queue::{DeviceHandle, Serving};
 use ublk_targets::BackingIdentity;
+use ublk_uapi::Features;
 
 use crate::backend::Resizer;
 use crate::cli::ServeArgs;
@@ -128,6 +129,10 @@ impl Foreground {
                 "cannot write the device record under {}: {e}",
                 self.record_dir.display()
             );
+        }
+        let features = serving.info().features();
+        if features.contains(Features::USER_RECOVERY) && !features.contains(Features::QUIESCE) {
+            crash_on_queue_panic(id);
         }
         let handle = serving.handle();
         let size = serving.params().basic.dev_sectors << 9;
@@ -277,4 +282,27 @@ fn report<T, E: Into<CliError>>(
         }
         e
     })
+}
+
+/// Makes a panic on a queue thread end the server at once, as a crash would (SIGABRT), once
+/// the panic has been printed: before Linux 6.16 (no QUIESCE) the driver reliably leaves a
+/// recoverable device for `ublk recover` when its server's process dies, but queues that
+/// leave while the process runs on could leave the device's lock held for good (seen on 6.12
+/// under fio, scenario 76). The record stays, so `ublk recover` takes the device over.
+fn crash_on_queue_panic(id: u32) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        let queue = std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("ublk-q"));
+        if queue {
+            log::error!(
+                "device {id}: a queue thread panicked; the server ends now, as a crash would, \
+                 and the device is left for a new server: recover it (`ublk recover {id}`) or \
+                 delete it"
+            );
+            std::process::abort();
+        }
+    }));
 }
