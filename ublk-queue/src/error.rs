@@ -296,7 +296,9 @@ pub enum Error {
     /// queues leave while it keeps running can leave the driver's device lock held for good
     /// (seen on 6.12), so nothing can act on the device afterwards.
     #[error(
-        "device {dev_id} cannot be handed over on this kernel: that needs QUIESCE (Linux 6.16);          stop its server instead, or kill it and start a new one with `ublk recover`"
+        "device {dev_id} cannot be handed over: that needs QUIESCE (Linux 6.16), which `ublk add` \
+         asks for where the kernel has it; stop its server instead, or kill it and start a new \
+         one with `ublk recover`"
     )]
     HandOverNeedsQuiesce {
         /// The device.

@@ -108,7 +108,8 @@ impl Serving {
         };
         let features = self.server.info.features();
         let recoverable = features.contains(Features::USER_RECOVERY);
-        let aftermath = if recoverable && !features.contains(Features::QUIESCE) {
+        let old_kernel = !features.intersects(Features::QUIESCE | Features::BATCH_IO);
+        let aftermath = if recoverable && old_kernel {
             // Before Linux 6.16 the driver notices a departed server reliably only when its
             // process exits: queues that leave while the process runs on can leave the device
             // lock held for good (seen on 6.12). The caller exits with this error, and the
@@ -270,7 +271,8 @@ impl DeviceHandle {
             self.ctrl.start_hand_over();
             return self.ctrl.quiesce(self.dev_id, self.timeout);
         }
-        if !self.features.contains(Features::QUIESCE) {
+        // A batch device's kernel (7.0+) has QUIESCE whether the device asked for it or not.
+        if !self.features.contains(Features::QUIESCE) && !batch {
             return Err(Error::HandOverNeedsQuiesce {
                 dev_id: self.dev_id,
             });
