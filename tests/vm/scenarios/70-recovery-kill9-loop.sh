@@ -23,7 +23,7 @@ trap cleanup EXIT
 IMG=/tmp/r70.img
 SIZE_MB=256
 # ROUNDS kills (2 in vm-e2e) under block sizes BSRANGE: the soak of issue 13 is
-#   cargo xtask vm-run -- env ROUNDS=10 BSRANGE=4k-256k sh /xtask/scenarios/70-recovery-kill9-loop.sh
+#   cargo xtask vm-run -- env ROUNDS=10 BSRANGE=4k-8k sh /xtask/scenarios/70-recovery-kill9-loop.sh
 ROUNDS=${ROUNDS:-2}
 BSRANGE=${BSRANGE:-4k-4k}
 JOB="--name=r70 --rw=randwrite --bsrange=$BSRANGE --size=128M --verify=crc32c --verify_fatal=1 --randrepeat=1"
