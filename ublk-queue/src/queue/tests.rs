@@ -221,12 +221,18 @@ fn an_owned_completion_never_pushed_is_a_stray() {
     );
 }
 
-#[test]
-fn a_leaving_queue_cancels_owned_sqes_before_dropping_the_target() {
+/// A relay target whose start arms a 60 s timer of its own, and the flag its drop sets.
+fn timed_relay() -> (Relay, Arc<AtomicBool>) {
     let dropped = Arc::new(AtomicBool::new(false));
     let mut target = Relay::default();
     target.dropped = Some(Arc::clone(&dropped));
     target.timer = Some(Box::new(Timespec::from(Duration::from_secs(60))));
+    (target, dropped)
+}
+
+#[test]
+fn a_leaving_queue_cancels_owned_sqes_before_dropping_the_target() {
+    let (target, dropped) = timed_relay();
     let mut q = queue(target);
     let wake = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).expect("eventfd");
     q.fetch_all(&wake).expect("start the target, fetch");
@@ -245,10 +251,7 @@ fn a_leaving_queue_cancels_owned_sqes_before_dropping_the_target() {
 
 #[test]
 fn a_queue_that_is_over_waits_for_held_requests_and_cancels_owned_sqes() {
-    let dropped = Arc::new(AtomicBool::new(false));
-    let mut target = Relay::default();
-    target.dropped = Some(Arc::clone(&dropped));
-    target.timer = Some(Box::new(Timespec::from(Duration::from_secs(60))));
+    let (target, dropped) = timed_relay();
     let mut q = queue(target);
     let wake = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).expect("eventfd");
     q.fetch_all(&wake).expect("start the target, fetch");
