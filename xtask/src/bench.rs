@@ -408,6 +408,11 @@ impl Progress {
             return;
         };
         for line in console[from..end].lines() {
+            // A server's own figures (`bench: server ...`, inside its log block) go to the
+            // report, not to the progress lines.
+            if line.starts_with("bench: server ") {
+                continue;
+            }
             if line.starts_with("bench: ") {
                 eprintln!("[xtask] guest {}", line.trim_end());
                 continue;
