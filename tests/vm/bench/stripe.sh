@@ -1,7 +1,7 @@
 # Stripe bandwidth: ublk stripe over two null_blk devices against one of them alone and against
-# the kernel's md RAID-0 (mdadm --level=0) over the same two; 128K sequential reads at QD16, runs
-# interleaved. Each null_blk is capped at $MBPS MB/s (configfs `mbps`), so a store has a
-# bandwidth of its own, as a disk does, and striping over two can double it; without a cap
+# the kernel's md RAID-0 (mdadm --build --level=0) over the same two; 128K sequential reads at
+# QD16, runs interleaved. Each null_blk is capped at $MBPS MB/s (configfs `mbps`), so a store has
+# a bandwidth of its own, as a disk does, and striping over two can double it; without a cap
 # null_blk is bound by the (emulated) CPU, not by its bandwidth. Prints a RESULT line per run
 # and a SUMMARY of the medians: stripe / one store (goal 1.8x) and stripe / md (goal 0.9x).
 # Run: cargo xtask bench --script tests/vm/bench/stripe.sh   (lib.sh is sourced first)
@@ -48,7 +48,11 @@ for rep in $(seq "$RUNS"); do
     fi
 
     if [ -n "$have_md" ]; then
-        if yes | mdadm --create /dev/md0 --run --level=0 --raid-devices=2 --chunk="$CHUNK_KB" \
+        # --build: an array without superblocks. `mdadm --create` writes one to each member and the
+        # kernel reads it back when the member is added, which a null_blk without memory
+        # (memory_backed=0 discards writes, reads zeros) cannot give: RUN_ARRAY then fails with
+        # "Possibly your kernel doesn't support RAID0 layouts".
+        if mdadm --build /dev/md0 --level=0 --raid-devices=2 --chunk="$CHUNK_KB" \
             "$N1" "$N2" > "$B/md.log" 2>&1; then
             tune /dev/md0
             v=$(fiorun /dev/md0)
