@@ -4,13 +4,14 @@
 
 mod common;
 
-use std::io::IoSlice;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use common::{AlignedBuf, assert_same, open_direct, pattern, read_exact, report, write_all};
+use common::{
+    AlignedBuf, assert_same, open_direct, pattern, random_round_trip, read_exact, report, write_all,
+};
 use rustix::fs::{FallocateFlags, Mode, OFlags};
-use rustix::io::{Errno, ReadWriteFlags};
+use rustix::io::Errno;
 use ublk_queue::{DeviceBuilder, Serving, Warning};
 use ublk_targets::{BackingIo, BackingKind, Inline, Loop, LoopBuilder};
 
@@ -50,18 +51,6 @@ fn serve(backing: Loop, queues: u16) -> Serving {
     dev
 }
 
-/// A small deterministic generator, so a failure reproduces.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn blocks(path: &Path) -> u64 {
     std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(path).expect("stat"))
 }
@@ -92,39 +81,13 @@ fn round_trip(name: &str, buffered: bool, queues: u16, io: BackingIo) {
     let bs = u64::from(backing.block_size());
     let dev = serve(backing, queues);
     let fd = open_direct(&dev.block_path());
-    let mut want = vec![0u8; size as usize];
-    let mut buf = AlignedBuf::new(1 << 20);
-    for offset in (0..size).step_by(1 << 20) {
-        pattern(1, offset, &mut buf);
-        write_all(&fd, &buf, offset);
-        want[offset as usize..][..1 << 20].copy_from_slice(&buf);
-    }
-    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ u64::from(queues));
-    for i in 0..400u64 {
-        let len = (512u64 << (rng.next() % 12)).max(bs);
-        let offset = (rng.next() % (size - len)) / bs * bs;
-        let chunk = &mut buf[..len as usize];
-        pattern(100 + i, offset, chunk);
-        if i % 5 == 0 {
-            let n =
-                rustix::io::pwritev2(&fd, &[IoSlice::new(chunk)], offset, ReadWriteFlags::DSYNC)
-                    .expect("pwritev2 RWF_DSYNC (FUA)");
-            assert_eq!(n, len as usize);
-        } else {
-            write_all(&fd, chunk, offset);
-        }
-        want[offset as usize..][..len as usize].copy_from_slice(chunk);
-    }
-    rustix::fs::fsync(&fd).expect("fsync (FLUSH)");
-    for offset in (0..size).step_by(1 << 20) {
-        read_exact(&fd, &mut buf, offset);
-        assert_same(
-            &buf,
-            &want[offset as usize..][..1 << 20],
-            offset,
-            "device read-back",
-        );
-    }
+    let want = random_round_trip(
+        &fd,
+        size,
+        bs,
+        0x9e37_79b9_7f4a_7c15 ^ u64::from(queues),
+        400,
+    );
     drop(fd);
     let (enters, requests) = dev
         .stats()

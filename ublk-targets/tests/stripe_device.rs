@@ -5,12 +5,12 @@
 
 mod common;
 
-use std::io::IoSlice;
 use std::path::PathBuf;
 
-use common::{AlignedBuf, assert_same, open_direct, pattern, read_exact, report, write_all};
+use common::{
+    AlignedBuf, assert_same, open_direct, pattern, random_round_trip, read_exact, report, write_all,
+};
 use rustix::fs::FallocateFlags;
-use rustix::io::ReadWriteFlags;
 use ublk_queue::{DeviceBuilder, Serving, Warning};
 use ublk_targets::{Stripe, StripeBuilder};
 
@@ -61,18 +61,6 @@ fn serve(stripe: Stripe, queues: u16) -> Serving {
     dev
 }
 
-/// A small deterministic generator, so a failure reproduces.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// Each store's expected contents: device byte `d` goes to store `(d / chunk) % n` at
 /// `(d / chunk / n) * chunk + d % chunk`, computed here without the library's layout.
 fn split(device: &[u8], chunk: usize, stores: usize) -> Vec<Vec<u8>> {
@@ -100,39 +88,13 @@ fn round_trip(name: &str, queues: u16) {
     let bs = u64::from(stripe.block_size());
     let dev = serve(stripe, queues);
     let fd = open_direct(&dev.block_path());
-    let mut want = vec![0u8; size as usize];
-    let mut buf = AlignedBuf::new(1 << 20);
-    for offset in (0..size).step_by(1 << 20) {
-        pattern(1, offset, &mut buf);
-        write_all(&fd, &buf, offset);
-        want[offset as usize..][..1 << 20].copy_from_slice(&buf);
-    }
-    let mut rng = XorShift(0x2545_f491_4f6c_dd1d ^ u64::from(queues));
-    for i in 0..300u64 {
-        let len = (512u64 << (rng.next() % 12)).max(bs);
-        let offset = (rng.next() % (size - len)) / bs * bs;
-        let piece = &mut buf[..len as usize];
-        pattern(100 + i, offset, piece);
-        if i % 5 == 0 {
-            let n =
-                rustix::io::pwritev2(&fd, &[IoSlice::new(piece)], offset, ReadWriteFlags::DSYNC)
-                    .expect("pwritev2 RWF_DSYNC (FUA)");
-            assert_eq!(n, len as usize);
-        } else {
-            write_all(&fd, piece, offset);
-        }
-        want[offset as usize..][..len as usize].copy_from_slice(piece);
-    }
-    rustix::fs::fsync(&fd).expect("fsync (FLUSH)");
-    for offset in (0..size).step_by(1 << 20) {
-        read_exact(&fd, &mut buf, offset);
-        assert_same(
-            &buf,
-            &want[offset as usize..][..1 << 20],
-            offset,
-            "device read-back",
-        );
-    }
+    let want = random_round_trip(
+        &fd,
+        size,
+        bs,
+        0x2545_f491_4f6c_dd1d ^ u64::from(queues),
+        300,
+    );
     drop(fd);
     let requests: u64 = dev.stats().iter().map(|s| s.requests()).sum();
     report(&format!("stripe {name}: {requests} requests"));

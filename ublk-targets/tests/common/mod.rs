@@ -5,12 +5,13 @@
 pub mod fake_nbd;
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::io::IoSlice;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use rustix::fs::{Mode, OFlags};
-use rustix::io::Errno;
+use rustix::io::{Errno, ReadWriteFlags};
 
 /// A zeroed buffer aligned for O_DIRECT (4096 covers every logical block size).
 pub struct AlignedBuf {
@@ -109,6 +110,58 @@ pub fn assert_same(got: &[u8], want: &[u8], base: u64, what: &str) {
             want[i]
         );
     }
+}
+
+/// A small deterministic generator, so a failure reproduces.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Writes the whole device (`size` bytes, blocks of `bs`) in 1 MiB requests, then `writes`
+/// writes of 512 B to 1 MiB at random block-aligned offsets (every fifth with FUA), flushes,
+/// reads everything back through the device and compares. Returns what the device holds, for
+/// the caller to check its backing stores against.
+pub fn random_round_trip(fd: &OwnedFd, size: u64, bs: u64, seed: u64, writes: u64) -> Vec<u8> {
+    let mut want = vec![0u8; size as usize];
+    let mut buf = AlignedBuf::new(1 << 20);
+    for offset in (0..size).step_by(1 << 20) {
+        pattern(1, offset, &mut buf);
+        write_all(fd, &buf, offset);
+        want[offset as usize..][..1 << 20].copy_from_slice(&buf);
+    }
+    let mut rng = XorShift(seed);
+    for i in 0..writes {
+        let len = (512u64 << (rng.next() % 12)).max(bs);
+        let offset = (rng.next() % (size - len)) / bs * bs;
+        let piece = &mut buf[..len as usize];
+        pattern(100 + i, offset, piece);
+        if i % 5 == 0 {
+            let n = rustix::io::pwritev2(fd, &[IoSlice::new(piece)], offset, ReadWriteFlags::DSYNC)
+                .expect("pwritev2 RWF_DSYNC (FUA)");
+            assert_eq!(n, len as usize);
+        } else {
+            write_all(fd, piece, offset);
+        }
+        want[offset as usize..][..len as usize].copy_from_slice(piece);
+    }
+    rustix::fs::fsync(fd).expect("fsync (FLUSH)");
+    for offset in (0..size).step_by(1 << 20) {
+        read_exact(fd, &mut buf, offset);
+        assert_same(
+            &buf,
+            &want[offset as usize..][..1 << 20],
+            offset,
+            "device read-back",
+        );
+    }
+    want
 }
 
 /// Entries in /proc/self/fd.
