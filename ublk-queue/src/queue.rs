@@ -103,11 +103,14 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
     pub(crate) fn run(&mut self, mut publish: impl FnMut(Counts)) -> Result<()> {
         while !self.finished() {
             self.commands.flush(&mut self.submitter)?;
+            // Answers to the mode's own commands are not requests: neither waited for nor
+            // counted as part of a batch.
+            let answers = self.commands.answers_due();
             if !self.poll()? {
-                self.sleep()?;
+                self.sleep(answers)?;
             }
             let got = self.reap()?;
-            self.gather.record(got);
+            self.gather.record(got.saturating_sub(answers));
             self.recorder.batch(got);
             publish(Counts {
                 enters: self.submitter.enters,
@@ -134,11 +137,14 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
         }
     }
 
-    /// Submits what is queued and sleeps until the batch target is met (see [`crate::batch`]).
-    fn sleep(&mut self) -> Result<()> {
+    /// Submits what is queued and sleeps until the batch target is met (see [`crate::batch`]),
+    /// on top of `answers` completions of the mode's own commands ([`Commands::answers_due`]).
+    fn sleep(&mut self, answers: u32) -> Result<()> {
         match self.gather.target() {
-            1 => self.submitter.submit_and_wait(1)?,
-            want => self.submitter.submit_and_gather(want, self.gather.wait())?,
+            1 => self.submitter.submit_and_wait(1 + answers)?,
+            want => self
+                .submitter
+                .submit_and_gather(want + answers, self.gather.wait())?,
         }
         Ok(())
     }

@@ -528,6 +528,15 @@ impl Commands for Batch {
         self.open.is_empty() && self.prep.is_none() && self.sent.iter().all(Option::is_none)
     }
 
+    fn answers_due(&self) -> u32 {
+        // Only while a fetch is armed: a queue that is over waits for the answers themselves.
+        if self.over || !self.fetches.iter().any(|f| f.state == FetchState::Armed) {
+            return 0;
+        }
+        let sent = self.sent.iter().filter(|b| b.is_some()).count();
+        (sent + usize::from(self.prep.is_some())) as u32
+    }
+
     fn quiet(&self) -> bool {
         self.idle() && self.fetches.iter().all(|f| f.state != FetchState::Armed)
     }

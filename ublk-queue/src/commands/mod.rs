@@ -105,6 +105,15 @@ pub(crate) trait Commands {
         true
     }
 
+    /// Completions still to come for commands of the mode that carry no request, while new
+    /// requests can still come (0 otherwise). A queue thread that sleeps until the next request
+    /// waits for these on top: batch commits are answered at once, and without counting them
+    /// every round at low depth would enter the kernel twice, once for the commit's answer and
+    /// once more for the next request.
+    fn answers_due(&self) -> u32 {
+        0
+    }
+
     /// Whether none of the mode's own commands is with the kernel any more (per-tag commands
     /// are the tags' and end with them: false).
     fn quiet(&self) -> bool {

@@ -319,3 +319,51 @@ fn after_a_completion_the_kernel_could_not_post_the_ring_entry_says_where_tags_c
     assert_eq!(batch.fetches[1].offset, 0);
     assert_eq!(batch.fetches[1].state, FetchState::Armed);
 }
+
+#[test]
+fn a_sleeping_thread_waits_for_commit_answers_on_top_only_while_fetches_are_armed() {
+    let (mut batch, mut ring) = setup(BatchFlags::HAS_BUF_ADDR);
+    assert_eq!(batch.answers_due(), 0, "no fetch armed yet");
+    batch
+        .fetch_all(&mut ring, &FakeBuffers, &[0, 1])
+        .expect("prep");
+    assert_eq!(batch.answers_due(), 1, "the PREP's answer");
+    let mut fetched = Vec::new();
+    batch
+        .completed(&cqe(PREP, 0, CqeFlags::empty()), &mut ring, &mut fetched)
+        .expect("prepared");
+    assert_eq!(batch.answers_due(), 0);
+    batch
+        .commit(&mut ring, &FakeBuffers, 1, 4096)
+        .expect("commit");
+    assert_eq!(batch.answers_due(), 0, "gathered, not sent");
+    batch.flush(&mut ring).expect("flush");
+    assert_eq!(batch.answers_due(), 1, "one commit with the kernel");
+    let elem = i32::from(BatchFlags::HAS_BUF_ADDR.elem_bytes());
+    batch
+        .completed(
+            &cqe(COMMIT, elem, CqeFlags::empty()),
+            &mut ring,
+            &mut fetched,
+        )
+        .expect("committed");
+    assert_eq!(batch.answers_due(), 0);
+
+    // Once the device is going, nothing more will come: the answers are what the thread waits
+    // for, not something on top.
+    batch
+        .commit(&mut ring, &FakeBuffers, 0, 4096)
+        .expect("commit");
+    batch.flush(&mut ring).expect("flush");
+    for slot in 0..2u16 {
+        batch
+            .completed(
+                &cqe(FETCH | slot, ABORT, CqeFlags::empty()),
+                &mut ring,
+                &mut fetched,
+            )
+            .expect("aborted");
+    }
+    assert!(!batch.idle(), "the commit is still with the kernel");
+    assert_eq!(batch.answers_due(), 0);
+}
