@@ -10,9 +10,11 @@ use ublk_uapi::{Features, KernelVersion};
 #[non_exhaustive]
 pub enum BufferMode {
     /// The best mode the kernel and the target allow: automatic registration, else zero copy
-    /// for targets that keep no data in memory ([`Target::needs_memory`]), else copy.
+    /// for targets that keep no data in memory ([`Target::needs_memory`]) and are no faster
+    /// with it there ([`Target::prefers_memory`]), else copy.
     ///
     /// [`Target::needs_memory`]: crate::Target::needs_memory
+    /// [`Target::prefers_memory`]: crate::Target::prefers_memory
     #[default]
     Auto,
     /// The kernel copies each request's data to and from a buffer per tag in server memory.

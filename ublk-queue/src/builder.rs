@@ -60,6 +60,8 @@ pub struct DeviceBuilder {
     desc_size: u16,
     /// The target needs request data in server memory (`Target::needs_memory`).
     data_in_memory: bool,
+    /// The target is faster with request data in server memory (`Target::prefers_memory`).
+    memory_preferred: bool,
     /// Several threads may serve one queue of the target (`Target::per_io_daemons`).
     per_io_daemons: bool,
     timeout: Duration,
@@ -92,6 +94,7 @@ impl DeviceBuilder {
             command_mode: CommandMode::Auto,
             desc_size: 0,
             data_in_memory: true,
+            memory_preferred: false,
             per_io_daemons: true,
             timeout: ublk_ctrl::DEFAULT_TIMEOUT,
         }
@@ -198,14 +201,22 @@ impl DeviceBuilder {
     }
 
     /// Takes from `target` what the device must know of it: whether it needs request data in
-    /// server memory ([`Target::needs_memory`]), which rules out the zero-copy modes, and
+    /// server memory ([`Target::needs_memory`]), which rules out the zero-copy modes, or
+    /// prefers it there ([`Target::prefers_memory`], which steers [`BufferMode::Auto`]), and
     /// whether several threads may serve one of its queues ([`Target::per_io_daemons`]).
     /// Without this call the builder assumes it needs memory and may share its queues (serving
     /// checks the latter again).
     pub fn for_target<T: Target>(mut self, target: &T) -> Self {
         self.data_in_memory = target.needs_memory();
+        self.memory_preferred = target.prefers_memory();
         self.per_io_daemons = target.per_io_daemons();
         self
+    }
+
+    /// The buffer mode the device gets from a kernel offering `supported`.
+    fn resolved_mode(&self, supported: Features) -> BufferMode {
+        self.buffer_mode
+            .resolve(supported, self.data_in_memory || self.memory_preferred)
     }
 
     /// How queue threads run: pinning, scheduling policy, polling, batching.
@@ -362,7 +373,7 @@ impl DeviceBuilder {
         // Kernels before 6.5 cannot say what they have: they have copy mode and per-tag
         // commands.
         let supported = ctrl.features().unwrap_or(Features::empty());
-        let mode = self.buffer_mode.resolve(supported, self.data_in_memory);
+        let mode = self.resolved_mode(supported);
         let one_thread_per_queue = self.options.threads.is_none_or(|t| t <= self.queues);
         // A batch device hands over to a new server only by reissuing what it held (see
         // `DeviceHandle::hand_over`): a recovery device that does not reissue keeps per-tag

@@ -62,6 +62,17 @@ pub trait Target: Send + Sync + 'static {
         true
     }
 
+    /// Whether the target, though it can do without ([`needs_memory`](Self::needs_memory)
+    /// false), serves faster with request data in server memory: [`BufferMode::Auto`] then picks
+    /// copy mode. False by default. The loop target over a file in memory (tmpfs) says so: it
+    /// copies small requests inline there, which the zero-copy modes rule out, and without that
+    /// every request takes a trip through an io_uring worker thread.
+    ///
+    /// [`BufferMode::Auto`]: crate::BufferMode::Auto
+    fn prefers_memory(&self) -> bool {
+        false
+    }
+
     /// Whether several threads may serve one queue (per-I/O daemons,
     /// [`QueueOptions::threads`](crate::QueueOptions::threads)): each then opens its own
     /// [`Queue`](Self::Queue) with the same [`QueueInfo`] and is handed only the tags dealt to

@@ -4,8 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use ublk_queue::DeviceBuilder;
-use ublk_targets::{BackingKind, BackingWarning, Error, LoopBuilder};
+use ublk_queue::{DeviceBuilder, Target};
+use ublk_targets::{BackingIo, BackingKind, BackingWarning, Error, Inline, LoopBuilder};
 use ublk_uapi::{BasicAttrs, DevInfo};
 
 /// A scratch directory, removed when dropped.
@@ -250,4 +250,21 @@ fn dev_info() -> DevInfo {
         max_io_buf_bytes: 512 << 10,
         ..DevInfo::default()
     }
+}
+
+#[test]
+fn a_loop_that_copies_inline_prefers_request_data_in_memory() {
+    let dir = Scratch::new("prefers");
+    let path = dir.file("disk.img", 1 << 20);
+    for (io, prefers) in [(BackingIo::Async, false), (BackingIo::Inline, true)] {
+        let backing = LoopBuilder::new(&path)
+            .backing_io(io)
+            .open()
+            .expect("opened");
+        assert!(!backing.needs_memory(), "{io:?}: zero copy is allowed");
+        assert_eq!(backing.prefers_memory(), prefers, "{io:?}");
+    }
+    // Auto copies inline only on a file system in memory, and prefers memory exactly then.
+    let auto = LoopBuilder::new(&path).open().expect("opened");
+    assert_eq!(auto.prefers_memory(), auto.inline() != Inline::Never);
 }

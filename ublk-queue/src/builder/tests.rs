@@ -211,6 +211,39 @@ fn a_target_that_keeps_one_thread_per_queue_refuses_more_threads() {
         .expect("a target whose queues may be shared");
 }
 
+#[test]
+fn auto_keeps_data_in_memory_for_a_target_that_prefers_it() {
+    let linux_7 = BufferMode::AutoRegister.features() | BufferMode::UserCopy.features();
+    let auto = |b: DeviceBuilder| b.resolved_mode(linux_7);
+    assert_eq!(
+        auto(valid().for_target(&NoMemory)),
+        BufferMode::AutoRegister
+    );
+    assert_eq!(auto(valid().for_target(&PrefersMemory)), BufferMode::Copy);
+    assert_eq!(auto(valid()), BufferMode::Copy, "needs memory");
+    // A mode asked for by name is what the device gets.
+    let named = valid()
+        .buffer_mode(BufferMode::ZeroCopy)
+        .for_target(&PrefersMemory);
+    assert_eq!(auto(named), BufferMode::ZeroCopy);
+}
+
+/// A target that can do without request data in memory but is faster with it (loop on tmpfs).
+struct PrefersMemory;
+
+impl Target for PrefersMemory {
+    type Queue = NoMemory;
+    fn open_queue(&self, _: &crate::QueueInfo) -> std::io::Result<NoMemory> {
+        Ok(NoMemory)
+    }
+    fn needs_memory(&self) -> bool {
+        false
+    }
+    fn prefers_memory(&self) -> bool {
+        true
+    }
+}
+
 /// A target whose queue state cannot be split among threads.
 struct OneThreadPerQueue;
 

@@ -273,4 +273,12 @@ impl Target for Loop {
     fn needs_memory(&self) -> bool {
         false
     }
+
+    /// While READs and WRITEs may be copied inline ([`Loop::inline`]: a file in memory, unless
+    /// `--backing-io async`): the zero-copy modes rule those copies out, and over tmpfs every
+    /// request then goes through an io_uring worker (Linux 7.3, 4K random at QD64: copy 1.15x
+    /// and 1.19x the kernel loop driver, automatic registration 0.83x and 0.91x).
+    fn prefers_memory(&self) -> bool {
+        self.inline != Inline::Never
+    }
 }
