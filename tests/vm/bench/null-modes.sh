@@ -1,0 +1,62 @@
+# The null target in each buffer mode and command mode this kernel has, against null_blk: 4K
+# random reads and writes at QD64 on one queue, and 4K random reads with 2 jobs on 2 queues (the
+# queue-scaling case). Separates what a mode costs from what a kernel costs: run it on both
+# kernels and compare the ratios. Runs interleaved (REPS rounds), one RESULT line each, then a
+# table of medians with each subject's ratio to null_blk and its io_uring_enter calls per request.
+# Run: cargo xtask bench --debian-kernel newest --script tests/vm/bench/null-modes.sh
+DEPTH=128
+SECS=${SECS:-3}
+REPS=${REPS:-3}
+OUT=$B/null-modes.txt
+: > "$OUT"
+
+linux_at() { # X.Y: whether uname -r is at least X.Y
+    awk -v want="$1" -v have="$(uname -r)" 'BEGIN {
+        split(want, w, "."); split(have, h, "[.-]");
+        exit !(h[1] > w[1] || (h[1] == w[1] && h[2] >= w[2])) }'
+}
+# "buffer-mode/commands" pairs.
+subjects="copy/per-tag"
+linux_at 6.16 && subjects="$subjects auto-register/per-tag"
+linux_at 7.0 && subjects="$subjects copy/batch auto-register/batch"
+
+result() { echo "RESULT $*"; echo "$*" >> "$OUT"; }
+
+for rep in $(seq "$REPS"); do
+    for spec in "randread 1 1" "randwrite 1 1" "randread 2 2"; do
+        set -- $spec
+        case="$1/q$2j$3"
+        fio_args="--rw=$1 --bs=4k --iodepth=64 --numjobs=$3 --group_reporting --ramp_time=1"
+        nullb_up K "$2" || { echo "bench: null_blk failed"; exit 1; }
+        # shellcheck disable=SC2086
+        result "$case null_blk $(fio_json "$K" $fio_args | json_iops) -"
+        nullb_down K
+        for s in $subjects; do
+            ublk_up U "$2" null --buffer-mode "${s%/*}" --commands "${s#*/}" || continue
+            # shellcheck disable=SC2086
+            iops=$(fio_json "$U" $fio_args | json_iops)
+            ublk_stop U
+            result "$case $s $iops $(enters_per_request U)"
+        done
+    done
+done
+
+echo "| case | subject | median IOPS | vs null_blk | enters/request (median) |"
+echo "|---|---|---:|---:|---:|"
+sort "$OUT" | awk '
+    function median(list,   n, a, i, j, t) {
+        n = split(list, a, " ")
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    { key = $1 " " $2; v[key] = v[key] " " $3; e[key] = e[key] " " $4
+      if (!(key in seen)) { seen[key] = 1; order[++k] = key } }
+    END {
+        for (i = 1; i <= k; i++) m[order[i]] = median(v[order[i]])
+        for (i = 1; i <= k; i++) {
+            split(order[i], p, " "); base = p[1] " null_blk"
+            ratio = (p[2] != "null_blk" && m[base] > 0) ? sprintf("%.2fx", m[order[i]] / m[base]) : "-"
+            en = (p[2] != "null_blk") ? sprintf("%.3f", median(e[order[i]])) : "-"
+            printf "| %s | %s | %d | %s | %s |\n", p[1], p[2], m[order[i]], ratio, en
+        }
+    }'
