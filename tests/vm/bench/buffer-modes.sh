@@ -50,12 +50,7 @@ done
 # Medians per case and subject, then each loop mode's ratio to the kernel loop driver.
 echo "| case | subject | median IOPS (or RSS KiB) | vs kernel loop |"
 echo "|---|---|---:|---:|"
-sort "$OUT" | awk '
-    function median(list,   n, a, i, j, t) {
-        n = split(list, a, " ")
-        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-    }
+sort "$OUT" | awk "$AWK_MEDIAN"'
     { key = $1 " " $2; v[key] = v[key] " " $3; if (!(key in seen)) { seen[key] = 1; order[++k] = key } }
     END {
         for (i = 1; i <= k; i++) { split(order[i], p, " "); m[order[i]] = median(v[order[i]]) }

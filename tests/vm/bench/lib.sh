@@ -77,6 +77,14 @@ ublk_down() {
 
 # For the experiment scripts (cargo xtask bench --script):
 
+# AWK_MEDIAN: an awk function for the scripts' tables, median(" v1 v2 ..."): awk "$AWK_MEDIAN"'...'
+AWK_MEDIAN='
+function median(list,   n, a, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}'
+
 # enters_per_request VAR: the io_uring_enter calls per request of VAR's queue threads (the mean
 # over its queues), from the log of a server that has stopped.
 enters_per_request() {

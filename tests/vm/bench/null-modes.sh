@@ -43,12 +43,7 @@ done
 
 echo "| case | subject | median IOPS | vs null_blk | enters/request (median) |"
 echo "|---|---|---:|---:|---:|"
-sort "$OUT" | awk '
-    function median(list,   n, a, i, j, t) {
-        n = split(list, a, " ")
-        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-    }
+sort "$OUT" | awk "$AWK_MEDIAN"'
     { key = $1 " " $2; v[key] = v[key] " " $3; e[key] = e[key] " " $4
       if (!(key in seen)) { seen[key] = 1; order[++k] = key } }
     END {
