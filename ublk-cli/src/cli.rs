@@ -242,7 +242,8 @@ pub enum TargetArgs {
     /// one I/O per chunk, all in flight at once. Stores are used with direct I/O where they
     /// allow it; the logical block size is the largest any store needs unless --block-size asks
     /// for more. FLUSH goes to every store; FUA, DISCARD and WRITE_ZEROES to the stores the
-    /// request covers. Stores must exist: files or block devices (not NBD exports yet).
+    /// request covers. Stores must exist: files or block devices (an NBD export becomes one with
+    /// `ublk add nbd`: name its /dev/ublkbN).
     Stripe {
         /// The chunk size (bytes, or with a K/M/G suffix): a power of two from 4K to 1G.
         #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "SIZE")]

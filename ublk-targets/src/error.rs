@@ -97,6 +97,19 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A stripe store named as a URL (`nbd://...`): a stripe's stores are local files and block
+    /// devices. An NBD export becomes one with the NBD target.
+    #[error(
+        "{}: a stripe's stores are files or block devices, not NBD exports; serve the export as a \
+         block device first (`ublk add nbd --host HOST [--export NAME]` prints its /dev/ublkbN) \
+         and name that",
+        spec.display()
+    )]
+    RemoteStore {
+        /// The store as given.
+        spec: PathBuf,
+    },
+
     /// A stripe was given too few or too many stores.
     #[error(
         "a stripe needs {min} to {max} stores, got {count}{}",
@@ -206,7 +219,9 @@ pub enum Error {
 impl From<Error> for std::io::Error {
     fn from(e: Error) -> Self {
         let kind = match &e {
-            Error::Missing { .. } | Error::StoreMissing { .. } => std::io::ErrorKind::NotFound,
+            Error::Missing { .. } | Error::StoreMissing { .. } | Error::RemoteStore { .. } => {
+                std::io::ErrorKind::NotFound
+            }
             Error::ReadOnly { .. } => std::io::ErrorKind::PermissionDenied,
             Error::Io { errno, .. } => std::io::Error::from(*errno).kind(),
             Error::NbdConnect { .. } => std::io::ErrorKind::ConnectionRefused,

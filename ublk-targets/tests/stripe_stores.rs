@@ -1,7 +1,7 @@
 //! Opening a stripe's stores: what is refused (before any device exists), and the size, block
 //! size and limits the device gets. Runs on the host: no ublk device is made.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ublk_queue::DeviceBuilder;
 use ublk_targets::{BackingKind, Error, StripeBuilder, StripeStore};
@@ -112,6 +112,14 @@ fn bad_stores_and_chunks_are_refused_by_name() {
     assert!(matches!(err, Error::StoreMissing { .. }), "{err:?}");
     assert!(err.to_string().contains("missing"), "{err}");
     assert!(!missing.exists(), "a stripe never creates a store");
+
+    // An NBD export as a store: refused, naming how to make it a block device.
+    let err = StripeBuilder::new()
+        .stores([a.as_path(), Path::new("nbd://10.0.0.2:10809/disk")])
+        .open()
+        .unwrap_err();
+    assert!(matches!(err, Error::RemoteStore { .. }), "{err:?}");
+    assert!(err.to_string().contains("ublk add nbd"), "{err}");
 
     let tiny = dir.file("tiny", 60 << 10);
     let err = StripeBuilder::new().stores([&a, &tiny]).open().unwrap_err();

@@ -113,7 +113,7 @@ impl StripeBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::StoreCount`], [`Error::ChunkSize`], [`Error::StoreMissing`],
+    /// [`Error::StoreCount`], [`Error::ChunkSize`], [`Error::StoreMissing`], [`Error::RemoteStore`],
     /// [`Error::StoreTooSmall`], [`Error::DuplicateStore`], or what opening a store found
     /// ([`Error::NotFileOrBlockDevice`], [`Error::ReadOnly`], [`Error::BlockSize`], a failing
     /// system call).
@@ -234,6 +234,11 @@ pub struct LocalStore {
 
 impl LocalStore {
     fn open(path: &Path, block_size: Option<u32>) -> Result<LocalStore, Error> {
+        if !path.exists() && path.to_string_lossy().contains("://") {
+            return Err(Error::RemoteStore {
+                spec: path.to_owned(),
+            });
+        }
         let backing = open::open(&OpenOptions {
             path: path.to_owned(),
             sizing: Sizing::AsItIs,
