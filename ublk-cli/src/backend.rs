@@ -361,6 +361,17 @@ impl Target for Backend {
         }
     }
 
+    fn prefers_memory(&self) -> bool {
+        match self {
+            Backend::Null(null) => null.prefers_memory(),
+            Backend::Mem(mem) => mem.prefers_memory(),
+            Backend::Loop(backing) => backing.prefers_memory(),
+            Backend::Stripe(stripe) => stripe.prefers_memory(),
+            Backend::Fault(fault) => fault.prefers_memory(),
+            Backend::Nbd(nbd) => nbd.prefers_memory(),
+        }
+    }
+
     fn per_io_daemons(&self) -> bool {
         match self {
             Backend::Null(null) => null.per_io_daemons(),
@@ -449,5 +460,29 @@ impl QueueTarget for BackendQueue {
             BackendQueue::Fault(q) => q.register_buffers(),
             BackendQueue::Nbd(q) => q.register_buffers(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ublk_targets::{BackingIo, LoopBuilder};
+
+    use super::*;
+
+    /// The buffer mode `auto` gives depends on what the target says through the backend: a
+    /// loop that copies inline must reach the builder as preferring memory.
+    #[test]
+    fn the_backend_passes_on_what_its_target_prefers() {
+        let path = std::env::temp_dir().join(format!("ublk-cli-prefers-{}", std::process::id()));
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(1 << 20))
+            .expect("scratch file");
+        for (io, prefers) in [(BackingIo::Inline, true), (BackingIo::Async, false)] {
+            let backing = LoopBuilder::new(&path).backing_io(io).open().expect("loop");
+            let backend = Backend::Loop(backing);
+            assert_eq!(backend.prefers_memory(), prefers, "{io:?}");
+            assert!(!backend.needs_memory());
+        }
+        std::fs::remove_file(&path).ok();
     }
 }
