@@ -485,10 +485,11 @@ pub struct CommonArgs {
     #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub batch_wait_us: Option<u32>,
     /// How request data moves between the kernel and the server: `auto` (the best this kernel
-    /// and the target allow; copy for loop over tmpfs, whose inline copies need it), `copy` (a buffer per tag, the kernel copies), `user-copy` (Linux
-    /// 6.5: the server copies through /dev/ublkcN), `zero-copy` (6.15: the request's pages
-    /// registered for the target's own I/O: loop, stripe and null), `auto-register` (6.16: the
-    /// same, registered by the kernel), `need-get-data` (as copy, buffers only while in use).
+    /// and the target allow; copy for loop over tmpfs, whose inline copies need it), `copy` (a
+    /// buffer per tag, the kernel copies), `user-copy` (Linux 6.5: the server copies through
+    /// /dev/ublkcN), `zero-copy` (6.15: the request's pages registered for the target's own
+    /// I/O: loop, stripe and null), `auto-register` (6.16: the same, registered by the kernel),
+    /// `need-get-data` (as copy, buffers only while in use).
     #[arg(long, value_enum, default_value_t = BufferModeArg::Auto, value_name = "MODE")]
     pub buffer_mode: BufferModeArg,
     /// How the queues fetch requests and commit results: `auto` (batch where the kernel has it

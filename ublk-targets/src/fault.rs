@@ -104,6 +104,10 @@ impl<T: Target> Target for Fault<T> {
         self.inner.needs_memory()
     }
 
+    fn prefers_memory(&self) -> bool {
+        self.inner.prefers_memory()
+    }
+
     fn per_io_daemons(&self) -> bool {
         self.inner.per_io_daemons()
     }

@@ -5,7 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use ublk_queue::{DeviceBuilder, Target};
-use ublk_targets::{BackingIo, BackingKind, BackingWarning, Error, Inline, LoopBuilder};
+use ublk_targets::{
+    BackingIo, BackingKind, BackingWarning, Error, Fault, FaultPlan, Inline, LoopBuilder,
+};
 use ublk_uapi::{BasicAttrs, DevInfo};
 
 /// A scratch directory, removed when dropped.
@@ -263,6 +265,9 @@ fn a_loop_that_copies_inline_prefers_request_data_in_memory() {
             .expect("opened");
         assert!(!backing.needs_memory(), "{io:?}: zero copy is allowed");
         assert_eq!(backing.prefers_memory(), prefers, "{io:?}");
+        // A fault wrapper (`ublk add fault --file`) passes it on.
+        let fault = Fault::new(backing, FaultPlan::default());
+        assert_eq!(fault.prefers_memory(), prefers, "{io:?} under faults");
     }
     // Auto copies inline only on a file system in memory, and prefers memory exactly then.
     let auto = LoopBuilder::new(&path).open().expect("opened");

@@ -113,8 +113,8 @@ impl StripeBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::StoreCount`], [`Error::ChunkSize`], [`Error::StoreMissing`], [`Error::RemoteStore`],
-    /// [`Error::StoreTooSmall`], [`Error::DuplicateStore`], or what opening a store found
+    /// [`Error::StoreCount`], [`Error::ChunkSize`], [`Error::StoreMissing`],
+    /// [`Error::RemoteStore`], [`Error::StoreTooSmall`], [`Error::DuplicateStore`], or what opening a store found
     /// ([`Error::NotFileOrBlockDevice`], [`Error::ReadOnly`], [`Error::BlockSize`], a failing
     /// system call).
     pub fn open(&self) -> Result<Stripe, Error> {
