@@ -16,6 +16,13 @@
 //!   there for a number of rounds that doubles with each short probe (up to 64), so a device
 //!   running at QD1 pays the minimum wait on one round in 65, not on every other one.
 //!
+//! What a batch counts is requests, not completions (`Round` in `queue.rs`): with
+//! batch commands the kernel hands over every request that arrived while the thread slept in
+//! one fetch completion (they wait as one piece of deferred task work, which runs when the
+//! thread wakes), so a target above 1 sleeps the whole minimum wait there and then serves all
+//! that came. Counted as completions, every such round looked short and the target fell back to
+//! 1: batch commands batched no more than the load did by itself.
+//!
 //! A target of 1 is a plain wait: no timer, no added latency. A target whose requests wait on
 //! I/O of their own (loop) turns batching off ([`Target::batching`](crate::Target::batching)):
 //! holding its requests back delays that I/O, which costs more than the batch saves.

@@ -109,9 +109,9 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
             if !self.poll()? {
                 self.sleep(answers)?;
             }
-            let got = self.reap()?;
-            self.gather.record(got.saturating_sub(answers));
-            self.recorder.batch(got);
+            let round = self.reap()?;
+            self.gather.record(round.arrivals);
+            self.recorder.batch(round.completions);
             publish(Counts {
                 enters: self.submitter.enters,
                 requests: self.requests,
@@ -177,20 +177,22 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
             || (self.over && !self.tags.serving_any() && self.commands.idle())
     }
 
-    /// Handles every completion that is ready, including those posted while handling; returns
-    /// how many there were.
-    fn reap(&mut self) -> Result<u32> {
+    /// Handles every completion that is ready, including those posted while handling.
+    fn reap(&mut self) -> Result<Round> {
         let mut cqes = std::mem::take(&mut self.cqes);
-        let mut handled = 0u32;
+        let mut round = Round::default();
         let result = loop {
             cqes.clear();
             cqes.extend(self.submitter.ring.completion());
             if cqes.is_empty() {
-                break Ok(handled);
+                break Ok(round);
             }
             self.recorder.reaped();
-            handled = handled.saturating_add(cqes.len() as u32);
-            if let Err(e) = cqes.iter().try_for_each(|cqe| self.dispatch(cqe)) {
+            round.completions = round.completions.saturating_add(cqes.len() as u32);
+            if let Err(e) = cqes
+                .iter()
+                .try_for_each(|cqe| self.dispatch(cqe, &mut round.arrivals))
+            {
                 break Err(e);
             }
         };
@@ -198,7 +200,8 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
         result
     }
 
-    fn dispatch(&mut self, cqe: &Cqe) -> Result<()> {
+    /// Handles one completion; adds to `arrivals` what it brought (see [`Round::arrivals`]).
+    fn dispatch(&mut self, cqe: &Cqe, arrivals: &mut u32) -> Result<()> {
         match UserData::decode(cqe.user_data()) {
             Some(UserData::Command { .. }) => {
                 let mut fetched = std::mem::take(&mut self.fetched);
@@ -206,6 +209,7 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
                 let report = self
                     .commands
                     .completed(cqe, &mut self.submitter, &mut fetched);
+                *arrivals = arrivals.saturating_add(fetched.len() as u32);
                 let result = fetched
                     .iter()
                     .try_for_each(|&Fetched { tag, res }| self.on_fetched(tag, res));
@@ -216,9 +220,13 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
                 result
             }
             Some(UserData::Target { tag, sub }) if self.tags.contains(tag) => {
+                *arrivals = arrivals.saturating_add(1);
                 self.on_target(tag, sub, cqe)
             }
-            Some(UserData::Owned { key }) => self.on_owned(key, cqe),
+            Some(UserData::Owned { key }) => {
+                *arrivals = arrivals.saturating_add(1);
+                self.on_owned(key, cqe)
+            }
             Some(UserData::Wake) => {
                 self.woken = true;
                 Ok(())
@@ -362,6 +370,18 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
     fn stray(&self, tag: u16) -> Error {
         Error::StrayCompletion { q: self.q_id, tag }
     }
+}
+
+/// What one pass of [`Queue::reap`] handled.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Round {
+    /// Completions reaped.
+    pub completions: u32,
+    /// What the round brought to serve, the measure of a batch ([`crate::batch`]): a request
+    /// per tag a command completion carried, and one per completion of a target SQE. Not the
+    /// completions themselves: a batch fetch carries every request that arrived while the
+    /// thread slept in one completion, and a batch commit's answer carries none.
+    pub arrivals: u32,
 }
 
 /// How long a leaving queue waits for its target's SQEs to be cancelled or to complete.

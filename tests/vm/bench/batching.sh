@@ -1,33 +1,53 @@
-# Request batching at three depths: ublk null with --batch off, 16 x 50 µs (the default),
-# 16 x 100 µs and 32 x 100 µs, against null_blk; 4K random reads, runs interleaved; prints one
-# RESULT line per run with IOPS and the queue thread's io_uring_enter calls per request.
-# Run: cargo xtask bench --script tests/vm/bench/batching.sh   (lib.sh is sourced first)
+# Request batching: ublk null with the default gather window (--batch 16 --batch-wait-us 50),
+# with none (--batch 1), and with longer ones (32 x 200 µs, 64 x 400 µs), against null_blk and
+# per-tag commands, at QD64, QD8 and QD1 (4K random reads, one queue, runs interleaved, REPS
+# rounds). One RESULT line per run, then a table of medians: IOPS, the ratio to the default
+# window in the same boot, and io_uring_enter calls per request. A longer window batches more
+# requests per wake-up (fewer enters) at the cost of holding each one longer.
+# Run: cargo xtask bench --debian-kernel newest --script tests/vm/bench/batching.sh
 DEPTH=128
 SECS=${SECS:-3}
+REPS=${REPS:-3}
+OUT=$B/batching.txt
+: > "$OUT"
+
+result() { echo "RESULT $*"; echo "$*" >> "$OUT"; }
 fiorun() { # dev qd
     fio_json "$1" --rw=randread --bs=4k --iodepth="$2" --ramp_time=1 | json_iops
 }
 one() { # label qd args...
-    label=$1 qd=$2; shift 2
+    label=$1 qd=$2
+    shift 2
     ublk_up U 1 null "$@" || return
     iops=$(fiorun "$U" "$qd")
     ublk_stop U
-    echo "RESULT qd=$qd null-$label iops=$iops enters/io=$(enters_per_request U)"
+    result "qd$qd $label $iops $(enters_per_request U)"
 }
-nullb_up N 1
-for rep in 1 2 3 4 5 6 7; do
-    echo "RESULT qd=64 null_blk iops=$(fiorun "$N" 64)"
-    one off 64 --batch 1
-    one b16w50 64 --batch 16 --batch-wait-us 50
-    one b16w100 64 --batch 16 --batch-wait-us 100
-    one b32w100 64 --batch 32 --batch-wait-us 100
-done
-for rep in 1 2 3; do
-  for qd in 8 1; do
-    echo "RESULT qd=$qd null_blk iops=$(fiorun "$N" $qd)"
-    one off $qd --batch 1
-    one b16w50 $qd --batch 16 --batch-wait-us 50
-    one b16w100 $qd --batch 16 --batch-wait-us 100
-  done
+
+nullb_up N 1 || { echo "bench: null_blk failed"; exit 1; }
+for rep in $(seq "$REPS"); do
+    for qd in 64 8 1; do
+        result "qd$qd null_blk $(fiorun "$N" "$qd") -"
+        one default "$qd"
+        one off "$qd" --batch 1
+        one 32x200us "$qd" --batch 32 --batch-wait-us 200
+        one 64x400us "$qd" --batch 64 --batch-wait-us 400
+        one per-tag "$qd" --commands per-tag
+    done
 done
 nullb_down N
+
+echo "| depth | subject | median IOPS | vs default | enters/request (median) |"
+echo "|---|---|---:|---:|---:|"
+awk "$AWK_MEDIAN"'
+    { key = $1 " " $2; v[key] = v[key] " " $3; e[key] = e[key] " " $4
+      if (!(key in seen)) { seen[key] = 1; order[++k] = key } }
+    END {
+        for (i = 1; i <= k; i++) m[order[i]] = median(v[order[i]])
+        for (i = 1; i <= k; i++) {
+            split(order[i], p, " "); base = p[1] " default"
+            ratio = (m[base] > 0) ? sprintf("%.2fx", m[order[i]] / m[base]) : "-"
+            en = (p[2] != "null_blk") ? sprintf("%.3f", median(e[order[i]])) : "-"
+            printf "| %s | %s | %d | %s | %s |\n", p[1], p[2], m[order[i]], ratio, en
+        }
+    }' "$OUT"

@@ -18,10 +18,12 @@ use crate::commands::{Commands, Fetched, Report};
 use crate::request::Handled;
 use crate::stats::QueueStats;
 
-/// Commits land in a list; fetches and NEED_GET_DATA are never sent.
+/// Commits land in a list; fetches and NEED_GET_DATA are never sent. Each completion of a
+/// command reports the next list of `reports` as new requests (none once they run out).
 #[derive(Debug, Default)]
 struct Recorded {
     commits: Vec<(u16, i32)>,
+    reports: std::collections::VecDeque<Vec<u16>>,
 }
 
 impl Commands for Recorded {
@@ -49,7 +51,17 @@ impl Commands for Recorded {
         Ok(())
     }
 
-    fn completed(&mut self, _: &Cqe, _: &mut Submitter, _: &mut Vec<Fetched>) -> Result<Report> {
+    fn completed(
+        &mut self,
+        _: &Cqe,
+        _: &mut Submitter,
+        fetched: &mut Vec<Fetched>,
+    ) -> Result<Report> {
+        let tags = self.reports.pop_front().unwrap_or_default();
+        fetched.extend(tags.into_iter().map(|tag| Fetched {
+            tag,
+            res: UBLK_IO_RES_OK,
+        }));
         Ok(Report::Tags)
     }
 }
@@ -276,4 +288,56 @@ fn a_queue_that_is_over_waits_for_held_requests_and_cancels_owned_sqes() {
         started.elapsed() < LEAVE_TIMEOUT,
         "the timer was cancelled, not waited out"
     );
+}
+
+/// Completes a NOP carrying `user_data` and reaps it.
+fn reap_one(q: &mut Queue<Relay, CopyMode, Recorded>, user_data: UserData) -> Round {
+    let nop = Nop::new().build().user_data(user_data.encode());
+    // SAFETY: a NOP names no memory.
+    unsafe { q.submitter.push(&nop) }.expect("push");
+    q.submitter
+        .ring
+        .submit_and_wait_timeout(1, Duration::from_secs(5))
+        .expect("the NOP completes");
+    q.reap().expect("reaped")
+}
+
+#[test]
+fn a_round_counts_the_requests_a_command_carried_not_its_completions() {
+    let mut q = queue(Relay::default());
+    // A batch fetch: one completion, two requests (tags 0 and 3, which Relay only holds).
+    q.commands.reports.push_back(vec![0, 3]);
+    let round = reap_one(&mut q, UserData::Command { tag: 0x8000 });
+    assert_eq!(
+        round,
+        Round {
+            completions: 1,
+            arrivals: 2
+        }
+    );
+    assert!(q.tags.serving_any(), "tags 0 and 3 are held");
+    // A batch commit's answer: a completion that brings nothing to serve.
+    let round = reap_one(&mut q, UserData::Command { tag: 0x4000 });
+    assert_eq!(
+        round,
+        Round {
+            completions: 1,
+            arrivals: 0
+        }
+    );
+    // A target SQE's completion is something to serve (tag 2's NOP, which finishes 3 and 2).
+    q.on_fetched(2, UBLK_IO_RES_OK).expect("tag 2 handed over");
+    q.submitter
+        .ring
+        .submit_and_wait_timeout(1, Duration::from_secs(5))
+        .expect("tag 2's NOP completes");
+    let round = q.reap().expect("reaped");
+    assert_eq!(
+        round,
+        Round {
+            completions: 1,
+            arrivals: 1
+        }
+    );
+    assert_eq!(q.commands.commits, [(3, 33), (2, 22)]);
 }
