@@ -11,10 +11,14 @@
 //! ([`ublk_ring::Ring::submit_and_gather`], Linux 6.12; older kernels get a plain timed wait):
 //! once `wait` has passed, any completion ends the wait, so a short batch costs at most `wait`.
 //! The target adapts, as a congestion window does:
-//! - a round that brought at least `target` completions doubles it (up to the limit);
+//! - it leaves 1 only when a plain wait brought more than one request: requests piled up while
+//!   the thread was busy, so there is load to batch. A device at QD1, or one whose requests
+//!   trickle in, never waits for a batch;
+//! - above 1, a round that brought at least `target` requests doubles it (up to the limit);
 //! - a short round (the minimum wait passed first) drops it to what did arrive, and holds it
-//!   there for a number of rounds that doubles with each short probe (up to 64), so a device
-//!   running at QD1 pays the minimum wait on one round in 65, not on every other one.
+//!   there for a number of rounds that doubles with each short round (up to 64; full rounds at
+//!   the limit reset it), so a load that piles up only now and then pays the minimum wait
+//!   seldom.
 //!
 //! What a batch counts is requests, not completions (`Round` in `queue.rs`): with
 //! batch commands the kernel hands over every request that arrived while the thread slept in
@@ -22,6 +26,11 @@
 //! thread wakes), so a target above 1 sleeps the whole minimum wait there and then serves all
 //! that came. Counted as completions, every such round looked short and the target fell back to
 //! 1: batch commands batched no more than the load did by itself.
+//!
+//! So with batch commands a window is a plain sleep, even when requests are already waiting:
+//! the kernel cannot end it early on a count of requests. Batch commands gather by themselves
+//! (a fetch completion brings everything that arrived while the thread was busy), and a device
+//! with batch commands does not wait for batches unless its options choose a window.
 //!
 //! A target of 1 is a plain wait: no timer, no added latency. A target whose requests wait on
 //! I/O of their own (loop) turns batching off ([`Target::batching`](crate::Target::batching)):
@@ -40,6 +49,8 @@
 //! it enters. Polling is off by default.
 
 use std::time::Duration;
+
+use crate::command_mode::CommandMode;
 
 /// The longest a target is held after a short round before probing upwards again, in rounds.
 const MAX_HOLD: u32 = 64;
@@ -87,6 +98,17 @@ impl Default for Batching {
     }
 }
 
+/// The batching a device's queue threads use: the one its options chose (`chosen`), else the
+/// target's, except that with batch commands only a chosen window is used (the
+/// [module](self) says why).
+pub(crate) fn effective(chosen: Option<Batching>, target: Batching, mode: CommandMode) -> Batching {
+    match (chosen, mode) {
+        (Some(chosen), _) => chosen,
+        (None, CommandMode::Batch) => Batching::OFF,
+        (None, _) => target,
+    }
+}
+
 /// The adaptive target of one queue thread.
 #[derive(Debug)]
 pub(crate) struct Gather {
@@ -125,7 +147,11 @@ impl Gather {
 
     /// Takes note of a round that brought `got` completions.
     pub(crate) fn record(&mut self, got: u32) {
-        if got >= self.target {
+        if self.target == 1 && got <= 1 {
+            // A plain wait that brought one request (or none: a wake-up, a timeout): nothing
+            // piles up, nothing to batch.
+            self.hold = self.hold.saturating_sub(1);
+        } else if got >= self.target {
             if self.hold > 0 {
                 self.hold -= 1;
             } else if self.target < self.max {
@@ -151,6 +177,18 @@ mod tests {
     }
 
     #[test]
+    fn batch_commands_wait_for_batches_only_when_asked_to() {
+        let asked = Batching::new(32, Duration::from_micros(200));
+        let target = Batching::default();
+        assert_eq!(effective(None, target, CommandMode::Batch), Batching::OFF);
+        assert_eq!(effective(Some(asked), target, CommandMode::Batch), asked);
+        assert_eq!(effective(None, target, CommandMode::PerTag), target);
+        assert_eq!(effective(Some(asked), target, CommandMode::PerTag), asked);
+        let off = Batching::OFF;
+        assert_eq!(effective(None, off, CommandMode::PerTag), off);
+    }
+
+    #[test]
     fn off_never_waits_for_more_than_one() {
         for policy in [
             Batching::OFF,
@@ -172,7 +210,8 @@ mod tests {
         let mut g = gather(16);
         let mut seen = vec![g.target()];
         for _ in 0..6 {
-            let t = g.target();
+            // From 1, it takes more than one: requests that piled up during a plain wait.
+            let t = g.target().max(2);
             g.record(t);
             seen.push(g.target());
         }
@@ -202,16 +241,29 @@ mod tests {
     }
 
     #[test]
-    fn at_depth_one_probes_back_off_to_one_round_in_max_hold() {
+    fn at_depth_one_it_never_waits_for_a_batch() {
         let mut g = gather(16);
-        // A QD1 load: every round brings exactly one completion.
+        // A QD1 load: every round brings one request, and wake-ups bring none.
+        for round in 0..10_000 {
+            g.record(if round % 7 == 0 { 0 } else { 1 });
+            assert_eq!(g.target(), 1, "round {round}");
+        }
+        assert_eq!(g.backoff, 1, "rounds without a batch are not failed probes");
+    }
+
+    #[test]
+    fn probes_that_come_short_back_off_to_one_round_in_max_hold() {
+        let mut g = gather(16);
+        // Requests pile up in every plain wait, but never fill a batch of 2 in the window.
         let mut probes = 0;
         let rounds = 10_000;
         for _ in 0..rounds {
             if g.target() > 1 {
                 probes += 1;
+                g.record(1);
+            } else {
+                g.record(2);
             }
-            g.record(1);
         }
         // Holds of 1, 2, 4, ... 64 rounds, then one probe per 65 rounds.
         assert!(
