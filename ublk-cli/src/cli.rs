@@ -477,12 +477,11 @@ pub struct CommonArgs {
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub poll_us: u64,
     /// Under load, queue threads gather up to N requests per wake-up, adapting to the load; 1
-    /// serves each as it arrives. Default: 16 with per-tag commands, or 1 for loop (16 with
-    /// --backing-io inline); 1 with batch commands, which gather what arrives by themselves.
+    /// serves each as it arrives. Default: 16, or 1 for loop (16 with --backing-io inline).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub batch: Option<u16>,
     /// The longest a queue thread waits for a batch that does not fill, in microseconds; 0 turns
-    /// batching off. Default 50 (giving it turns batching on for loop and batch commands too).
+    /// batching off. Default 50 (giving it turns batching on for loop too).
     #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub batch_wait_us: Option<u32>,
     /// How request data moves between the kernel and the server: `auto` (the best this kernel

@@ -73,11 +73,7 @@ impl Server {
         let deadline = Instant::now() + self.timeout;
         let threads: Vec<u16> = plan.iter().map(|&(q, _, _)| q).collect();
         let mut queues = QueueSet::open(self.info, self.params, deadline, &threads)?;
-        let batching = crate::batch::effective(
-            self.options.batching,
-            target.batching(),
-            CommandMode::of(self.info.features()),
-        );
+        let batching = self.options.batching.unwrap_or_else(|| target.batching());
         let target = Arc::new(target);
         let cpus = self.queue_cpus(warnings);
         let started = plan

@@ -47,8 +47,7 @@ pub trait Target: Send + Sync + 'static {
     /// How queue threads batch requests for this target unless the device's
     /// [`QueueOptions`](crate::QueueOptions) say otherwise: [`Batching::default`] suits targets
     /// that finish requests at once, [`Batching::OFF`] those whose requests wait on I/O of their
-    /// own (the [`batch`](crate::batch) module says why). A device with batch commands batches
-    /// without waiting unless its options choose a window.
+    /// own (the [`batch`](crate::batch) module says why).
     fn batching(&self) -> Batching {
         Batching::default()
     }
