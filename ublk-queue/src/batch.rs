@@ -7,9 +7,10 @@
 //! submitter is woken per I/O too. Under load, waiting for several requests turns that into one
 //! enter per batch. At low depth, waiting for requests that are not coming only adds latency.
 //!
-//! How: the thread asks the kernel for `target` completions with a minimum wait
-//! ([`ublk_ring::Ring::submit_and_gather`], Linux 6.12; older kernels get a plain timed wait):
-//! once `wait` has passed, any completion ends the wait, so a short batch costs at most `wait`.
+//! How: the thread asks the kernel for `target` completions (a request each, with per-tag
+//! commands) with a minimum wait ([`ublk_ring::Ring::submit_and_gather`], Linux 6.12; older
+//! kernels get a plain timed wait): once `wait` has passed, any completion ends the wait, so a
+//! short batch costs at most `wait`.
 //! The target adapts, as a congestion window does:
 //! - it leaves 1 only when a plain wait brought more than one request: requests piled up while
 //!   the thread was busy, so there is load to batch. A device at QD1, or one whose requests
@@ -133,7 +134,7 @@ impl Gather {
         self.wait
     }
 
-    /// Takes note of a round that brought `got` completions.
+    /// Takes note of a round that brought `got` requests (`Round::arrivals` in `queue.rs`).
     pub(crate) fn record(&mut self, got: u32) {
         if self.target == 1 && got <= 1 {
             // A plain wait that brought one request (or none: a wake-up, a timeout): nothing
