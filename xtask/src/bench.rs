@@ -35,8 +35,9 @@ use plan::{Plan, Timing};
 /// over the loopback (4K random QD64 and 128K reads only). Each case runs each subject
 /// `--runs` times, interleaved. A second short boot times `ublk add null` with 1 and 4 queues.
 ///
-/// Prints a markdown table (median IOPS and latency, spread, ratio to the kernel driver, and
-/// io_uring_enter calls per I/O on the ublk queue threads) and the goals; writes
+/// Prints a markdown table (median IOPS and latency, spread, ratio to the kernel driver,
+/// io_uring_enter calls per I/O on the ublk queue threads, and how many of the guest's CPUs each
+/// case kept busy, which bounds what a second job can add) and the goals; writes
 /// target/bench/{summary.json, chart.svg, results.md, fio/, logs/}. Emulated figures drift by
 /// 20% from boot to boot: compare ratios from one boot, and run it on a quiet machine (the report
 /// says whether other QEMU processes or other CPU load were seen).

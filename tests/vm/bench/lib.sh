@@ -1,7 +1,7 @@
 # Guest side of `cargo xtask bench`: the functions the generated run.sh calls (busybox ash).
 #
 # Every result goes to the console between markers carrying the run's nonce ($NONCE):
-#   === XTASK-BENCH run=N run case=C subject=S rep=R ===   fio's JSON   === XTASK-BENCH run=N run-end status=X ===
+#   === XTASK-BENCH run=N run case=C subject=S rep=R ===   fio's JSON   === XTASK-BENCH run=N run-end status=X cpus=N busy=B ===
 #   === XTASK-BENCH run=N log case=C subject=S ===          a ublk server's log (and its `ublk stats --json`)    === XTASK-BENCH run=N log-end ===
 #   === XTASK-BENCH run=N skip subject=S reason=... ===
 #   === XTASK-BENCH run=N created queues=Q hw_queues=H ===  (then that server's log)
@@ -145,17 +145,35 @@ loop_down() {
     eval "/usr/sbin/losetup -d \$$1"
 }
 
-# run CASE SUBJECT REP DEV FIO-ARGS...: one fio run, its JSON on the console between markers.
+# cpu_times: the guest's "busy idle" clock ticks summed over its CPUs since boot (/proc/stat's
+# first line: busy is user, nice, system, irq, softirq and steal; idle is idle and iowait).
+cpu_times() {
+    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6; exit }' /proc/stat
+}
+
+# cpus_busy BEFORE-BUSY BEFORE-IDLE AFTER-BUSY AFTER-IDLE: how many of the guest's CPUs were busy
+# on average between two cpu_times, to two decimals.
+cpus_busy() {
+    awk -v b0="$1" -v i0="$2" -v b1="$3" -v i1="$4" -v n="$(grep -c '^cpu[0-9]' /proc/stat)" \
+        'BEGIN { t = (b1 - b0) + (i1 - i0); if (t > 0) printf "%.2f", n * (b1 - b0) / t }'
+}
+
+# run CASE SUBJECT REP DEV FIO-ARGS...: one fio run, its JSON on the console between markers; the
+# end marker says how many of the guest's CPUs the run kept busy (all of it: fio, the server,
+# the kernel, nbdkit), which bounds what more jobs or queues can gain on this guest.
 run() {
     case=$1 subject=$2 rep=$3 dev=$4
     shift 4
     mark run case=$case subject=$subject rep=$rep
+    before=$(cpu_times)
     fio --name="$case" --filename="$dev" "$@" --eta=never --output-format=json --output="$B/fio.json" \
         2> "$B/fio.err"
     status=$?
+    # shellcheck disable=SC2086 # two numbers each, split on purpose
+    busy=$(cpus_busy $before $(cpu_times))
     # Leading blanks stripped: the JSON stays valid and the console carries a third less.
     sed 's/^[[:space:]]*//' "$B/fio.json"
-    mark run-end status=$status
+    mark run-end status=$status cpus=$(grep -c '^cpu[0-9]' /proc/stat) busy=${busy:-none}
     [ $status -eq 0 ] || cat "$B/fio.err"
 }
 

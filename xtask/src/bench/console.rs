@@ -27,6 +27,15 @@ pub struct Run {
     pub status: Option<i32>,
     /// fio's JSON output, as printed.
     pub json: String,
+    /// How busy the guest's CPUs were while fio ran (every process and the kernel).
+    pub busy: Option<CpusBusy>,
+}
+
+/// The guest's CPUs kept busy over one run, on average: `busy` of `of`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpusBusy {
+    pub busy: f64,
+    pub of: u32,
 }
 
 /// The stderr of one ublk server, from start to exit.
@@ -230,11 +239,16 @@ pub fn read(console: &str, nonce: &str) -> Report {
                     rep: field(&f, "rep").parse().unwrap_or(0),
                     status: None,
                     json: String::new(),
+                    busy: None,
                 });
             }
             "run-end" => {
                 if let Some(run) = report.runs.last_mut() {
                     run.status = field(&f, "status").parse().ok();
+                    run.busy = match (field(&f, "busy").parse(), field(&f, "cpus").parse()) {
+                        (Ok(busy), Ok(of)) => Some(CpusBusy { busy, of }),
+                        _ => None,
+                    };
                 }
             }
             "log" => {
@@ -295,9 +309,9 @@ mod tests {
             m("run case=rr4k-qd1 subject=ublk-null rep=1"),
             "{\"jobs\":[]".into(),
             "}".into(),
-            m("run-end status=0"),
+            m("run-end status=0 cpus=2 busy=1.87"),
             m("run case=rr4k-qd1 subject=null_blk rep=1"),
-            m("run-end status=1"),
+            m("run-end status=1 cpus=2 busy=none"),
             "fio: error".into(),
             m("log case=rr4k-qd1 subject=ublk-null"),
             "ublk[9]: INFO: device 0 is live at /dev/ublkb0 after 12.5ms".into(),
@@ -327,6 +341,8 @@ mod tests {
         assert_eq!(r.runs[0].json, "{\"jobs\":[]\n}\n");
         assert_eq!((r.runs[0].status, r.runs[1].status), (Some(0), Some(1)));
         assert_eq!(r.runs[1].json, "");
+        assert_eq!(r.runs[0].busy, Some(CpusBusy { busy: 1.87, of: 2 }));
+        assert_eq!(r.runs[1].busy, None, "a run too short to measure");
         assert_eq!(r.runs[2].status, None);
         assert!(!r.done);
         assert_eq!(r.logs.len(), 2);

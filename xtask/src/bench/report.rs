@@ -102,9 +102,9 @@ pub fn markdown(
     if !cells.is_empty() {
         s.push_str(
             "| Case | Subject | IOPS | MiB/s | Latency µs | server P50/P99 µs | IOPS min-max \
-             | vs kernel | enters/I/O | cmds/I/O | server CPU µs/I/O |\n",
+             | vs kernel | enters/I/O | cmds/I/O | server CPU µs/I/O | guest CPUs busy |\n",
         );
-        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     }
     let mut last_case = "";
     for cell in cells {
@@ -117,7 +117,7 @@ pub fn markdown(
         if let Some(why) = &cell.skipped {
             let _ = writeln!(
                 s,
-                "| {case} | {} | skipped: {why} | | | | | | | | |",
+                "| {case} | {} | skipped: {why} | | | | | | | | | |",
                 cell.subject.title()
             );
             continue;
@@ -133,7 +133,7 @@ pub fn markdown(
         };
         let _ = writeln!(
             s,
-            "| {case} | {}{failed} | {} | {} | {} | {} | {} | {vs} | {} | {} | {} |",
+            "| {case} | {}{failed} | {} | {} | {} | {} | {} | {vs} | {} | {} | {} | {} |",
             cell.subject.title(),
             opt(cell.iops(), si),
             opt(cell.bw_mib(), |b| format!("{b:.0}")),
@@ -145,6 +145,8 @@ pub fn markdown(
             opt(cell.enters_per_io(), |e| format!("{e:.3}")),
             opt(cell.cmds_per_io(), |c| format!("{c:.3}")),
             opt(cell.cpu_us_per_io(), |c| format!("{c:.1}")),
+            cell.cpus_busy()
+                .map_or("-".into(), |b| format!("{:.2} of {}", b.busy, b.of)),
         );
     }
     if !creations.is_empty() {
@@ -226,6 +228,9 @@ struct CellJson<'a> {
     ratio: Option<f64>,
     enters_per_io: Option<f64>,
     server_cpu_us_per_io: Option<f64>,
+    /// The guest's CPUs busy during the runs (median), of `guest_cpus`.
+    guest_cpus_busy: Option<f64>,
+    guest_cpus: Option<u32>,
     server_p50_us: Option<f64>,
     server_p99_us: Option<f64>,
     skipped: Option<&'a str>,
@@ -295,6 +300,8 @@ pub fn summary_json(
                 ratio: results::ratio(cells, c),
                 enters_per_io: c.enters_per_io(),
                 server_cpu_us_per_io: c.cpu_us_per_io(),
+                guest_cpus_busy: c.cpus_busy().map(|b| b.busy),
+                guest_cpus: c.cpus_busy().map(|b| b.of),
                 server_p50_us: c.server_latency.map(|l| l.p50_us),
                 server_p99_us: c.server_latency.map(|l| l.p99_us),
                 skipped: c.skipped.as_deref(),
@@ -405,7 +412,7 @@ fn xml(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::console::ServerLatency;
+    use crate::bench::console::{CpusBusy, ServerLatency};
     use crate::bench::plan::{CASES, Subject};
     use crate::bench::results::Sample;
 
@@ -431,6 +438,7 @@ mod tests {
                 iops,
                 lat_us: 50.0,
                 bw_mib: iops * 4.0 / 1024.0,
+                busy: Some(CpusBusy { busy: 1.5, of: 2 }),
             }],
             failed: 0,
             totals: None,
@@ -463,7 +471,7 @@ mod tests {
         let md = markdown(&cells, &[], &goals, &machine(), t, "cargo xtask bench");
         assert!(
             md.contains(
-                "| 4K randread QD1 | ublk null | 20.0k | 78 | 50.0 | 12.2 / 40.0 | 20.0k-20.0k | 0.20x null_blk | - | - | - |"
+                "| 4K randread QD1 | ublk null | 20.0k | 78 | 50.0 | 12.2 / 40.0 | 20.0k-20.0k | 0.20x null_blk | - | - | - | 1.50 of 2 |"
             ),
             "{md}"
         );
@@ -508,6 +516,8 @@ mod tests {
         assert_eq!(rows[0]["baseline"], "null_blk");
         assert_eq!(rows[0]["iops_runs"], serde_json::json!([20000.0]));
         assert_eq!(rows[0]["server_p99_us"], 40.0);
+        assert_eq!(rows[0]["guest_cpus_busy"], 1.5);
+        assert_eq!(rows[0]["guest_cpus"], 2);
         assert!(rows[1]["server_p50_us"].is_null());
         assert!(rows[2]["iops_median"].is_null());
         assert_eq!(rows[2]["skipped"], "ublk loop target not available");
