@@ -275,22 +275,25 @@ pub fn ratio(cells: &[Cell], cell: &Cell) -> Option<f64> {
     Some(cell.iops()? / base.iops()?)
 }
 
-/// What the guest's CPUs leave for scaling `subject` from one job to two (the `rr4k-qd64` and
+/// What the guest's CPUs allowed for scaling `subject` from one job to two (the `rr4k-qd64` and
 /// `rr4k-qd64-2j` cells), phrased for a goal: how many CPUs each kept busy, and the most the
-/// second job could add if a request cost as much CPU time as with one job (all CPUs over what
-/// one job used). A ratio near that ceiling is the guest's limit, not the server's.
+/// second job could add if a request cost as much CPU time as with one job: the CPUs the 2-job
+/// cell kept busy (all of them where it has no figure) over those the 1-job cell did. A ratio
+/// near that is the guest's limit, not the server's.
 fn cpu_room(cells: &[Cell], subject: Subject) -> Option<String> {
     let one = find(cells, "rr4k-qd64", subject)?.cpus_busy()?;
-    let two = find(cells, "rr4k-qd64-2j", subject)
-        .and_then(Cell::cpus_busy)
-        .map_or(String::new(), |b| format!(", {:.2} with 2", b.busy));
+    let two = find(cells, "rr4k-qd64-2j", subject).and_then(Cell::cpus_busy);
+    let (with_two, room) = match two {
+        Some(two) => (format!(", {:.2} with 2", two.busy), two.busy),
+        None => (String::new(), f64::from(one.of)),
+    };
     (one.busy > 0.0).then(|| {
         format!(
-            "; guest CPUs busy: {:.2} of {} with 1 job{two}, so at most {:.2}x at 1 job's CPU \
-             time per request",
+            "; guest CPUs busy: {:.2} of {} with 1 job{with_two}, so at most {:.2}x at 1 job's \
+             CPU time per request",
             one.busy,
             one.of,
-            f64::from(one.of) / one.busy
+            room / one.busy
         )
     })
 }
@@ -581,11 +584,11 @@ mod tests {
             }
         };
         busy(&mut cells, 0, 1.6);
-        busy(&mut cells, 2, 1.95);
+        busy(&mut cells, 2, 1.92);
         assert_eq!(
             super::goals(&cells, &creations)[4].figure,
-            "0.99x (goal 1.6x); null_blk 2.00x; guest CPUs busy: 1.60 of 2 with 1 job, 1.95 \
-             with 2, so at most 1.25x at 1 job's CPU time per request"
+            "0.99x (goal 1.6x); null_blk 2.00x; guest CPUs busy: 1.60 of 2 with 1 job, 1.92 \
+             with 2, so at most 1.20x at 1 job's CPU time per request"
         );
         busy(&mut cells, 2, f64::NAN);
         assert!(
