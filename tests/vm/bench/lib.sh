@@ -9,6 +9,8 @@
 
 B=/tmp/bench
 mkdir -p "$B"
+# The guest's CPU count, for cpus_busy and the run-end marker.
+NCPUS=$(grep -c '^cpu[0-9]' /proc/stat)
 
 mark() { echo "=== XTASK-BENCH run=$NONCE $* ==="; }
 
@@ -154,7 +156,7 @@ cpu_times() {
 # cpus_busy BEFORE-BUSY BEFORE-IDLE AFTER-BUSY AFTER-IDLE: how many of the guest's CPUs were busy
 # on average between two cpu_times, to two decimals.
 cpus_busy() {
-    awk -v b0="$1" -v i0="$2" -v b1="$3" -v i1="$4" -v n="$(grep -c '^cpu[0-9]' /proc/stat)" \
+    awk -v b0="$1" -v i0="$2" -v b1="$3" -v i1="$4" -v n="$NCPUS" \
         'BEGIN { t = (b1 - b0) + (i1 - i0); if (t > 0) printf "%.2f", n * (b1 - b0) / t }'
 }
 
@@ -173,7 +175,7 @@ run() {
     busy=$(cpus_busy $before $(cpu_times))
     # Leading blanks stripped: the JSON stays valid and the console carries a third less.
     sed 's/^[[:space:]]*//' "$B/fio.json"
-    mark run-end status=$status cpus=$(grep -c '^cpu[0-9]' /proc/stat) busy=${busy:-none}
+    mark run-end status=$status cpus=$NCPUS busy=${busy:-none}
     [ $status -eq 0 ] || cat "$B/fio.err"
 }
 
