@@ -11,7 +11,6 @@ REPS=${REPS:-3}
 OUT=$B/batching.txt
 : > "$OUT"
 
-result() { echo "RESULT $*"; echo "$*" >> "$OUT"; }
 fiorun() { # dev qd
     fio_json "$1" --rw=randread --bs=4k --iodepth="$2" --ramp_time=1 | json_iops
 }
@@ -37,17 +36,4 @@ for rep in $(seq "$REPS"); do
 done
 nullb_down N
 
-echo "| depth | subject | median IOPS | vs default | enters/request (median) |"
-echo "|---|---|---:|---:|---:|"
-awk "$AWK_MEDIAN"'
-    { key = $1 " " $2; v[key] = v[key] " " $3; e[key] = e[key] " " $4
-      if (!(key in seen)) { seen[key] = 1; order[++k] = key } }
-    END {
-        for (i = 1; i <= k; i++) m[order[i]] = median(v[order[i]])
-        for (i = 1; i <= k; i++) {
-            split(order[i], p, " "); base = p[1] " default"
-            ratio = (m[base] > 0) ? sprintf("%.2fx", m[order[i]] / m[base]) : "-"
-            en = (p[2] != "null_blk") ? sprintf("%.3f", median(e[order[i]])) : "-"
-            printf "| %s | %s | %d | %s | %s |\n", p[1], p[2], m[order[i]], ratio, en
-        }
-    }' "$OUT"
+median_table depth default default null_blk < "$OUT"

@@ -11,11 +11,6 @@ OUT=$B/modes.txt
 : > "$OUT"
 
 modes="copy need-get-data user-copy"
-linux_at() { # X.Y: whether uname -r is at least X.Y
-    awk -v want="$1" -v have="$(uname -r)" 'BEGIN {
-        split(want, w, "."); split(have, h, "[.-]");
-        exit !(h[1] > w[1] || (h[1] == w[1] && h[2] >= w[2])) }'
-}
 linux_at 6.15 && modes="$modes zero-copy"
 linux_at 6.16 && modes="$modes auto-register"
 
@@ -23,7 +18,6 @@ fiorun() { # dev qd rw bs
     fio_json "$1" --rw="$3" --bs="$4" --iodepth="$2" --ramp_time=1 | json_iops
 }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-result() { echo "RESULT $*"; echo "$*" >> "$OUT"; }
 
 dd if=/dev/zero of=$B/l.img bs=1M count=256 2>/dev/null
 for rep in $(seq "$REPS"); do

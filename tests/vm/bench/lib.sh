@@ -79,6 +79,19 @@ ublk_down() {
 
 # For the experiment scripts (cargo xtask bench --script):
 
+# linux_at X.Y: whether the running kernel (uname -r) is at least X.Y.
+linux_at() {
+    awk -v want="$1" -v have="$(uname -r)" 'BEGIN {
+        split(want, w, "."); split(have, h, "[.-]");
+        exit !(h[1] > w[1] || (h[1] == w[1] && h[2] >= w[2])) }'
+}
+
+# result WORDS...: one result line, on the console (RESULT WORDS) and appended to $OUT.
+result() {
+    echo "RESULT $*"
+    echo "$*" >> "$OUT"
+}
+
 # AWK_MEDIAN: an awk function for the scripts' tables, median(" v1 v2 ..."): awk "$AWK_MEDIAN"'...'
 AWK_MEDIAN='
 function median(list,   n, a, i, j, t) {
@@ -86,6 +99,27 @@ function median(list,   n, a, i, j, t) {
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 }'
+
+# median_table KEY-NAME BASE BASE-NAME YARDSTICK: a table of medians from "KEY SUBJECT IOPS
+# ENTERS" lines on stdin, rows in the order they first appear: each subject's median IOPS, its
+# ratio to BASE's median for the same KEY, and its median io_uring_enter calls per request.
+# YARDSTICK is the kernel's driver: no enters figure, and no ratio where it is the base itself.
+median_table() {
+    echo "| $1 | subject | median IOPS | vs $3 | enters/request (median) |"
+    echo "|---|---|---:|---:|---:|"
+    awk -v base="$2" -v yard="$4" "$AWK_MEDIAN"'
+        { key = $1 " " $2; v[key] = v[key] " " $3; e[key] = e[key] " " $4
+          if (!(key in seen)) { seen[key] = 1; order[++k] = key } }
+        END {
+            for (i = 1; i <= k; i++) m[order[i]] = median(v[order[i]])
+            for (i = 1; i <= k; i++) {
+                split(order[i], p, " "); b = p[1] " " base
+                ratio = (!(p[2] == base && p[2] == yard) && m[b] > 0) ? sprintf("%.2fx", m[order[i]] / m[b]) : "-"
+                en = (p[2] != yard) ? sprintf("%.3f", median(e[order[i]])) : "-"
+                printf "| %s | %s | %d | %s | %s |\n", p[1], p[2], m[order[i]], ratio, en
+            }
+        }'
+}
 
 # enters_per_request VAR: the io_uring_enter calls per request of VAR's queue threads (the mean
 # over its queues), from the log of a server that has stopped.

@@ -12,16 +12,9 @@ PORT=10809
 OUT=$B/nbd-modes.txt
 : > "$OUT"
 
-linux_at() { # X.Y: whether uname -r is at least X.Y
-    awk -v want="$1" -v have="$(uname -r)" 'BEGIN {
-        split(want, w, "."); split(have, h, "[.-]");
-        exit !(h[1] > w[1] || (h[1] == w[1] && h[2] >= w[2])) }'
-}
 # label=ARGS pairs (commas for spaces).
 subjects="per-tag=--commands,per-tag per-tag,no-window=--commands,per-tag,--batch,1"
 linux_at 7.0 && subjects="batch=--commands,batch batch,no-window=--commands,batch,--batch,1 $subjects"
-
-result() { echo "RESULT $*"; echo "$*" >> "$OUT"; }
 
 nbd_server_up "$PORT" 256M || { echo "bench: nbdkit failed"; exit 1; }
 for rep in $(seq "$REPS"); do
@@ -44,17 +37,4 @@ for rep in $(seq "$REPS"); do
     done
 done
 
-echo "| case | subject | median IOPS | vs kernel nbd | enters/request (median) |"
-echo "|---|---|---:|---:|---:|"
-awk "$AWK_MEDIAN"'
-    { key = $1 " " $2; v[key] = v[key] " " $3; e[key] = e[key] " " $4
-      if (!(key in seen)) { seen[key] = 1; order[++k] = key } }
-    END {
-        for (i = 1; i <= k; i++) m[order[i]] = median(v[order[i]])
-        for (i = 1; i <= k; i++) {
-            split(order[i], p, " "); base = p[1] " kernel"
-            ratio = (p[2] != "kernel" && m[base] > 0) ? sprintf("%.2fx", m[order[i]] / m[base]) : "-"
-            en = (p[2] != "kernel") ? sprintf("%.3f", median(e[order[i]])) : "-"
-            printf "| %s | %s | %d | %s | %s |\n", p[1], p[2], m[order[i]], ratio, en
-        }
-    }' "$OUT"
+median_table case kernel "kernel nbd" kernel < "$OUT"

@@ -10,17 +10,10 @@ REPS=${REPS:-3}
 OUT=$B/null-modes.txt
 : > "$OUT"
 
-linux_at() { # X.Y: whether uname -r is at least X.Y
-    awk -v want="$1" -v have="$(uname -r)" 'BEGIN {
-        split(want, w, "."); split(have, h, "[.-]");
-        exit !(h[1] > w[1] || (h[1] == w[1] && h[2] >= w[2])) }'
-}
 # "buffer-mode/commands" pairs.
 subjects="copy/per-tag"
 linux_at 6.16 && subjects="$subjects auto-register/per-tag"
 linux_at 7.0 && subjects="$subjects copy/batch auto-register/batch"
-
-result() { echo "RESULT $*"; echo "$*" >> "$OUT"; }
 
 for rep in $(seq "$REPS"); do
     for spec in "randread 1 1" "randwrite 1 1" "randread 2 2"; do
@@ -41,17 +34,4 @@ for rep in $(seq "$REPS"); do
     done
 done
 
-echo "| case | subject | median IOPS | vs null_blk | enters/request (median) |"
-echo "|---|---|---:|---:|---:|"
-sort "$OUT" | awk "$AWK_MEDIAN"'
-    { key = $1 " " $2; v[key] = v[key] " " $3; e[key] = e[key] " " $4
-      if (!(key in seen)) { seen[key] = 1; order[++k] = key } }
-    END {
-        for (i = 1; i <= k; i++) m[order[i]] = median(v[order[i]])
-        for (i = 1; i <= k; i++) {
-            split(order[i], p, " "); base = p[1] " null_blk"
-            ratio = (p[2] != "null_blk" && m[base] > 0) ? sprintf("%.2fx", m[order[i]] / m[base]) : "-"
-            en = (p[2] != "null_blk") ? sprintf("%.3f", median(e[order[i]])) : "-"
-            printf "| %s | %s | %d | %s | %s |\n", p[1], p[2], m[order[i]], ratio, en
-        }
-    }'
+sort "$OUT" | median_table case null_blk null_blk null_blk

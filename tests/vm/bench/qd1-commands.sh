@@ -33,9 +33,7 @@ for rep in $(seq "$REPS"); do
             # seconds (the ramp's second adds its ticks too, a bias both modes share).
             n=$((iops * SECS))
             [ "$n" -gt 0 ] || n=1
-            line="$rw $rep $mode $iops $(( ($1 - u0) * 10000 / n )) $(( ($2 - s0) * 10000 / n ))"
-            echo "RESULT $line"
-            echo "$line" >> "$OUT"
+            result "$rw $rep $mode $iops $(( ($1 - u0) * 10000 / n )) $(( ($2 - s0) * 10000 / n ))"
         done
     done
 done
