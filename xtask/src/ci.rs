@@ -201,7 +201,9 @@ pub fn run(args: &Args) -> Result<u8> {
         );
     }
     for summary in report.iter().filter_map(|d| d.summary.as_ref()) {
-        println!("ci: {summary}");
+        for line in summary.lines() {
+            println!("ci: {line}");
+        }
     }
     let failed = report.iter().filter(|d| !d.ok).count();
     println!("ci: total {:.1}s", all.elapsed().as_secs_f64());
@@ -324,8 +326,13 @@ fn vm_phase(
         .current_dir(root);
     match command.tee(prefix) {
         Ok(teed) => {
-            let summary = closing_summary(verb, &teed.stdout)
+            let mut summary = closing_summary(verb, &teed.stdout)
                 .unwrap_or_else(|| format!("{verb}: no summary ({})", cmd::describe(teed.status)));
+            // What failed goes beside the counts: CI often keeps only the end of a long log.
+            for line in failures(&teed.stdout) {
+                summary.push_str("\n  ");
+                summary.push_str(line);
+            }
             (teed.status.success(), Some(summary))
         }
         Err(err) => {
@@ -353,6 +360,25 @@ fn closing_summary(verb: &str, stdout: &str) -> Option<String> {
         Some(release) => format!("{verb} ({release}): {counts}"),
         None => format!("{verb}: {counts}"),
     })
+}
+
+/// A VM verb's own `FAIL ...` lines (not its guest's, which are prefixed), each with the
+/// `failed: ...` lines that follow it, once each.
+fn failures(stdout: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let mut in_failure = false;
+    for line in stdout.lines() {
+        let detail = line.trim_start().starts_with("failed: ");
+        if line.starts_with("FAIL ") || (in_failure && detail) {
+            in_failure = true;
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+        } else {
+            in_failure = false;
+        }
+    }
+    lines
 }
 
 /// The UAPI header phase: fetch the header, run the test; `false` with the reason printed.
@@ -487,5 +513,28 @@ mod tests {
             Some("vm-e2e: 3 passed, 0 failed")
         );
         assert_eq!(closing_summary("vm-e2e", "error: no kernel\n"), None);
+    }
+
+    #[test]
+    fn failures_keep_each_fail_line_with_its_details() {
+        let out = "| FAIL scenario inner.sh: exit status 1\n\
+                   ok   scenario 10-a.sh: exit status 0 (3 s)\n\
+                   FAIL scenario 82-b.sh: exit status 1 (68 s)\n\
+                   \x20      failed: 82-b: FAIL: restart failed\n\
+                   ok   scenario 83-c.sh: exit status 0 (1 s)\n\
+                   \x20      failed: not a detail of a failure\n\
+                   FAIL guest: it died\n\
+                   \n\
+                   FAIL scenario 82-b.sh: exit status 1 (68 s)\n\
+                   vm-e2e: 2 passed, 2 failed, 0 skipped\n";
+        assert_eq!(
+            failures(out),
+            [
+                "FAIL scenario 82-b.sh: exit status 1 (68 s)",
+                "       failed: 82-b: FAIL: restart failed",
+                "FAIL guest: it died",
+            ]
+        );
+        assert!(failures("ok   scenario 10-a.sh: exit status 0\n").is_empty());
     }
 }

@@ -23,7 +23,7 @@ upgrade() {
     fio_write_verify_bg "$dev_path"
     wait_io written "$dev_id" 2048
     old=$(field "$dev_id" pid)
-    out=$(timeout 120 ublk restart "$dev_id" 2>/tmp/r82.err) || fail "$1: ublk restart failed: $(cat /tmp/r82.err)"
+    out=$(timeout 120 ublk restart "$dev_id" 2>/tmp/r82.err) || fail "$1: ublk restart failed: $(tr '\n' ' ' </tmp/r82.err)"
     [ "$out" = "$dev_id $dev_path" ] || fail "$1: ublk restart printed '$out'"
     ! running "$old" || fail "$1: the old server $old still runs"
     new=$(field "$dev_id" pid)
