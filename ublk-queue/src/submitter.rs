@@ -219,16 +219,6 @@ mod tests {
 
     use super::*;
 
-    /// Held by every test that enters a ring: the fault-injection test makes every enter of
-    /// the process fail for a while.
-    static RINGS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    fn rings() -> std::sync::MutexGuard<'static, ()> {
-        RINGS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn nop(user_data: u64) -> Entry {
         Nop::new().build().user_data(user_data)
     }
@@ -251,7 +241,6 @@ mod tests {
 
     #[test]
     fn pushes_beyond_the_sq_are_submitted_never_dropped() {
-        let _rings = rings();
         let mut s = Submitter::new(Ring::new(4).expect("ring"));
         for i in 0..10 {
             // SAFETY: a NOP names no memory.
@@ -272,7 +261,6 @@ mod tests {
 
     #[test]
     fn a_chain_goes_into_one_submission_whole() {
-        let _rings = rings();
         let mut s = Submitter::new(Ring::new(4).expect("ring"));
         // Three slots taken: a chain of three cannot go in now and must not be split.
         for i in 0..3 {
@@ -300,9 +288,8 @@ mod tests {
         use rustix::io::Errno;
         use ublk_ring::fault;
 
-        let _rings = rings();
         let mut s = Submitter::new(Ring::new(4).expect("ring"));
-        fault::fail_enters(Errno::AGAIN, 1);
+        fault::fail_enters_here(Errno::AGAIN, 1);
         for i in 0..6 {
             // SAFETY: NOPs name no memory.
             unsafe { s.push(&nop(i)) }.expect("a refused enter is not an error");
@@ -317,7 +304,7 @@ mod tests {
             4,
             "four of six went into the SQ; two and the chain wait"
         );
-        fault::fail_enters(Errno::AGAIN, 0);
+        fault::fail_enters_here(Errno::AGAIN, 0);
         let mut got = Vec::new();
         for _ in 0..10 {
             if got.len() == 8 {

@@ -4,6 +4,7 @@
 //!
 //! A build without the feature has none of this: the check in the enter path is compiled out.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use rustix::io::Errno;
@@ -32,6 +33,29 @@ pub fn fail_enters(errno: Errno, one_in: u32) {
     ERRNO.store(errno.raw_os_error() as u32, Ordering::Relaxed);
     ENTERS.store(0, Ordering::Relaxed);
     ONE_IN.store(one_in, Ordering::Relaxed);
+}
+
+thread_local! {
+    /// This thread's own injection, set by [`fail_enters_here`]: `(errno, one_in, enters seen)`;
+    /// it takes precedence over the process-wide one.
+    static HERE: Cell<Option<(Errno, u32, u64)>> = const { Cell::new(None) };
+}
+
+/// Makes every `one_in`-th `io_uring_enter` made *on the calling thread* fail with `errno`
+/// (EAGAIN or EBUSY); `one_in` 0 ends it, and the thread follows [`fail_enters`] again.
+///
+/// For tests that drive a ring on their own thread: the process-wide switch would also fail
+/// the enters of every other test the harness runs in parallel.
+///
+/// # Panics
+///
+/// If `errno` is neither EAGAIN nor EBUSY, as [`fail_enters`].
+pub fn fail_enters_here(errno: Errno, one_in: u32) {
+    assert!(
+        matches!(errno, Errno::AGAIN | Errno::BUSY),
+        "only EAGAIN and EBUSY are transient enter failures"
+    );
+    HERE.set((one_in > 0).then_some((errno, one_in, 0)));
 }
 
 /// How many failures have been injected since the process started.
@@ -74,6 +98,15 @@ fn parse(value: &str) -> Result<(Errno, u32), String> {
 /// The failure to inject for this enter, if it is one of the chosen.
 #[inline]
 pub(crate) fn enter_fault() -> Option<Errno> {
+    if let Some((errno, one_in, seen)) = HERE.get() {
+        let n = seen + 1;
+        HERE.set(Some((errno, one_in, n)));
+        if !n.is_multiple_of(u64::from(one_in)) {
+            return None;
+        }
+        INJECTED.fetch_add(1, Ordering::Relaxed);
+        return Some(errno);
+    }
     let one_in = ONE_IN.load(Ordering::Relaxed);
     if one_in == 0 {
         return None;
@@ -94,12 +127,13 @@ mod tests {
     use crate::Ring;
     use crate::opcode::Nop;
 
-    // One test touches the process-wide switch, so tests running in parallel never see it.
+    // Injected on this thread only: the harness runs other tests' rings in parallel, and the
+    // process-wide switch failed their enters too (a NOP round trip in builder.rs saw EBUSY).
     #[test]
     fn injected_failures_are_transient_and_counted() {
         let mut ring = Ring::new(8).expect("ring");
         let before = injected();
-        fail_enters(Errno::AGAIN, 1);
+        fail_enters_here(Errno::AGAIN, 1);
         // SAFETY: a NOP references no memory.
         unsafe { ring.submission().push(&Nop::new().build().user_data(7)) }.expect("room");
         // Nothing to reap: the ring reports Busy, and the NOP stays queued.
@@ -109,11 +143,35 @@ mod tests {
         ));
         assert_eq!(injected(), before + 1);
         // Every second enter: the first fails, the retry goes through.
-        fail_enters(Errno::BUSY, 2);
+        fail_enters_here(Errno::BUSY, 2);
         assert_eq!(ring.submit_and_wait(1).expect("second enter works"), 1);
-        fail_enters(Errno::AGAIN, 0);
+        fail_enters_here(Errno::AGAIN, 0);
         let got: Vec<u64> = ring.completion().map(|c| c.user_data()).collect();
         assert_eq!(got, [7], "the queued entry was submitted once, not lost");
+    }
+
+    #[test]
+    fn a_threads_injection_leaves_other_threads_alone() {
+        let before = injected();
+        fail_enters_here(Errno::AGAIN, 1);
+        let elsewhere = std::thread::spawn(|| {
+            let mut ring = Ring::new(8).expect("ring");
+            // SAFETY: a NOP references no memory.
+            unsafe { ring.submission().push(&Nop::new().build().user_data(8)) }.expect("room");
+            ring.submit_and_wait(1)
+                .expect("another thread's enter is not failed")
+        });
+        assert_eq!(elsewhere.join().expect("the other thread"), 1);
+        let mut ring = Ring::new(8).expect("ring");
+        // SAFETY: a NOP references no memory.
+        unsafe { ring.submission().push(&Nop::new().build().user_data(9)) }.expect("room");
+        assert!(matches!(
+            ring.submit(),
+            Err(crate::Error::Busy(Errno::AGAIN))
+        ));
+        fail_enters_here(Errno::AGAIN, 0);
+        assert_eq!(ring.submit_and_wait(1).expect("injection ended"), 1);
+        assert!(injected() > before);
     }
 
     #[test]
