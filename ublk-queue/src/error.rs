@@ -211,6 +211,20 @@ pub enum Error {
         tag: u16,
     },
 
+    /// A draining queue could not send its last commits before leaving: the kernel pushed
+    /// back every submission for the whole leave timeout. The requests they finish are failed
+    /// or reissued as the device's recovery mode says.
+    #[error(
+        "queue {q}: the kernel refused the queue's last commits for {after:?}; the requests they \
+         finish are failed or reissued as the device's recovery mode says"
+    )]
+    CommitsNotSent {
+        /// The queue.
+        q: u16,
+        /// How long it tried.
+        after: std::time::Duration,
+    },
+
     /// More completions of the target's own SQEs arrived than it pushed: a bookkeeping bug.
     #[error("queue {q}: a completion with key {key} arrived for an SQE the target never pushed")]
     StrayOwnedCompletion {

@@ -173,6 +173,7 @@ mod submitter;
 mod tags;
 mod target;
 mod target_ring;
+mod wake;
 // The device lifecycle, bottom up.
 mod builder;
 mod ctrl;

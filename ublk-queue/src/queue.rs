@@ -20,7 +20,8 @@
 //!   the queue ends when every tag has ended.
 
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::event::PollFlags;
@@ -42,6 +43,7 @@ use crate::tags::{NotServing, Tags, Verdict};
 use crate::target::QueueTarget;
 use crate::target_ring::TargetRing;
 use crate::user_data::UserData;
+use crate::wake::Wake;
 
 /// One queue: its ring, its tags, its target, its modes.
 pub(crate) struct Queue<Q, B: Buffers, C: Commands> {
@@ -56,7 +58,14 @@ pub(crate) struct Queue<Q, B: Buffers, C: Commands> {
     pub(crate) descs: DescMap,
     pub(crate) q_id: u16,
     pub(crate) requests: u64,
+    /// The device's wake-up, which this queue's ring polls ([`crate::wake`]).
+    pub(crate) wake: Arc<Wake>,
+    /// Told to leave at once.
     pub(crate) woken: bool,
+    /// Told to drain: the device is canceling, the kernel hands this queue no new request, and
+    /// a commit sent now may never be answered; the queue leaves once it holds nothing
+    /// ([`crate::wake`]).
+    pub(crate) draining: bool,
     /// `None`: sleep in `io_uring_enter` as soon as there is nothing to reap.
     pub(crate) busy_poll: Option<Duration>,
     /// How many completions the next sleep waits for.
@@ -81,10 +90,13 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
     /// The last fetch of the queue makes this thread the queue's daemon (`ublk_mark_io_ready`),
     /// after which START_DEV may proceed. Commands the kernel rejects at once complete during
     /// the submit and are reaped here, so a failed fetch is an error now.
-    pub(crate) fn fetch_all(&mut self, wake: &OwnedFd) -> Result<()> {
-        let poll = PollAdd::new(Fd(wake.as_raw_fd()), u32::from(PollFlags::IN.bits()))
-            .build()
-            .user_data(UserData::Wake.encode());
+    pub(crate) fn fetch_all(&mut self) -> Result<()> {
+        let poll = PollAdd::new(
+            Fd(self.wake.as_fd().as_raw_fd()),
+            u32::from(PollFlags::IN.bits()),
+        )
+        .build()
+        .user_data(UserData::Wake.encode());
         // SAFETY: the eventfd stays open for the life of the queue: the device holds it until
         // every queue thread has been joined, and this thread holds a reference too.
         unsafe { self.submitter.push(&poll) }?;
@@ -118,6 +130,18 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
                 pushed_back: self.submitter.pushed_back,
                 uring_cmds: self.submitter.uring_cmds,
             });
+        }
+        if !self.woken {
+            // Leaving on its own: the commits of the last round are queued, not sent yet. Sent
+            // they finish their requests; left in the SQ, the kernel would fail (or reissue)
+            // those requests once the ring closes, as if the server had died holding them.
+            self.commands.flush(&mut self.submitter)?;
+            if !self.submitter.submit_all(Instant::now() + LEAVE_TIMEOUT)? {
+                return Err(Error::CommitsNotSent {
+                    q: self.q_id,
+                    after: LEAVE_TIMEOUT,
+                });
+            }
         }
         if self.tags.all_ended() || self.over {
             self.release_resources();
@@ -168,13 +192,14 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
         }
     }
 
-    /// Told to leave, or every tag ended, or the kernel hands the queue nothing more and
-    /// everything the queue held is committed. SQEs the target owns (a receive, a timer) keep
-    /// no queue: `Drop` cancels and reaps them before the target goes.
+    /// Told to leave, or every tag ended, or the kernel hands the queue nothing more (the mode
+    /// said it is over, or the device is draining) and everything the queue held is committed.
+    /// SQEs the target owns (a receive, a timer) keep no queue: `Drop` cancels and reaps them
+    /// before the target goes.
     fn finished(&self) -> bool {
         self.woken
             || self.tags.all_ended()
-            || (self.over && !self.tags.serving_any() && self.commands.idle())
+            || ((self.over || self.draining) && !self.tags.serving_any() && self.commands.idle())
     }
 
     /// Handles every completion that is ready, including those posted while handling.
@@ -228,7 +253,11 @@ impl<Q: QueueTarget, B: Buffers, C: Commands> Queue<Q, B, C> {
                 self.on_owned(key, cqe)
             }
             Some(UserData::Wake) => {
-                self.woken = true;
+                if self.wake.draining() {
+                    self.draining = true;
+                } else {
+                    self.woken = true;
+                }
                 Ok(())
             }
             // A buffer command failed (they post nothing on success): the target's SQEs on that

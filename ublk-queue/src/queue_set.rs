@@ -12,7 +12,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use rustix::event::EventfdFlags;
 use rustix::thread::CpuSet;
 use ublk_uapi::{DevInfo, Params};
 
@@ -23,6 +22,7 @@ use crate::options::{MAX_BUSY_POLL, QueueOptions};
 use crate::queue_thread::{Event, QueueSetup, run_queue};
 use crate::stats::QueueStats;
 use crate::target::Target;
+use crate::wake::Wake;
 
 /// The open char device and the queue threads serving it.
 #[derive(Debug)]
@@ -30,8 +30,8 @@ pub(crate) struct QueueSet {
     dev_info: DevInfo,
     params: Params,
     char_dev: Option<Arc<OwnedFd>>,
-    /// Written to make every queue leave at once, without waiting for its tags to be aborted.
-    wake: Arc<OwnedFd>,
+    /// Makes every queue leave (or drain), without waiting for its tags to be aborted.
+    wake: Arc<Wake>,
     threads: Vec<JoinHandle<()>>,
     exited: Vec<bool>,
     events_tx: Sender<Event>,
@@ -50,11 +50,7 @@ impl QueueSet {
         threads: &[u16],
     ) -> Result<Self> {
         let char_dev = char_dev::open(dev_info.dev_id, deadline)?;
-        let wake = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-            .map_err(|source| Error::Setup {
-                what: "eventfd",
-                source,
-            })?;
+        let wake = Wake::new()?;
         let (events_tx, events) = crossbeam_channel::unbounded();
         let stats = threads.iter().map(|&q| QueueStats::of_queue(q)).collect();
         Ok(QueueSet {
@@ -155,8 +151,8 @@ impl QueueSet {
         Ok(warnings)
     }
 
-    /// The eventfd that makes every queue leave, for handles that outlive a borrow of the set.
-    pub(crate) fn waker(&self) -> Arc<OwnedFd> {
+    /// The queues' wake-up, for handles that outlive a borrow of the set.
+    pub(crate) fn waker(&self) -> Arc<Wake> {
         Arc::clone(&self.wake)
     }
 
@@ -165,9 +161,7 @@ impl QueueSet {
     /// For teardown when the device is not (or no longer) able to abort the tags itself: a queue
     /// leaving with commands pending has the kernel cancel them when its ring closes.
     pub(crate) fn wake(&self) {
-        // The eventfd is non-blocking; the only failure, EAGAIN, means the counter is already
-        // huge, which wakes the queues just the same.
-        let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
+        self.wake.leave();
     }
 
     /// Waits until every queue has ended, or one of them failed; returns that failure (the other

@@ -31,6 +31,7 @@ use crate::stats::{QueueStats, Recorder};
 use crate::submitter::Submitter;
 use crate::tags::Tags;
 use crate::target::{QueueInfo, QueueTarget, Target};
+use crate::wake::Wake;
 
 /// What queue threads tell the device.
 #[derive(Debug)]
@@ -58,8 +59,8 @@ pub(crate) struct QueueSetup {
     pub dev_info: DevInfo,
     pub params: Params,
     pub char_dev: Arc<OwnedFd>,
-    /// Readable when the device wants its queues to leave at once.
-    pub wake: Arc<OwnedFd>,
+    /// Readable when the device wants its queues to leave, or to drain.
+    pub wake: Arc<Wake>,
     /// The CPUs to pin the thread to, or `None` to leave it unpinned.
     pub cpus: Option<CpuSet>,
     pub sched: SchedPolicy,
@@ -152,7 +153,7 @@ fn serve_in<T: Target, B: Buffers, C: Commands>(
     commands: impl FnOnce(&mut Submitter) -> Result<C>,
 ) -> Result<()> {
     let mut queue = open_queue(setup, target, &mut warnings, buffers, commands)?;
-    queue.fetch_all(&setup.wake)?;
+    queue.fetch_all()?;
     // The device waits for this before START_DEV; a closed channel means it gave up on us, and
     // the wake poll will tell us to leave.
     let _ = events.send(Event::Ready { warnings });
@@ -252,7 +253,9 @@ fn open_queue<T: Target, B: Buffers, C: Commands>(
         descs,
         q_id: q,
         requests: 0,
+        wake: Arc::clone(&setup.wake),
         woken: false,
+        draining: false,
         busy_poll: (!setup.busy_poll.is_zero()).then_some(setup.busy_poll),
         // Each tag brings one completion per round at most, plus its target SQEs'.
         gather: Gather::new(setup.batching, entries),

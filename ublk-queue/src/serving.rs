@@ -1,6 +1,5 @@
 //! A live device and the handles that stop it.
 
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ use crate::queue_set::QueueSet;
 use crate::server::Server;
 use crate::snapshot::DeviceStats;
 use crate::stats::QueueStats;
+use crate::wake::Wake;
 
 /// A live device: `/dev/ublkbN` exists and its queues serve it.
 ///
@@ -203,8 +203,8 @@ pub struct DeviceHandle {
     dev_id: u32,
     block_size: u32,
     features: Features,
-    /// Makes the queues leave at once.
-    wake: Arc<OwnedFd>,
+    /// Makes the queues leave, or drain.
+    wake: Arc<Wake>,
     timeout: Duration,
     stats: Arc<[QueueStats]>,
 }
@@ -245,8 +245,8 @@ impl DeviceHandle {
     /// LIVE again.
     ///
     /// It needs QUIESCE (Linux 6.16, asked for with user recovery when the kernel has it): the
-    /// kernel first lets the requests in flight finish (up to the deadline), so none is lost or
-    /// failed. On a batch I/O device (where QUIESCE_DEV would fail new requests until the next
+    /// kernel holds new requests for the next server, and the queues serve and commit the
+    /// requests they hold before they leave, so none is lost or failed. On a batch I/O device (where QUIESCE_DEV would fail new requests until the next
     /// server is up) the queues leave at once instead, and the requests they hold are reissued
     /// to the new server, which needs USER_RECOVERY_REISSUE. Older kernels are refused: there,
     /// queues that leave while their process runs on can leave the driver's device lock held
@@ -269,7 +269,11 @@ impl DeviceHandle {
         let batch = self.features.contains(Features::BATCH_IO);
         if self.features.contains(Features::QUIESCE) && !batch {
             self.ctrl.start_hand_over();
-            return self.ctrl.quiesce(self.dev_id, self.timeout);
+            self.ctrl.quiesce(self.dev_id, self.timeout)?;
+            // The kernel aborted the fetches it held; the queues serve and commit what they
+            // hold, then leave (a commit sent now is never answered).
+            self.wake.drain();
+            return Ok(());
         }
         // A batch device's kernel (7.0+) has QUIESCE whether the device asked for it or not.
         if !self.features.contains(Features::QUIESCE) && !batch {
@@ -284,8 +288,7 @@ impl DeviceHandle {
             });
         }
         self.ctrl.start_hand_over();
-        // The eventfd is non-blocking; EAGAIN means it is already signalled.
-        let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
+        self.wake.leave();
         Ok(())
     }
 

@@ -14,7 +14,7 @@
 //!   entries still queued are submitted by the next enter.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ublk_ring::squeue::{Entry, SqeFlags};
 use ublk_ring::types::{Features, Fixed};
@@ -196,6 +196,20 @@ impl Submitter {
             self.enters -= 1;
         }
         entered
+    }
+
+    /// Submits everything queued (the SQ and the overflow list), going round pushed-back
+    /// enters, until nothing is left or `deadline` passes; returns whether everything went in.
+    pub(crate) fn submit_all(&mut self, deadline: Instant) -> Result<bool, Error> {
+        loop {
+            if self.overflow.is_empty() && self.ring.submission().is_empty() {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            self.submit()?;
+        }
     }
 
     pub(crate) fn has_completions(&mut self) -> bool {

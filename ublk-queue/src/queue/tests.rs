@@ -153,7 +153,9 @@ fn queue(target: Relay) -> Queue<Relay, CopyMode, Recorded> {
         descs,
         q_id: 0,
         requests: 0,
+        wake: Arc::new(Wake::new().expect("eventfd")),
         woken: false,
+        draining: false,
         busy_poll: None,
         gather: Gather::new(Batching::OFF, 16),
         cqes: Vec::new(),
@@ -246,8 +248,7 @@ fn timed_relay() -> (Relay, Arc<AtomicBool>) {
 fn a_leaving_queue_cancels_owned_sqes_before_dropping_the_target() {
     let (target, dropped) = timed_relay();
     let mut q = queue(target);
-    let wake = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).expect("eventfd");
-    q.fetch_all(&wake).expect("start the target, fetch");
+    q.fetch_all().expect("start the target, fetch");
     assert_eq!(q.tags.owned_in_flight(), 1, "the timer is in flight");
     let started = Instant::now();
     drop(q);
@@ -265,8 +266,7 @@ fn a_leaving_queue_cancels_owned_sqes_before_dropping_the_target() {
 fn a_queue_that_is_over_waits_for_held_requests_and_cancels_owned_sqes() {
     let (target, dropped) = timed_relay();
     let mut q = queue(target);
-    let wake = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).expect("eventfd");
-    q.fetch_all(&wake).expect("start the target, fetch");
+    q.fetch_all().expect("start the target, fetch");
     q.on_fetched(0, UBLK_IO_RES_OK).expect("tag 0 handed over");
     q.on_fetched(1, UBLK_IO_RES_OK).expect("tag 1 handed over");
     // The kernel hands over nothing more (Report::Over): held requests still get committed.
@@ -288,6 +288,98 @@ fn a_queue_that_is_over_waits_for_held_requests_and_cancels_owned_sqes() {
         started.elapsed() < LEAVE_TIMEOUT,
         "the timer was cancelled, not waited out"
     );
+}
+
+#[test]
+fn a_drained_queue_leaves_once_held_requests_are_committed() {
+    let mut q = queue(Relay::default());
+    q.fetch_all().expect("start the target, fetch");
+    q.on_fetched(0, UBLK_IO_RES_OK).expect("tag 0 handed over");
+    q.on_fetched(1, UBLK_IO_RES_OK).expect("tag 1 handed over");
+    // QUIESCE_DEV: the kernel aborts the idle fetch of tag 2 and keeps tag 3's for itself.
+    q.on_fetched(2, UBLK_IO_RES_ABORT).expect("tag 2 aborted");
+    assert!(!q.draining && !q.finished(), "an abort alone is no drain");
+    // As the hand-over's drain wake-up does (its own test below).
+    q.draining = true;
+    assert!(
+        !q.finished(),
+        "tags 0 and 1 are held: they must be committed first"
+    );
+    run_until(&mut q, |c| c.commits.len() == 2);
+    assert_eq!(q.commands.commits, [(0, 100), (1, 101)]);
+    // Their commits (COMMIT_AND_FETCH) are never answered, and tag 3 never ends.
+    assert!(!q.tags.all_ended());
+    assert!(q.finished(), "nothing held: the queue leaves");
+}
+
+#[test]
+fn a_draining_queue_sends_its_queued_commits_before_it_leaves() {
+    let mut q = queue(Relay::default());
+    q.draining = true;
+    // A commit of the last round, queued and not sent yet (a NOP stands for it).
+    let commit = Nop::new()
+        .build()
+        .user_data(UserData::Command { tag: 0 }.encode());
+    // SAFETY: a NOP names no memory.
+    unsafe { q.submitter.push(&commit) }.expect("push");
+    q.run(|_| {})
+        .expect("nothing held: the queue leaves at once");
+    assert!(
+        q.submitter.ring.submission().is_empty(),
+        "the commit was left in the SQ"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while q.submitter.ring.completion().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the commit never reached the kernel"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits for the wake poll to fire and reaps it.
+fn reap_wake_up(q: &mut Queue<Relay, CopyMode, Recorded>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(q.draining || q.woken) {
+        assert!(Instant::now() < deadline, "the wake poll never fired");
+        q.submitter
+            .ring
+            .submit_and_wait_timeout(1, Duration::from_millis(100))
+            .map(drop)
+            .or_else(|e| match e {
+                ublk_ring::Error::TimedOut | ublk_ring::Error::Busy(_) => Ok(()),
+                e => Err(e),
+            })
+            .expect("submit");
+        q.reap().expect("reaped");
+    }
+}
+
+#[test]
+fn a_drain_wake_up_lets_the_queue_commit_what_it_holds_first() {
+    let mut q = queue(Relay::default());
+    q.fetch_all().expect("arm the wake poll");
+    q.on_fetched(0, UBLK_IO_RES_OK).expect("tag 0 handed over");
+    q.on_fetched(1, UBLK_IO_RES_OK).expect("tag 1 handed over");
+    // A per-I/O daemon whose tags were all busy when the kernel cancelled: no abort reaches
+    // it, the hand-over's wake-up does.
+    q.wake.drain();
+    reap_wake_up(&mut q);
+    assert!(q.draining && !q.woken);
+    run_until(&mut q, |c| c.commits.len() == 2);
+    assert!(q.finished(), "both committed: the queue leaves");
+}
+
+#[test]
+fn a_leave_wake_up_leaves_at_once() {
+    let mut q = queue(Relay::default());
+    q.fetch_all().expect("arm the wake poll");
+    q.on_fetched(0, UBLK_IO_RES_OK).expect("tag 0 handed over");
+    q.wake.leave();
+    reap_wake_up(&mut q);
+    assert!(q.woken && !q.draining);
+    assert!(q.finished(), "tag 0 is held, and left to the kernel");
 }
 
 /// Completes a NOP carrying `user_data` and reaps it.
