@@ -17,7 +17,10 @@
 //! - a fetch completing with `UBLK_IO_RES_OK` means descriptor `tag` is valid (`ublk_queue_rq`
 //!   wrote it before completing the command);
 //! - `UBLK_IO_RES_ABORT` ends a tag for good (`ublk_cancel_cmd`): it is not fetched again, and
-//!   the queue ends when every tag has ended.
+//!   the queue ends when every tag has ended;
+//! - after QUIESCE_DEV a commit is never answered (the kernel cancelled what it held before):
+//!   a hand-over drains the queue instead, which leaves once its commits are sent
+//!   ([`crate::wake`]).
 
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd};
