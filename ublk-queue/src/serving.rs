@@ -246,11 +246,12 @@ impl DeviceHandle {
     ///
     /// It needs QUIESCE (Linux 6.16, asked for with user recovery when the kernel has it): the
     /// kernel holds new requests for the next server, and the queues serve and commit the
-    /// requests they hold before they leave, so none is lost or failed. On a batch I/O device (where QUIESCE_DEV would fail new requests until the next
-    /// server is up) the queues leave at once instead, and the requests they hold are reissued
-    /// to the new server, which needs USER_RECOVERY_REISSUE. Older kernels are refused: there,
-    /// queues that leave while their process runs on can leave the driver's device lock held
-    /// for good (seen on 6.12 under fio), where a process that exits cannot.
+    /// requests they hold before they leave, so none is lost or failed. On a batch I/O device
+    /// (where QUIESCE_DEV would fail new requests until the next server is up) the queues leave
+    /// at once instead, and the requests they hold are reissued to the new server, which needs
+    /// USER_RECOVERY_REISSUE. Older kernels are refused: there, queues that leave while their
+    /// process runs on can leave the driver's device lock held for good (seen on 6.12 under
+    /// fio), where a process that exits cannot.
     ///
     /// # Errors
     ///

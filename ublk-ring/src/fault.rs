@@ -26,10 +26,7 @@ static INJECTED: AtomicU64 = AtomicU64::new(0);
 /// If `errno` is neither EAGAIN nor EBUSY: those are the transient failures a caller must
 /// survive; anything else would test nothing real.
 pub fn fail_enters(errno: Errno, one_in: u32) {
-    assert!(
-        matches!(errno, Errno::AGAIN | Errno::BUSY),
-        "only EAGAIN and EBUSY are transient enter failures"
-    );
+    assert_transient(errno);
     ERRNO.store(errno.raw_os_error() as u32, Ordering::Relaxed);
     ENTERS.store(0, Ordering::Relaxed);
     ONE_IN.store(one_in, Ordering::Relaxed);
@@ -51,11 +48,15 @@ thread_local! {
 ///
 /// If `errno` is neither EAGAIN nor EBUSY, as [`fail_enters`].
 pub fn fail_enters_here(errno: Errno, one_in: u32) {
+    assert_transient(errno);
+    HERE.set((one_in > 0).then_some((errno, one_in, 0)));
+}
+
+fn assert_transient(errno: Errno) {
     assert!(
         matches!(errno, Errno::AGAIN | Errno::BUSY),
         "only EAGAIN and EBUSY are transient enter failures"
     );
-    HERE.set((one_in > 0).then_some((errno, one_in, 0)));
 }
 
 /// How many failures have been injected since the process started.
@@ -99,26 +100,25 @@ fn parse(value: &str) -> Result<(Errno, u32), String> {
 #[inline]
 pub(crate) fn enter_fault() -> Option<Errno> {
     if let Some((errno, one_in, seen)) = HERE.get() {
-        let n = seen + 1;
-        HERE.set(Some((errno, one_in, n)));
-        if !n.is_multiple_of(u64::from(one_in)) {
-            return None;
-        }
-        INJECTED.fetch_add(1, Ordering::Relaxed);
-        return Some(errno);
+        HERE.set(Some((errno, one_in, seen + 1)));
+        return chosen(seen + 1, one_in, errno);
     }
     let one_in = ONE_IN.load(Ordering::Relaxed);
     if one_in == 0 {
         return None;
     }
     let n = ENTERS.fetch_add(1, Ordering::Relaxed) + 1;
+    let errno = Errno::from_raw_os_error(ERRNO.load(Ordering::Relaxed) as i32);
+    chosen(n, one_in, errno)
+}
+
+/// `errno` if the `n`-th enter is one of every `one_in`-th, counted as injected.
+fn chosen(n: u64, one_in: u32, errno: Errno) -> Option<Errno> {
     if !n.is_multiple_of(u64::from(one_in)) {
         return None;
     }
     INJECTED.fetch_add(1, Ordering::Relaxed);
-    Some(Errno::from_raw_os_error(
-        ERRNO.load(Ordering::Relaxed) as i32
-    ))
+    Some(errno)
 }
 
 #[cfg(test)]

@@ -167,13 +167,18 @@ fn queue(target: Relay) -> Queue<Relay, CopyMode, Recorded> {
     }
 }
 
-/// Submits and reaps until `done` holds, for up to 5 s (an injected EAGAIN just goes round).
-fn run_until(q: &mut Queue<Relay, CopyMode, Recorded>, done: impl Fn(&Recorded) -> bool) {
+/// Submits and reaps until `done` holds of the queue, for up to 5 s (an injected EAGAIN just
+/// goes round); `what` says what never happened if it does not.
+fn turn_until(
+    q: &mut Queue<Relay, CopyMode, Recorded>,
+    what: &str,
+    done: impl Fn(&Queue<Relay, CopyMode, Recorded>) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !done(&q.commands) {
+    while !done(q) {
         assert!(
             Instant::now() < deadline,
-            "commits so far: {:?}",
+            "{what}; commits so far: {:?}",
             q.commands.commits
         );
         q.submitter
@@ -187,6 +192,11 @@ fn run_until(q: &mut Queue<Relay, CopyMode, Recorded>, done: impl Fn(&Recorded) 
             .expect("submit");
         q.reap().expect("every completion is the target's");
     }
+}
+
+/// Turns the queue until `done` holds of its commits.
+fn run_until(q: &mut Queue<Relay, CopyMode, Recorded>, done: impl Fn(&Recorded) -> bool) {
+    turn_until(q, "the commits never came", |q| done(&q.commands));
 }
 
 #[test]
@@ -338,22 +348,9 @@ fn a_draining_queue_sends_its_queued_commits_before_it_leaves() {
     }
 }
 
-/// Waits for the wake poll to fire and reaps it.
+/// Turns the queue until its wake poll has fired.
 fn reap_wake_up(q: &mut Queue<Relay, CopyMode, Recorded>) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !(q.draining || q.woken) {
-        assert!(Instant::now() < deadline, "the wake poll never fired");
-        q.submitter
-            .ring
-            .submit_and_wait_timeout(1, Duration::from_millis(100))
-            .map(drop)
-            .or_else(|e| match e {
-                ublk_ring::Error::TimedOut | ublk_ring::Error::Busy(_) => Ok(()),
-                e => Err(e),
-            })
-            .expect("submit");
-        q.reap().expect("reaped");
-    }
+    turn_until(q, "the wake poll never fired", |q| q.draining || q.woken);
 }
 
 #[test]
