@@ -195,6 +195,16 @@ fn turn_until(
 }
 
 /// Turns the queue until `done` holds of its commits.
+/// A queue with its target started and every tag fetched (which also arms the wake poll), tags 0
+/// and 1 handed over to it.
+fn holding_two(target: Relay) -> Queue<Relay, CopyMode, Recorded> {
+    let mut q = queue(target);
+    q.fetch_all().expect("start the target, fetch");
+    q.on_fetched(0, UBLK_IO_RES_OK).expect("tag 0 handed over");
+    q.on_fetched(1, UBLK_IO_RES_OK).expect("tag 1 handed over");
+    q
+}
+
 fn run_until(q: &mut Queue<Relay, CopyMode, Recorded>, done: impl Fn(&Recorded) -> bool) {
     turn_until(q, "the commits never came", |q| done(&q.commands));
 }
@@ -275,10 +285,7 @@ fn a_leaving_queue_cancels_owned_sqes_before_dropping_the_target() {
 #[test]
 fn a_queue_that_is_over_waits_for_held_requests_and_cancels_owned_sqes() {
     let (target, dropped) = timed_relay();
-    let mut q = queue(target);
-    q.fetch_all().expect("start the target, fetch");
-    q.on_fetched(0, UBLK_IO_RES_OK).expect("tag 0 handed over");
-    q.on_fetched(1, UBLK_IO_RES_OK).expect("tag 1 handed over");
+    let mut q = holding_two(target);
     // The kernel hands over nothing more (Report::Over): held requests still get committed.
     q.over = true;
     assert!(!q.finished(), "tags 0 and 1 are held");
@@ -302,10 +309,7 @@ fn a_queue_that_is_over_waits_for_held_requests_and_cancels_owned_sqes() {
 
 #[test]
 fn a_drained_queue_leaves_once_held_requests_are_committed() {
-    let mut q = queue(Relay::default());
-    q.fetch_all().expect("start the target, fetch");
-    q.on_fetched(0, UBLK_IO_RES_OK).expect("tag 0 handed over");
-    q.on_fetched(1, UBLK_IO_RES_OK).expect("tag 1 handed over");
+    let mut q = holding_two(Relay::default());
     // QUIESCE_DEV: the kernel aborts the idle fetch of tag 2 and keeps tag 3's for itself.
     q.on_fetched(2, UBLK_IO_RES_ABORT).expect("tag 2 aborted");
     assert!(!q.draining && !q.finished(), "an abort alone is no drain");
@@ -355,10 +359,7 @@ fn reap_wake_up(q: &mut Queue<Relay, CopyMode, Recorded>) {
 
 #[test]
 fn a_drain_wake_up_lets_the_queue_commit_what_it_holds_first() {
-    let mut q = queue(Relay::default());
-    q.fetch_all().expect("arm the wake poll");
-    q.on_fetched(0, UBLK_IO_RES_OK).expect("tag 0 handed over");
-    q.on_fetched(1, UBLK_IO_RES_OK).expect("tag 1 handed over");
+    let mut q = holding_two(Relay::default());
     // A per-I/O daemon whose tags were all busy when the kernel cancelled: no abort reaches
     // it, the hand-over's wake-up does.
     q.wake.drain();
